@@ -1,0 +1,118 @@
+"""Settings, read once at the edge (``imagegen serve``, the CLI, tests) and passed down.
+
+Provider variables keep their established names (``REPLICATE_API_KEY`` from the seed,
+``REPLICATE_API_TOKEN`` and ``REPLICATE_BASE_URL`` as the official client reads them);
+imagegen's own settings live under the ``IMAGEGEN_`` prefix. Values come from the environment
+and from a ``.env`` file in the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEGEN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- Replicate (names shared with the seed and the official client) ---
+    replicate_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REPLICATE_API_KEY", "REPLICATE_API_TOKEN"),
+        description="Replicate API token (r8_...).",
+    )
+    replicate_base_url: str = Field(
+        default="https://api.replicate.com",
+        validation_alias=AliasChoices("REPLICATE_BASE_URL", "replicate_base_url"),
+        description="Base URL of the Replicate API (paths under /v1 are appended).",
+    )
+
+    # --- Server ---
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base URL clients use to reach imagegen (behind a proxy); "
+        "image links are built from it. Default: the request's own base URL.",
+    )
+    log_level: str = "info"
+
+    # --- Storage and history ---
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite in the data directory."
+    )
+    return_provider_urls: bool = Field(
+        default=False,
+        description="Return the provider's own (expiring) URLs instead of storing images.",
+    )
+
+    # --- Request limits ---
+    min_images: int = Field(default=1, ge=1)
+    max_images: int = Field(default=10, ge=1, le=100)
+    min_size: int = Field(default=64, ge=1)
+    max_size: int = Field(default=4096, ge=1)
+    max_prompt_length: int = Field(default=4000, ge=1)
+
+    # --- Timeouts (seconds) ---
+    request_timeout: float = Field(
+        default=300.0, gt=0, description="Deadline for one synchronous generation, end to end."
+    )
+    replicate_wait: int = Field(
+        default=60, ge=1, le=60, description="Seconds of Replicate's sync mode (Prefer: wait=N)."
+    )
+    poll_interval: float = Field(default=0.5, gt=0, description="Seconds between status polls.")
+    http_connect_timeout: float = Field(default=5.0, gt=0)
+    schema_cache_ttl: float = Field(default=3600.0, ge=0)
+
+    # --- Image downloads ---
+    download_timeout: float = Field(default=60.0, gt=0)
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    download_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra hosts imagegen may download provider outputs from.",
+    )
+
+    @field_validator("replicate_base_url", "public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("replicate_api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        if self.min_size > self.max_size:
+            raise ValueError("IMAGEGEN_MIN_SIZE must not exceed IMAGEGEN_MAX_SIZE")
+        if self.min_images > self.max_images:
+            raise ValueError("IMAGEGEN_MIN_IMAGES must not exceed IMAGEGEN_MAX_IMAGES")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'imagegen.db').as_posix()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"

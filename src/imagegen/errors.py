@@ -1,0 +1,151 @@
+"""The one exception tree of imagegen. No HTTP in here: ``api/errors.py`` maps it to statuses.
+
+    ImagegenError
+    ├── InvalidRequest            bad input from the user; names the field
+    ├── NotFound                  a generation, image or route that does not exist
+    │   └── ModelNotFound         the catalog cannot route the model name
+    ├── UnsupportedModel          the model exists but does not produce images
+    ├── ConfigurationError        a setting is missing or wrong (e.g. no provider key)
+    ├── DeadlineExceeded          the request's deadline passed before the generation finished
+    ├── Canceled                  the generation was canceled (by the user or a disconnect)
+    ├── QueueFull                 imagegen is at capacity; try again later
+    └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
+        ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
+        │   └── UpstreamRateLimited   429, with ``retry_after`` seconds when known
+        ├── UpstreamUnavailable   connection refused/reset, timeouts, malformed replies
+        ├── PredictionFailed      the model ran and failed (or was canceled/aborted upstream)
+        └── ImageFetchError       an output could not be downloaded, was too large, or is no image
+
+Providers translate their foreign errors into this tree at their boundary, by type or status,
+never by message text, chaining with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Word boundaries in CamelCase names, acronyms included (UpstreamHTTPError -> upstream_http_error).
+_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+class ImagegenError(Exception):
+    """Base of every error imagegen raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def code(self) -> str:
+        """A stable snake_case code for the class: ``UpstreamRateLimited`` -> ``upstream_rate_limited``."""
+        return _SNAKE.sub("_", type(self).__name__).lower()
+
+
+class InvalidRequest(ImagegenError):
+    """The request is malformed; ``field`` names the offending field when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(ImagegenError):
+    """A resource (generation, image) does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No provider serves this model name."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class UnsupportedModel(ImagegenError):
+    """The model exists but cannot produce images (a text model, say)."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ConfigurationError(ImagegenError):
+    """A setting needed to serve the request is missing or invalid."""
+
+
+class DeadlineExceeded(ImagegenError):
+    """The request's deadline passed; any upstream work was canceled."""
+
+
+class Canceled(ImagegenError):
+    """The generation was canceled before it finished."""
+
+
+class QueueFull(ImagegenError):
+    """imagegen is at capacity; ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(ImagegenError):
+    """A provider failed. ``provider`` names it; ``message`` is safe to show the user."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The provider answered with an error status; ``status`` is the provider's own."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        title: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class UpstreamRateLimited(UpstreamHTTPError):
+    """The provider throttled us (429); ``retry_after`` is in seconds when it said so."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int = 429,
+        title: str | None = None,
+        detail: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, title=title, detail=detail)
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The provider could not be reached, timed out, or sent a reply we cannot parse."""
+
+
+class PredictionFailed(UpstreamError):
+    """The model ran and failed, or the provider canceled or aborted it."""
+
+    def __init__(self, message: str, *, provider: str, prediction_id: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.prediction_id = prediction_id
+
+
+class ImageFetchError(UpstreamError):
+    """A provider output could not be downloaded safely, or is not a decodable image."""

@@ -1,0 +1,104 @@
+"""Typed values that flow through the core: requests, provider results, stored images, jobs."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    """The persisted state of a generation: queued -> running -> succeeded | failed | canceled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What the user asked for, validated, in provider-neutral terms."""
+
+    model: str
+    prompt: str
+    num_images: int
+    width: int
+    height: int
+    seed: int | None = None
+    negative_prompt: str | None = None
+    output_format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderImage:
+    """One output as the provider returned it: an ``https:``/``http:`` URL or a ``data:`` URI."""
+
+    url: str
+    prediction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    """All outputs of one generation, with how many were asked for (a safety filter may drop some)."""
+
+    images: tuple[ProviderImage, ...]
+    requested: int
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.requested - len(self.images))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """An image imagegen downloaded, verified and stored under a content-addressed key."""
+
+    key: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    source_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """An upstream prediction, recorded before imagegen waits on it (for crash recovery)."""
+
+    prediction_id: str
+    inputs: Mapping[str, Any]
+    images_requested: int
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A generation job as persisted: the request, its state, upstream work and results."""
+
+    id: str
+    status: JobStatus
+    request: GenerationRequest
+    provider: str
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    predictions: tuple[PredictionRecord, ...] = ()
+    images: tuple[StoredImage, ...] = ()
+    provider_urls: tuple[str, ...] = ()
+    images_missing: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    deadline_at: datetime | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] = ()
+    updated_at: datetime | None = None

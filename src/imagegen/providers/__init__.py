@@ -1,0 +1,1 @@
+"""Providers: one module (or small package) per upstream, all behind ``base.Provider``."""

@@ -1,0 +1,70 @@
+"""The provider seam: one small protocol every upstream implements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from imagegen.models import GenerationRequest, PredictionRecord, ProviderResult
+
+
+async def _ignore_prediction(record: PredictionRecord) -> None:
+    return None
+
+
+async def _ignore_progress(fraction: float) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationContext:
+    """What a provider is told besides the request.
+
+    ``deadline`` is an absolute time on ``loop.time()``'s clock by which the provider must be done;
+    it sizes sync-mode waits and ``Cancel-After`` headers. ``on_prediction`` must be awaited with
+    each upstream prediction *before* the provider waits on it, so a restart can resume it instead
+    of paying twice. ``on_progress`` receives a fraction in [0, 1] when the upstream reports one.
+    """
+
+    deadline: float
+    on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(
+        default=_ignore_prediction
+    )
+    on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
+
+
+class Provider(Protocol):
+    """An upstream that turns a ``GenerationRequest`` into image URLs.
+
+    ``generate`` raises only ``imagegen.errors`` types (``UpstreamError`` and its subclasses,
+    ``UnsupportedModel``, ``InvalidRequest``, ``ConfigurationError``). If the task running it is
+    cancelled (deadline, user cancel, client disconnect), the provider cancels every upstream
+    prediction it started before re-raising ``CancelledError``. The provider owns nothing it was
+    given: the caller closes the HTTP client it injected; ``aclose`` releases what the provider
+    created itself.
+    """
+
+    name: str
+
+    async def generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult: ...
+
+    async def resume(
+        self,
+        request: GenerationRequest,
+        predictions: Sequence[PredictionRecord],
+        context: GenerationContext,
+    ) -> ProviderResult:
+        """Finish a generation whose predictions were already created (after a restart)."""
+        ...
+
+    async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
+        """Best-effort cancel of upstream predictions; never raises for an already-ended one."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+ProviderInputs = Mapping[str, Any]
