@@ -1,0 +1,319 @@
+"""Safe download of provider outputs to a local spool file (no SSRF, no endless bodies).
+
+- Only allow-listed hosts (``HostAllowList``): ``replicate.delivery`` and its subdomains, hosts of
+  configured provider base URLs, and ``download_allowed_hosts``.
+- Never a private, loopback, link-local, multicast, reserved or unspecified address (IPv4, IPv6,
+  IPv4 inside IPv6), checking every resolved address, unless the host is an exact configured
+  entry (a self-hosted provider on 127.0.0.1). The request is pinned to the checked address
+  (Host header and TLS SNI keep the name), so a second DNS answer cannot swap in another one.
+- Redirects followed by hand, at most ``max_redirects``, each hop checked by the same rules.
+- The body is streamed to a temp file while hashed; ``max_bytes`` is enforced on Content-Length
+  and on the bytes received, all under one overall ``timeout``. An uncompressed body is asked
+  for and a compressed one refused (a gzip bomb would expand in memory before any count).
+- The client's auth, ``Authorization`` and ``Cookie`` are never sent to download hosts.
+
+Every failure is an ``ImageFetchError`` whose ``provider`` is the host involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import os
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from imagegen.errors import ImageFetchError
+
+if TYPE_CHECKING:
+    from imagegen.config import Settings
+
+DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", ".replicate.delivery")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+STRIPPED_HEADERS = ("authorization", "cookie")
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""``(host, port) -> IP address strings``; raises ``OSError`` when the name does not resolve."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve ``host`` with the event loop's ``getaddrinfo`` (in a thread, not blocking)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a globally routable unicast address (IPv4 embedded in IPv6 too)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_global_unicast(ip.ipv4_mapped)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not _is_global_unicast(embedded):
+            return False
+    return _is_global_unicast(ip)
+
+
+def _is_global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not any(getattr(ip, flag) for flag in _NOT_PUBLIC)
+
+
+_NOT_PUBLIC = ("is_private", "is_loopback", "is_link_local", "is_multicast", "is_reserved")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _normalise_host(entry: str) -> str:
+    entry = entry.strip().lower()
+    if "://" in entry:
+        entry = httpx.URL(entry).raw_host.decode("ascii")
+    return entry.removeprefix("*").strip("[]").rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class HostAllowList:
+    """Hosts imagegen may download from. ``example.com`` matches exactly; ``.example.com``
+    matches any subdomain. Only exact ``configured`` entries may resolve to private addresses.
+    """
+
+    configured: tuple[str, ...] = ()
+    builtin: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "configured", _entries(self.configured))
+        object.__setattr__(self, "builtin", _entries(self.builtin))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *provider_base_urls: str) -> HostAllowList:
+        """The allow-list for ``settings``, plus the base URLs of other configured providers."""
+        urls = (settings.replicate_base_url, *provider_base_urls)
+        return cls(configured=(*urls, *settings.download_allowed_hosts))
+
+    def permits(self, host: str) -> bool:
+        host = _normalise_host(host)
+        return any(_matches(entry, host) for entry in (*self.configured, *self.builtin))
+
+    def trusts(self, host: str) -> bool:
+        """Whether ``host`` is an exact configured entry, so private addresses are acceptable."""
+        return _normalise_host(host) in self.configured
+
+
+def _entries(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(e for e in map(_normalise_host, values) if e.strip(".")))
+
+
+def _matches(entry: str, host: str) -> bool:
+    return host.endswith(entry) if entry.startswith(".") else host == entry
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A completed download: a spool file the caller now owns (move it or delete it)."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    url: str
+
+
+class SafeFetcher:
+    """Downloads provider outputs under the rules in this module's docstring.
+
+    The caller owns and closes ``http``; ``fetch`` only borrows it, one request per hop.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        allowed_hosts: HostAllowList | Iterable[str],
+        max_bytes: int,
+        timeout: float,
+        resolver: Resolver = system_resolver,
+        max_redirects: int = 3,
+    ) -> None:
+        self._http = http
+        self._hosts = (
+            allowed_hosts
+            if isinstance(allowed_hosts, HostAllowList)
+            else HostAllowList(configured=tuple(allowed_hosts))
+        )
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._resolver = resolver
+        self._max_redirects = max_redirects
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    async def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
+        """Download ``url`` into a new temp file in ``dest_dir``; raises ``ImageFetchError``."""
+        target = _parse_url(url)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._follow(target, dest_dir)
+        except TimeoutError as exc:
+            host = _host_of(target)
+            message = f"download from {host} timed out after {self._timeout:g}s"
+            raise ImageFetchError(message, provider=host) from exc
+
+    async def _follow(self, url: httpx.URL, dest_dir: Path) -> FetchedFile:
+        for _ in range(self._max_redirects + 1):
+            host = _host_of(url)
+            request = await self._build_request(url, host)
+            with _translate_http_errors(host):
+                response = await self._http.send(
+                    request, stream=True, follow_redirects=False, auth=None
+                )
+                try:
+                    location = response.headers.get("location")
+                    if response.status_code in REDIRECT_STATUSES and location:
+                        url = _parse_url(str(url.join(location)))
+                        continue
+                    _check_response(response, host, self._max_bytes)
+                    return await self._spool(response, url, dest_dir)
+                finally:
+                    await response.aclose()
+        host = _host_of(url)
+        message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
+        raise ImageFetchError(message, provider=host)
+
+    async def _build_request(self, url: httpx.URL, host: str) -> httpx.Request:
+        if not self._hosts.permits(host):
+            raise ImageFetchError(
+                f"refusing to download from {host}: host not allowed", provider=host
+            )
+        request = self._http.build_request("GET", url, headers={"Accept-Encoding": "identity"})
+        for name in STRIPPED_HEADERS:
+            request.headers.pop(name, None)
+        if not self._hosts.trusts(host):
+            default_port = 443 if url.scheme == "https" else 80
+            address = await self._checked_address(host, url.port or default_port)
+            request.url = url.copy_with(host=address)
+            request.extensions = {**request.extensions, "sni_hostname": host}
+        return request
+
+    async def _checked_address(self, host: str, port: int) -> str:
+        if _is_ip_literal(host):
+            addresses: Sequence[str] = [host]
+        else:
+            try:
+                addresses = await self._resolver(host, port)
+            except OSError as exc:
+                raise ImageFetchError(f"could not resolve {host}", provider=host) from exc
+        if not addresses:
+            raise ImageFetchError(f"could not resolve {host}", provider=host)
+        for address in addresses:
+            if not is_public_address(address):
+                message = f"refusing to download from {host}: private or reserved address"
+                raise ImageFetchError(f"{message} {address}", provider=host)
+        return addresses[0].split("%", 1)[0]
+
+    async def _spool(self, response: httpx.Response, url: httpx.URL, dest: Path) -> FetchedFile:
+        host = _host_of(url)
+        spool = _Spool(dest)
+        try:
+            async for chunk in response.aiter_bytes():  # identity only: see _check_response
+                if spool.size + len(chunk) > self._max_bytes:
+                    raise _too_large(host, self._max_bytes)
+                spool.write(chunk)
+            spool.close()
+        except BaseException:
+            spool.discard()
+            raise
+        return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+
+
+class _Spool:
+    """A temp file and a running sha256. Writes (to the page cache) are cheap enough to do on the
+    loop; ``ImageStore.put`` fsyncs before the file becomes visible."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _check_response(response: httpx.Response, host: str, max_bytes: int) -> None:
+    status = response.status_code
+    if status in (404, 410):
+        message = f"image at {host} is no longer available (HTTP {status}); provider outputs expire"
+        raise ImageFetchError(message, provider=host)
+    if not 200 <= status < 300:
+        raise ImageFetchError(f"download from {host} failed with HTTP {status}", provider=host)
+    if response.headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
+        message = f"download from {host} failed: compressed responses are refused"
+        raise ImageFetchError(message, provider=host)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(host, max_bytes)
+
+
+def _too_large(host: str, max_bytes: int) -> ImageFetchError:
+    return ImageFetchError(f"image from {host} is larger than {max_bytes} bytes", provider=host)
+
+
+@contextlib.contextmanager
+def _translate_http_errors(host: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ImageFetchError(f"download from {host} timed out", provider=host) from exc
+    except httpx.TransportError as exc:
+        message = f"could not download from {host}: connection error ({type(exc).__name__})"
+        raise ImageFetchError(message, provider=host) from exc
+    except httpx.HTTPError as exc:
+        message = f"could not download from {host}: {type(exc).__name__}"
+        raise ImageFetchError(message, provider=host) from exc
+
+
+def _parse_url(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ImageFetchError("not a valid image URL", provider="imagegen") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise ImageFetchError("image URL must be http(s) with a host", provider="imagegen")
+    if parsed.userinfo:
+        raise ImageFetchError("image URL must not contain credentials", provider="imagegen")
+    return parsed
+
+
+def _host_of(url: httpx.URL) -> str:
+    return url.raw_host.decode("ascii").lower().rstrip(".")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

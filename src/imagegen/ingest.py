@@ -1,0 +1,166 @@
+"""Turn provider outputs into durable images: download, verify, store under a content key.
+
+``ImageIngestor.ingest(url)`` takes what a provider returned (an ``http(s)`` URL or a ``data:``
+URI); ``ingest_bytes`` takes raw bytes (providers that answer in base64). Either way the bytes
+are checked with Pillow in a worker thread, the real format decides the content type and the
+extension, and the image is stored once under ``<sha256>.<ext>`` however often it is ingested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from imagegen.errors import ImageFetchError
+from imagegen.fetch import SafeFetcher
+from imagegen.models import StoredImage
+from imagegen.storage.base import CONTENT_TYPES, ImageStore, make_key
+
+# Below Pillow's own warning threshold (~89 Mpx), so an image Pillow would merely warn about is
+# refused here; Pillow's hard limit (2x that) raises DecompressionBombError, also refused.
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+
+# Pillow format -> key extension. Only these decoders are ever tried (a smaller attack surface).
+EXTENSIONS: dict[str, str] = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "WEBP": "webp",
+    "GIF": "gif",
+}
+_DECODERS = ["PNG", "JPEG", "WEBP", "GIF"]
+_OWN = "imagegen"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What Pillow says an image really is."""
+
+    ext: str
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.ext]
+
+
+def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Verify ``source`` is a PNG, JPEG, WebP or GIF within ``max_pixels``; blocking.
+
+    Raises ``ImageFetchError`` for anything that is not a decodable image of those formats or
+    that is too large to decode safely.
+    """
+    try:
+        with _open(source) as image:
+            image.verify()
+        with _open(source) as image:
+            width, height = image.size
+            ext = EXTENSIONS.get(image.format or "")
+    except Image.DecompressionBombError as exc:
+        raise ImageFetchError("image is too large to decode safely", provider=_OWN) from exc
+    except Exception as exc:  # Pillow signals corrupt input with many exception types
+        raise ImageFetchError("not a decodable image", provider=_OWN) from exc
+    if ext is None:
+        raise ImageFetchError("not a decodable image (unsupported format)", provider=_OWN)
+    if width * height > max_pixels:
+        message = f"image is {width}x{height} pixels, more than the {max_pixels} pixel limit"
+        raise ImageFetchError(message, provider=_OWN)
+    return ImageInfo(ext=ext, width=width, height=height)
+
+
+def _open(source: Path | bytes) -> Image.Image:
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    return Image.open(stream, formats=_DECODERS)
+
+
+def decode_data_uri(uri: str, max_bytes: int) -> bytes:
+    """The bytes of a ``data:`` URI (base64 or percent-encoded), at most ``max_bytes`` of them.
+
+    Raises ``ImageFetchError`` when the URI is malformed or its content is too large.
+    """
+    scheme, _, rest = uri.partition(":")
+    header, comma, payload = rest.partition(",")
+    if scheme.strip().lower() != "data" or not comma:
+        raise ImageFetchError("malformed data: URI", provider=_OWN)
+    if header.strip().lower().endswith(";base64"):
+        data = _decode_base64(payload, max_bytes)
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    return data
+
+
+def _decode_base64(payload: str, max_bytes: int) -> bytes:
+    compact = "".join(urllib.parse.unquote(payload).split())
+    if len(compact) // 4 * 3 > max_bytes + 3:  # refuse before allocating the decoded copy
+        raise _too_large(max_bytes)
+    compact = compact.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ImageFetchError("malformed base64 in data: URI", provider=_OWN) from exc
+
+
+def _too_large(max_bytes: int) -> ImageFetchError:
+    return ImageFetchError(f"image is larger than {max_bytes} bytes", provider=_OWN)
+
+
+class ImageIngestor:
+    """Downloads (with ``fetcher``), verifies, and stores (in ``store``) provider outputs.
+
+    Implements ``imagegen.jobs.protocols.Ingestor``. Owns neither dependency. Every failure is
+    an ``ImageFetchError``, except storage failures, which propagate as the store raises them.
+    """
+
+    def __init__(
+        self, store: ImageStore, fetcher: SafeFetcher, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
+        self._store = store
+        self._fetcher = fetcher
+        self._max_pixels = max_pixels
+
+    async def ingest(self, url: str) -> StoredImage:
+        """Store the image at ``url`` (``http``, ``https`` or ``data:``)."""
+        if url.lstrip()[:5].lower() == "data:":
+            return await self.ingest_bytes(decode_data_uri(url, self._fetcher.max_bytes))
+        fetched = await self._fetcher.fetch(url, self._store.staging_dir)
+        try:
+            info = await asyncio.to_thread(inspect_image, fetched.path, self._max_pixels)
+            key = make_key(fetched.sha256, info.ext)
+            await self._store.put(key, fetched.path, info.content_type)
+        finally:
+            await asyncio.to_thread(fetched.path.unlink, missing_ok=True)
+        return _stored(key, info, fetched.size_bytes, url)
+
+    async def ingest_bytes(self, data: bytes, *, source_url: str | None = None) -> StoredImage:
+        """Store an image the provider returned inline (base64-decoded bytes)."""
+        if len(data) > self._fetcher.max_bytes:
+            raise _too_large(self._fetcher.max_bytes)
+        info, digest = await asyncio.to_thread(self._inspect_bytes, data)
+        key = make_key(digest, info.ext)
+        await self._store.put(key, data, info.content_type)
+        return _stored(key, info, len(data), source_url)
+
+    def _inspect_bytes(self, data: bytes) -> tuple[ImageInfo, str]:
+        return inspect_image(data, self._max_pixels), hashlib.sha256(data).hexdigest()
+
+
+def _stored(key: str, info: ImageInfo, size: int, source_url: str | None) -> StoredImage:
+    return StoredImage(
+        key=key,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
+        size_bytes=size,
+        source_url=source_url,
+    )

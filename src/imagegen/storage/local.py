@@ -1,0 +1,144 @@
+"""Images on local disk: ``<root>/ab/cd/<key>``, written atomically via a temp file and rename.
+
+Downloads are spooled in ``<root>/tmp`` (same filesystem), so storing one is a single
+``os.replace``. Blocking file work runs in worker threads to keep the event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from imagegen.errors import ConfigurationError, NotFound
+from imagegen.storage.base import StoredObject, content_type_for_key, is_valid_key
+
+
+class LocalImageStore:
+    """An ``ImageStore`` on the local filesystem under ``root`` (``settings.images_dir``)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+        self._staging = self._root / "tmp"
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._staging
+
+    def path_for(self, key: str) -> Path:
+        """The file a valid key lives in; ``NotFound`` for a malformed key (no path is built)."""
+        if not is_valid_key(key):
+            raise NotFound(f"image not found: {key!r}")
+        return self._root / key[0:2] / key[2:4] / key
+
+    async def put(self, key: str, source: bytes | Path, content_type: str) -> bool:
+        if not is_valid_key(key):
+            raise ValueError(f"not a valid image key: {key!r}")
+        if content_type_for_key(key) != content_type:
+            raise ValueError(f"content type {content_type!r} does not match key {key!r}")
+        return await asyncio.to_thread(self._put_sync, self.path_for(key), source)
+
+    async def exists(self, key: str) -> bool:
+        if not is_valid_key(key):
+            return False
+        return await asyncio.to_thread(self.path_for(key).is_file)
+
+    async def stat(self, key: str) -> StoredObject:
+        path = self.path_for(key)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"image not found: {key!r}") from exc
+        return StoredObject(key=key, size_bytes=size, content_type=content_type_for_key(key))
+
+    async def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        path = self.path_for(key)
+        try:
+            file = await asyncio.to_thread(_open_for_reading, path)
+        except FileNotFoundError as exc:
+            raise NotFound(f"image not found: {key!r}") from exc
+        try:
+            while chunk := await asyncio.to_thread(file.read, chunk_size):
+                yield chunk
+        finally:
+            file.close()
+
+    async def check(self) -> None:
+        try:
+            await asyncio.to_thread(self._probe_sync)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"image directory {str(self._root)!r} is not writable: {exc.strerror or exc}"
+            ) from exc
+
+    # --- blocking helpers, run in worker threads ---
+
+    def _put_sync(self, dest: Path, source: bytes | Path) -> bool:
+        if dest.is_file():
+            if isinstance(source, Path):
+                source.unlink(missing_ok=True)
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = self._stage_bytes(source) if isinstance(source, bytes) else _synced(source)
+        try:
+            _replace(staged, dest)
+        finally:
+            staged.unlink(missing_ok=True)
+        return True
+
+    def _stage_bytes(self, data: bytes) -> Path:
+        self._staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._staging, prefix=".put-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
+
+    def _probe_sync(self) -> None:
+        self._staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._staging, prefix=".probe-")
+        os.close(fd)
+        os.unlink(name)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _synced(path: Path) -> Path:
+    """Flush a spooled file to disk so the rename never exposes an empty file after a crash."""
+    with path.open("rb+") as file:
+        os.fsync(file.fileno())
+    return path
+
+
+def _replace(staged: Path, dest: Path) -> None:
+    """Move ``staged`` to ``dest`` atomically, copying first if they are on different devices."""
+    try:
+        os.replace(staged, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".put-", suffix=".part")
+        os.close(fd)
+        try:
+            shutil.copyfile(staged, name)
+            os.replace(name, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
