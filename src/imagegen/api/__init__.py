@@ -1,0 +1,1 @@
+"""The HTTP edge: the seed API, generations history, images and health."""

@@ -1,0 +1,47 @@
+"""The app factory: ``create_app(settings)`` wires routers, error handlers and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from imagegen import __version__
+from imagegen.api import errors
+from imagegen.api.deps import Services
+from imagegen.api.middleware import RequestIdMiddleware
+from imagegen.api.routes import generations, health, images, seed
+from imagegen.config import Settings
+
+ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
+
+
+def create_app(settings: Settings, *, services: ServicesFactory | None = None) -> FastAPI:
+    """Build the ASGI app. ``services`` replaces the default composition root (tests use it)."""
+    if services is None:
+        from imagegen.services import build_services
+
+        services = build_services
+
+    factory = services
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with factory(settings) as built:
+            app.state.services = built
+            app.state.image_store = built.image_store
+            yield
+
+    app = FastAPI(
+        title="imagegen",
+        version=__version__,
+        description="A self-hostable image-generation API: one stable endpoint for "
+        "text-to-image across providers, with images that do not expire.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (seed.router, generations.router, images.router, health.router):
+        app.include_router(router)
+    return app

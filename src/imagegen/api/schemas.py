@@ -1,0 +1,170 @@
+"""Wire models of the seed API (``/api/v1``). Strict: no coercion of strings, floats or booleans."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from imagegen.config import Settings
+from imagegen.errors import InvalidRequest
+from imagegen.models import Generation, GenerationRequest
+
+OutputFormat = Literal["png", "jpg", "jpeg", "webp"]
+
+
+class GenerateRequest(BaseModel):
+    """``POST /api/v1/images/generate``: the seed's five fields, plus optional extensions."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: StrictStr = Field(description="owner/name or owner/name:version, or a catalog name.")
+    prompt: StrictStr = Field(description="What to draw.")
+    num_images: StrictInt = Field(description="How many images (default bounds 1-10).")
+    width: StrictInt = Field(description="Width in pixels (default bounds 64-4096).")
+    height: StrictInt = Field(description="Height in pixels (default bounds 64-4096).")
+    seed: StrictInt | None = Field(default=None, description="Seed, for models that take one.")
+    negative_prompt: StrictStr | None = Field(default=None, description="What not to draw.")
+    output_format: OutputFormat | None = Field(default=None, description="Image format.")
+
+    def to_domain(self, settings: Settings) -> GenerationRequest:
+        """Check the configurable bounds and build the core request; errors name the field."""
+        prompt = self.prompt.strip()
+        if not prompt:
+            raise InvalidRequest("prompt: must not be empty", field="prompt")
+        if len(self.prompt) > settings.max_prompt_length:
+            raise InvalidRequest(
+                f"prompt: must be at most {settings.max_prompt_length} characters", field="prompt"
+            )
+        if not self.model.strip():
+            raise InvalidRequest("model: must not be empty", field="model")
+        _check_range("num_images", self.num_images, settings.min_images, settings.max_images)
+        _check_range("width", self.width, settings.min_size, settings.max_size)
+        _check_range("height", self.height, settings.min_size, settings.max_size)
+        if self.seed is not None and not 0 <= self.seed <= 2**32 - 1:
+            raise InvalidRequest("seed: must be between 0 and 4294967295", field="seed")
+        if self.negative_prompt is not None and len(self.negative_prompt) > settings.max_prompt_length:
+            raise InvalidRequest(
+                f"negative_prompt: must be at most {settings.max_prompt_length} characters",
+                field="negative_prompt",
+            )
+        output_format = "jpg" if self.output_format == "jpeg" else self.output_format
+        return GenerationRequest(
+            model=self.model.strip(),
+            prompt=self.prompt,
+            num_images=self.num_images,
+            width=self.width,
+            height=self.height,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            output_format=output_format,
+        )
+
+
+def _check_range(field: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise InvalidRequest(f"{field}: must be an integer from {low} to {high}", field=field)
+
+
+class ImageInfo(BaseModel):
+    url: str
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    size_bytes: int | None = None
+
+
+class GenerateResponse(BaseModel):
+    """The seed's response (``image_urls``, ``prompt``, ``model``) plus additive fields."""
+
+    image_urls: list[str]
+    prompt: str
+    model: str
+    id: str = Field(description="The stored generation's id (GET /api/v1/generations/{id}).")
+    images: list[ImageInfo] = Field(description="Each image with its real size and type.")
+    images_missing: int = Field(
+        description="Images asked for but not returned (e.g. dropped by a safety filter)."
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class PredictionInfo(BaseModel):
+    id: str
+    inputs: dict[str, object]
+    images_requested: int
+
+
+class GenerationInfo(BaseModel):
+    """A stored generation, as ``GET /api/v1/generations/{id}`` returns it."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    model: str
+    prompt: str
+    num_images: int
+    width: int
+    height: int
+    provider: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    image_urls: list[str]
+    images: list[ImageInfo]
+    images_missing: int
+    predictions: list[PredictionInfo]
+    error: str | None
+    error_code: str | None
+
+
+class GenerationPage(BaseModel):
+    data: list[GenerationInfo]
+    next_cursor: str | None
+
+
+def image_infos(generation: Generation, base_url: str) -> list[ImageInfo]:
+    """The URLs a client should use: imagegen's own, or the provider's when nothing was stored."""
+    if generation.images:
+        return [
+            ImageInfo(
+                url=f"{base_url}/images/{image.key}",
+                width=image.width,
+                height=image.height,
+                content_type=image.content_type,
+                size_bytes=image.size_bytes,
+            )
+            for image in generation.images
+        ]
+    return [ImageInfo(url=url) for url in generation.provider_urls]
+
+
+def generation_info(generation: Generation, base_url: str) -> GenerationInfo:
+    images = image_infos(generation, base_url)
+    request = generation.request
+    return GenerationInfo(
+        id=generation.id,
+        status=generation.status.value,
+        model=request.model,
+        prompt=request.prompt,
+        num_images=request.num_images,
+        width=request.width,
+        height=request.height,
+        provider=generation.provider,
+        created_at=generation.created_at,
+        started_at=generation.started_at,
+        completed_at=generation.completed_at,
+        image_urls=[image.url for image in images],
+        images=images,
+        images_missing=generation.images_missing,
+        predictions=[
+            PredictionInfo(
+                id=p.prediction_id, inputs=dict(p.inputs), images_requested=p.images_requested
+            )
+            for p in generation.predictions
+        ],
+        error=generation.error,
+        error_code=generation.error_code,
+    )

@@ -1,0 +1,100 @@
+"""The command line: ``imagegen serve`` and ``imagegen generate``. A thin edge over the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from imagegen.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="imagegen: image generation API")
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment and .env; a bad setting exits naming it."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for problem in exc.errors():
+            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            env = name if name.isupper() else f"IMAGEGEN_{name.upper()}"
+            typer.echo(f"imagegen: invalid setting {env}: {problem['msg']}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+) -> None:
+    """Serve the imagegen API."""
+    import uvicorn
+
+    from imagegen.api.app import create_app
+    from imagegen.logs import configure_logging
+
+    settings = load_settings(host=host, port=port)
+    configure_logging(settings.log_level)
+    application = create_app(settings)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="owner/name[:version] or alias.")] = (
+        "black-forest-labs/flux-schnell"
+    ),
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = 1,
+    width: Annotated[int, typer.Option(help="Width in pixels.")] = 1024,
+    height: Annotated[int, typer.Option(help="Height in pixels.")] = 1024,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the images.")] = (
+        Path(".")
+    ),
+    url: Annotated[str, typer.Option(help="Base URL of a running imagegen.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 600.0,
+) -> None:
+    """Ask a running imagegen for images, save them, and print their paths."""
+    from imagegen.client_cli import GenerateFailed, run_generate
+
+    try:
+        paths = run_generate(
+            base_url=url,
+            body={
+                "model": model,
+                "prompt": prompt,
+                "num_images": num_images,
+                "width": width,
+                "height": height,
+            },
+            output=output,
+            timeout=timeout,
+        )
+    except GenerateFailed as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    app(prog_name="imagegen")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Generations as jobs: persisted state, run in-process, waited on, cancelled."""
