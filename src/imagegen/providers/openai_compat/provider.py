@@ -1,0 +1,171 @@
+"""``OpenAICompatProvider``: OpenAI's Images API and servers that copy it (LocalAI, Together...)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+
+from imagegen.errors import (
+    DeadlineExceeded,
+    PredictionFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.providers.base import GenerationContext
+from imagegen.providers.openai_compat.rules import ModelRules, batches, rules_for
+from imagegen.providers.openai_compat.wire import (
+    ResponseFormat,
+    build_body,
+    error_from_response,
+    output_format_for,
+    parse_images,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _NotSent(UpstreamUnavailable):
+    """The connection failed before the request was sent, so a retry cannot double-bill."""
+
+
+def normalise_base_url(base_url: str) -> str:
+    """``https://api.openai.com`` and ``https://api.openai.com/v1/`` both give the former."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1")
+
+
+class OpenAICompatProvider:
+    """Generates through ``POST {base_url}/v1/images/generations``; ``request.model`` is sent as
+    the upstream model name (the catalog rewrites it before calling). ``base_url`` may be given
+    with or without the trailing ``/v1`` (``normalise_base_url``); ``api_key=None`` sends no
+    ``Authorization`` header (LocalAI without keys).
+
+    Per-model rules (``rules.RULES``) pick the size (nearest enum, or free WxH rounded to 64),
+    split ``num_images`` into requests of at most ``max_n`` sent concurrently (dall-e-3: one image
+    each), never send ``response_format`` to GPT image models, and send ``seed`` /
+    ``negative_prompt`` only to non-OpenAI models. ``url`` outputs come back as they are,
+    ``b64_json`` outputs as ``data:`` URIs.
+
+    A create is an expensive, non-idempotent POST: only 429 (after ``retry-after``) and
+    connection failures (nothing was sent) are retried, and only while the retry still fits in
+    ``context.deadline``; 5xx and timeouts are not. If some of a fanned-out batch fail, the
+    images that did arrive are returned (``ProviderResult.missing`` counts the rest); if none
+    arrive, the first error is raised.
+
+    The upstream is synchronous and has no prediction ids: ``context.on_prediction`` is never
+    called, ``resume`` raises ``PredictionFailed`` and ``cancel`` does nothing. Cancelling the
+    task running ``generate`` closes the in-flight HTTP requests. ``http`` belongs to the
+    caller; ``aclose`` does nothing.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        sleep: Sleep = asyncio.sleep,
+        response_format: ResponseFormat = "b64_json",
+        max_retries: int = 3,
+        backoff: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._http = http
+        self._endpoint = f"{normalise_base_url(base_url)}/v1/images/generations"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._sleep = sleep
+        self._response_format = response_format
+        self._max_retries = max_retries
+        self._backoff = backoff
+
+    async def generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult:
+        """Raises ``UpstreamHTTPError`` (status kept; 429 as ``UpstreamRateLimited``),
+        ``UpstreamUnavailable``, ``PredictionFailed`` (no images) or ``DeadlineExceeded``."""
+        timeout = asyncio.timeout_at(context.deadline)
+        try:
+            async with timeout:
+                return await self._generate(request, context.deadline)
+        except TimeoutError as exc:
+            if not timeout.expired():
+                raise
+            message = f"{self.name}: the deadline passed before the upstream answered"
+            raise DeadlineExceeded(message) from exc
+
+    async def _generate(self, request: GenerationRequest, deadline: float) -> ProviderResult:
+        rules = rules_for(request.model)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._batch(request, rules, n, deadline))
+                for n in batches(request.num_images, rules.max_n)
+            ]
+        outcomes = [task.result() for task in tasks]
+        images = [image for outcome in outcomes if isinstance(outcome, list) for image in outcome]
+        if not images:
+            raise next(o for o in outcomes if isinstance(o, UpstreamError))
+        return ProviderResult(images=tuple(images), requested=request.num_images)
+
+    async def _batch(
+        self, request: GenerationRequest, rules: ModelRules, n: int, deadline: float
+    ) -> list[ProviderImage] | UpstreamError:
+        """One upstream request; its error is returned, so siblings already paid for finish."""
+        body = build_body(request, rules, n, self._response_format)
+        try:
+            return await self._create(body, output_format_for(request, rules), deadline)
+        except UpstreamError as exc:
+            return exc
+
+    async def _create(
+        self, body: dict[str, Any], sent_format: str | None, deadline: float
+    ) -> list[ProviderImage]:
+        attempt = 0
+        while True:
+            try:
+                return await self._once(body, sent_format)
+            except (UpstreamRateLimited, _NotSent) as exc:
+                delay = getattr(exc, "retry_after", None)
+                delay = self._backoff * 2**attempt if delay is None else delay
+                if attempt >= self._max_retries or not self._fits(delay, deadline):
+                    raise
+            await self._sleep(delay)
+            attempt += 1
+
+    async def _once(self, body: dict[str, Any], sent_format: str | None) -> list[ProviderImage]:
+        try:
+            response = await self._http.post(self._endpoint, json=body, headers=self._headers)
+        except httpx.ConnectError as exc:
+            message = f"{self.name}: could not connect to the upstream"
+            raise _NotSent(message, provider=self.name) from exc
+        except httpx.TransportError as exc:  # timeouts, resets: the POST may have run
+            message = f"{self.name}: the upstream did not answer ({type(exc).__name__})"
+            raise UpstreamUnavailable(message, provider=self.name) from exc
+        if not response.is_success:
+            raise error_from_response(response, self.name)
+        return parse_images(response, self.name, sent_format)
+
+    @staticmethod
+    def _fits(delay: float, deadline: float) -> bool:
+        return asyncio.get_running_loop().time() + delay < deadline
+
+    async def resume(
+        self,
+        request: GenerationRequest,
+        predictions: Sequence[PredictionRecord],
+        context: GenerationContext,
+    ) -> ProviderResult:
+        """Always raises ``PredictionFailed``: a synchronous upstream has nothing to resume."""
+        message = f"{self.name}: an interrupted generation cannot be resumed (synchronous upstream)"
+        raise PredictionFailed(message, provider=self.name)
+
+    async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
+        """Nothing to cancel upstream: OpenAI-style APIs have no prediction ids."""
+
+    async def aclose(self) -> None:
+        """The injected HTTP client is the caller's to close."""

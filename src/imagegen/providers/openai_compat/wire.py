@@ -1,0 +1,175 @@
+"""The ``/v1/images/generations`` wire format: request bodies, replies, and error translation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from imagegen.errors import (
+    PredictionFailed,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from imagegen.models import GenerationRequest, ProviderImage
+from imagegen.providers.openai_compat.rules import ModelRules, size_for
+
+ResponseFormat = Literal["url", "b64_json"]
+
+_FORMAT_ALIASES = {"jpg": "jpeg"}
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"))
+
+
+class _Item(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+
+
+class _Reply(BaseModel):
+    data: list[_Item] | None = None
+    output_format: str | None = None
+
+
+class _ErrorDetail(BaseModel):
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorEnvelope(BaseModel):
+    error: _ErrorDetail | str
+
+
+def output_format_for(request: GenerationRequest, rules: ModelRules) -> str | None:
+    """The ``output_format`` to send, if the model takes one and the user asked for it."""
+    if request.output_format is None:
+        return None
+    fmt = request.output_format.lower()
+    fmt = _FORMAT_ALIASES.get(fmt, fmt)
+    return fmt if fmt in rules.output_formats else None
+
+
+def build_body(
+    request: GenerationRequest, rules: ModelRules, n: int, response_format: ResponseFormat
+) -> dict[str, Any]:
+    """One request body asking for ``n`` images, shaped by the model's ``rules``."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "prompt": request.prompt,
+        "n": n,
+        "size": size_for(rules, request.width, request.height),
+    }
+    if not rules.b64_only:
+        body["response_format"] = response_format
+    output_format = output_format_for(request, rules)
+    if output_format is not None:
+        body["output_format"] = output_format
+    if not rules.openai_native:
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.negative_prompt is not None:
+            body["negative_prompt"] = request.negative_prompt
+    return body
+
+
+def _sniff(b64: str) -> str | None:
+    try:
+        head = base64.b64decode(b64[:16])
+    except (binascii.Error, ValueError):
+        return None
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def _data_uri(b64: str, known_format: str | None) -> str:
+    fmt = known_format or _sniff(b64) or "png"
+    mime = _MIME.get(fmt, f"image/{fmt}")
+    return f"data:{mime};base64,{b64}"
+
+
+def parse_images(
+    response: httpx.Response, provider: str, sent_format: str | None
+) -> list[ProviderImage]:
+    """Images from a 2xx reply; ``PredictionFailed`` if it holds none, ``UpstreamUnavailable``
+    if it is not the expected JSON."""
+    try:
+        reply = _Reply.model_validate_json(response.content)
+    except ValidationError as exc:
+        message = f"{provider}: the upstream sent a malformed reply"
+        raise UpstreamUnavailable(message, provider=provider) from exc
+    known_format = reply.output_format or sent_format
+    images = [
+        ProviderImage(url=item.url)
+        if item.url
+        else ProviderImage(url=_data_uri(item.b64_json or "", known_format))
+        for item in reply.data or ()
+        if item.url or item.b64_json
+    ]
+    if not images:
+        raise PredictionFailed(f"{provider}: the upstream returned no images", provider=provider)
+    return images
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str | None]:
+    """The upstream's own (message, code-or-type), falling back to the status text."""
+    try:
+        envelope = _ErrorEnvelope.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text.strip()[:200]
+        return text or response.reason_phrase or f"HTTP {response.status_code}", None
+    if isinstance(envelope.error, str):
+        return envelope.error, None
+    detail = envelope.error
+    code = detail.code if detail.code is not None else detail.type
+    message = detail.message or response.reason_phrase or f"HTTP {response.status_code}"
+    return message, None if code is None else str(code)
+
+
+def error_from_response(response: httpx.Response, provider: str) -> UpstreamError:
+    """Translate a non-2xx reply, by status: 429 -> ``UpstreamRateLimited``, else
+    ``UpstreamHTTPError`` keeping the upstream's status."""
+    upstream_message, code = _error_fields(response)
+    message = f"{provider}: {upstream_message}"
+    status = response.status_code
+    if status == 429:
+        return UpstreamRateLimited(
+            message,
+            provider=provider,
+            title=code,
+            detail=upstream_message,
+            retry_after=retry_after(response.headers),
+        )
+    return UpstreamHTTPError(
+        message, provider=provider, status=status, title=code, detail=upstream_message
+    )
