@@ -1,0 +1,148 @@
+"""A thin async client for the parts of Replicate's HTTP API that image generation needs.
+
+It owns no connection: the ``httpx.AsyncClient`` is injected and closed by its owner. Every
+failure leaves here as an ``imagegen.errors`` type (see ``errors.py``); retries happen in one
+place (``retry.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from imagegen import __version__
+from imagegen.providers.replicate.errors import (
+    error_from_response,
+    malformed_reply,
+    transport_error,
+)
+from imagegen.providers.replicate.prediction import Prediction
+from imagegen.providers.replicate.refs import ModelRef
+from imagegen.providers.replicate.retry import Clock, Retrier
+
+MAX_WAIT = 60  # Replicate's sync mode holds a create for at most 60 s
+MIN_CANCEL_AFTER = 5  # Replicate rejects a Cancel-After under 5 s
+_READ_MARGIN = 5.0  # read timeout of a sync create beyond the wait it asked for
+
+
+def prefer_header(wait_seconds: int, remaining: float) -> str | None:
+    """``wait=N`` with N = min(wait_seconds, remaining, 60) and at least 1; None if sync is off."""
+    if wait_seconds <= 0:
+        return None
+    return f"wait={max(1, min(wait_seconds, math.floor(remaining), MAX_WAIT))}"
+
+
+def cancel_after_header(remaining: float) -> str:
+    """A ``Cancel-After`` for the time left (at least Replicate's 5 s minimum), e.g. ``37s``."""
+    return f"{max(MIN_CANCEL_AFTER, math.ceil(remaining))}s"
+
+
+class ReplicateClient:
+    """Create, read and cancel predictions; read model and version schemas."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_token: str,
+        base_url: str,
+        retrier: Retrier,
+        clock: Clock,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_token}",
+            "User-Agent": f"imagegen/{__version__}",
+        }
+        self._retrier = retrier
+        self._clock = clock
+
+    async def create(
+        self, ref: ModelRef, inputs: Mapping[str, Any], *, wait_seconds: int, deadline: float
+    ) -> Prediction:
+        """Start a prediction (sync mode for up to ``wait_seconds``), cancelled at the deadline.
+
+        ``Prefer`` and ``Cancel-After`` are computed afresh for each attempt from the time left.
+        """
+        body: dict[str, Any] = {"input": dict(inputs)}
+        path = f"{ref.model_path}/predictions"
+        if ref.version is not None:
+            path, body = "/v1/predictions", {"version": ref.version, **body}
+
+        def build() -> httpx.Request:
+            remaining = deadline - self._clock()
+            headers = {**self._headers, "Cancel-After": cancel_after_header(remaining)}
+            timeout = self._http.timeout
+            prefer = prefer_header(wait_seconds, remaining)
+            if prefer is not None:
+                headers["Prefer"] = prefer
+                timeout = _with_read(timeout, int(prefer.removeprefix("wait=")) + _READ_MARGIN)
+            url = self._base_url + path
+            return self._http.build_request(
+                "POST", url, json=body, headers=headers, timeout=timeout
+            )
+
+        action = "creating a prediction"
+        data = await self._call(build, action, deadline=deadline, idempotent=False)
+        return Prediction.parse(data, action)
+
+    async def get(self, prediction_id: str, *, deadline: float) -> Prediction:
+        action = f"reading prediction {prediction_id}"
+        build = self._plain("GET", _prediction_path(prediction_id))
+        data = await self._call(build, action, deadline=deadline)
+        return Prediction.parse(data, action)
+
+    async def cancel(self, prediction_id: str, *, deadline: float) -> None:
+        build = self._plain("POST", _prediction_path(prediction_id) + "/cancel")
+        await self._call(build, f"canceling prediction {prediction_id}", deadline=deadline)
+
+    async def model_version(self, ref: ModelRef, *, deadline: float) -> Any:
+        """The model (with its ``latest_version``) for ``owner/name``; the version if pinned."""
+        path = ref.model_path if ref.version is None else f"{ref.model_path}/versions/{ref.version}"
+        return await self._call(self._plain("GET", path), f"reading model {ref}", deadline=deadline)
+
+    def _plain(self, method: str, path: str) -> Callable[[], httpx.Request]:
+        url = self._base_url + path
+        return lambda: self._http.build_request(method, url, headers=self._headers)
+
+    async def _call(
+        self,
+        build: Callable[[], httpx.Request],
+        action: str,
+        *,
+        deadline: float,
+        idempotent: bool = True,
+    ) -> Any:
+        """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
+        try:
+            response = await self._retrier.send(
+                lambda: self._http.send(build()), idempotent=idempotent, deadline=deadline
+            )
+        except httpx.RequestError as exc:  # transport errors, undecodable bodies, redirects
+            raise transport_error(exc, action) from exc
+        return _json_of(response, action)
+
+
+def _with_read(timeout: httpx.Timeout, read: float) -> httpx.Timeout:
+    """``timeout`` with a longer read: a sync create is held open for its ``Prefer: wait``."""
+    return httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+
+
+def _prediction_path(prediction_id: str) -> str:
+    return f"/v1/predictions/{quote(prediction_id, safe='')}"
+
+
+def _json_of(response: httpx.Response, action: str) -> Any:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    if not response.is_success:
+        raise malformed_reply(action, f"unexpected HTTP status {response.status_code}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise malformed_reply(action, "the body is not JSON") from exc

@@ -1,0 +1,96 @@
+"""A Replicate prediction as imagegen reads it: status, outputs, error text and progress."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from imagegen.errors import PredictionFailed
+from imagegen.providers.replicate.errors import malformed_reply, prediction_failed
+
+# The official client's tqdm progress pattern (replicate/prediction.py); the last match wins.
+_PROGRESS = re.compile(r"^\s*(\d+)%\s*\|.+?\|\s*(\d+)/(\d+)", re.MULTILINE)
+_IMAGE_SCHEMES = ("https:", "http:", "data:")
+
+
+class PredictionStatus(enum.StrEnum):
+    """Replicate's prediction states (OpenAPI ``schemas_prediction_response.status``)."""
+
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (PredictionStatus.STARTING, PredictionStatus.PROCESSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    id: str
+    status: PredictionStatus
+    output: Any = None
+    error: Any = None
+    logs: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any, action: str) -> Prediction:
+        """Read a prediction reply; ``UpstreamUnavailable`` without an id or a known status."""
+        if not isinstance(data, dict):
+            raise malformed_reply(action, "expected a JSON object")
+        pid, status = data.get("id"), data.get("status")
+        if not isinstance(pid, str) or not pid:
+            raise malformed_reply(action, "the prediction has no id")
+        try:
+            parsed = PredictionStatus(str(status))
+        except ValueError:
+            raise malformed_reply(action, f"unknown prediction status {status!r}") from None
+        logs = data.get("logs")
+        return cls(
+            pid,
+            parsed,
+            data.get("output"),
+            data.get("error"),
+            logs if isinstance(logs, str) else None,
+        )
+
+    @property
+    def image_urls(self) -> tuple[str, ...]:
+        """Every ``https:``/``http:``/``data:`` string in the output, flattened, in order."""
+        return tuple(url for url in _strings(self.output) if url.startswith(_IMAGE_SCHEMES))
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction done from the last tqdm line of the logs, if any."""
+        matches = _PROGRESS.findall(self.logs or "")
+        if not matches:
+            return None
+        _, current, total = matches[-1]
+        return min(1.0, int(current) / int(total)) if int(total) > 0 else None
+
+    def failure(self) -> PredictionFailed | None:
+        """The error this terminal state means for us, or None (succeeded, or still running)."""
+        if self.status is PredictionStatus.FAILED:
+            text = str(self.error) if self.error else f"Replicate: prediction {self.id} failed"
+            return prediction_failed(text, self.id)
+        if self.status is PredictionStatus.CANCELED:
+            return prediction_failed(f"Replicate: prediction {self.id} was canceled", self.id)
+        if self.status is PredictionStatus.ABORTED:
+            return prediction_failed(
+                f"Replicate: prediction {self.id} was aborted before it started", self.id
+            )
+        return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)

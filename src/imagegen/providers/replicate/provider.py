@@ -1,0 +1,157 @@
+"""``ReplicateProvider``: image generation on Replicate behind the ``Provider`` protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+
+from imagegen.config import Settings
+from imagegen.errors import PredictionFailed
+from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.providers.base import GenerationContext
+from imagegen.providers.replicate.client import ReplicateClient
+from imagegen.providers.replicate.errors import PROVIDER, no_token_error
+from imagegen.providers.replicate.mapping import plan_predictions
+from imagegen.providers.replicate.refs import ModelRef
+from imagegen.providers.replicate.retry import Clock, Retrier, RetryPolicy, Sleep
+from imagegen.providers.replicate.run import (
+    PredictionRun,
+    cancel_all,
+    deadline_scope,
+)
+from imagegen.providers.replicate.schema import ModelSchema, ensure_image_output, read_model_schema
+
+DEFAULT_BASE_URL = "https://api.replicate.com"
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class ReplicateProvider:
+    """Runs text-to-image models on Replicate (see the package docstring for the behaviour).
+
+    ``http`` belongs to the caller, who closes it. Without ``api_token`` every call raises the
+    401 error Replicate itself would give, without calling it. ``sleep`` and ``clock`` (seconds,
+    on the clock of ``GenerationContext.deadline``: the event loop's by default) are injectable.
+    """
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_token: str | None,
+        base_url: str = DEFAULT_BASE_URL,
+        wait_seconds: int = 60,
+        poll_interval: float = 0.5,
+        schema_cache_ttl: float = 3600.0,
+        cancel_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = _loop_time,
+    ) -> None:
+        self._wait_seconds = wait_seconds
+        self._poll_interval = poll_interval
+        self._schema_cache_ttl = schema_cache_ttl
+        self._cancel_timeout = cancel_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._schemas: dict[ModelRef, tuple[float, ModelSchema]] = {}
+        self._client: ReplicateClient | None = None
+        if api_token:
+            retrier = Retrier(retry or RetryPolicy(), sleep=sleep, clock=clock)
+            self._client = ReplicateClient(
+                http, api_token=api_token, base_url=base_url, retrier=retrier, clock=clock
+            )
+
+    async def generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult:
+        """Map the request onto the model's inputs, run its predictions, return their images.
+
+        Raises ``InvalidRequest`` (model ref, output_format), ``UnsupportedModel`` (not an image
+        model, before anything is created), ``DeadlineExceeded``, and ``UpstreamError`` types.
+        """
+        client = self._require_client()
+        ref = ModelRef.parse(request.model)
+        async with deadline_scope(context.deadline, self._clock):
+            schema = await self._schema(client, ref, context.deadline)
+        ensure_image_output(schema, request.model)
+        plans = plan_predictions(schema.inputs, request)
+        images = await self._run(client, context).create_all(ref, plans)
+        return _result(images, request)
+
+    async def resume(
+        self,
+        request: GenerationRequest,
+        predictions: Sequence[PredictionRecord],
+        context: GenerationContext,
+    ) -> ProviderResult:
+        """Wait for predictions created before a restart; creates nothing new."""
+        client = self._require_client()
+        if not predictions:
+            raise PredictionFailed("Replicate: no predictions to resume", provider=PROVIDER)
+        images = await self._run(client, context).resume_all(predictions)
+        return _result(images, request)
+
+    async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
+        """Best-effort cancel; ended or unknown predictions are ignored, nothing is raised."""
+        if self._client is None or not predictions:
+            return
+        ids = [record.prediction_id for record in predictions]
+        await cancel_all(self._client, ids, clock=self._clock, within=self._cancel_timeout)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP client belongs to the caller."""
+        self._schemas.clear()
+
+    def _require_client(self) -> ReplicateClient:
+        if self._client is None:
+            raise no_token_error()
+        return self._client
+
+    def _run(self, client: ReplicateClient, context: GenerationContext) -> PredictionRun:
+        return PredictionRun(
+            client,
+            context,
+            wait_seconds=self._wait_seconds,
+            poll_interval=self._poll_interval,
+            cancel_timeout=self._cancel_timeout,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    async def _schema(self, client: ReplicateClient, ref: ModelRef, deadline: float) -> ModelSchema:
+        """The model's schema, cached per ref for ``schema_cache_ttl`` seconds."""
+        cached = self._schemas.get(ref)
+        now = self._clock()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        data = await client.model_version(ref, deadline=deadline)
+        schema = read_model_schema(data, pinned=ref.version is not None)
+        if self._schema_cache_ttl > 0:
+            self._schemas[ref] = (now + self._schema_cache_ttl, schema)
+        return schema
+
+
+def _result(images: list[ProviderImage], request: GenerationRequest) -> ProviderResult:
+    if not images:
+        raise PredictionFailed("Replicate: the model returned no images", provider=PROVIDER)
+    return ProviderResult(images=tuple(images), requested=request.num_images)
+
+
+def from_settings(settings: Settings, http: httpx.AsyncClient) -> ReplicateProvider:
+    """A provider configured from ``Settings``; ``http`` stays the caller's to close."""
+    key = settings.replicate_api_key
+    return ReplicateProvider(
+        http,
+        api_token=key.get_secret_value() if key is not None else None,
+        base_url=settings.replicate_base_url,
+        wait_seconds=settings.replicate_wait,
+        poll_interval=settings.poll_interval,
+        schema_cache_ttl=settings.schema_cache_ttl,
+    )

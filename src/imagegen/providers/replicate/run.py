@@ -1,0 +1,189 @@
+"""Driving one generation's predictions to the end: create or reattach, record, poll, cancel.
+
+Every prediction of a generation runs in one ``asyncio.TaskGroup``. The run keeps the ids of the
+ones not yet finished; whatever ends the run early (the deadline, the task being cancelled, or
+any prediction failing) cancels those upstream, shielded and best effort, before the error goes
+on. ``Cancel-After`` on each create is the backstop for a prediction whose create reply we never
+saw. A failing prediction fails the whole generation: images other predictions already made are
+dropped rather than returned as a partial success the caller did not ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from functools import partial
+from typing import Any
+
+from imagegen.errors import DeadlineExceeded, UpstreamError
+from imagegen.models import PredictionRecord, ProviderImage
+from imagegen.providers.base import GenerationContext
+from imagegen.providers.replicate.client import ReplicateClient
+from imagegen.providers.replicate.mapping import PlannedPrediction
+from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
+from imagegen.providers.replicate.refs import ModelRef
+from imagegen.providers.replicate.retry import Clock, Sleep
+
+log = logging.getLogger(__name__)
+
+_background: set[asyncio.Task[None]] = set()  # shielded cancels outliving a cancelled caller
+
+
+def deadline_exceeded() -> DeadlineExceeded:
+    return DeadlineExceeded(
+        "Replicate: the generation did not finish before its deadline; "
+        "its predictions were canceled"
+    )
+
+
+@contextlib.asynccontextmanager
+async def deadline_scope(deadline: float, clock: Clock) -> AsyncIterator[None]:
+    """Bound the body by ``deadline``; ``DeadlineExceeded`` when it passes (or already has)."""
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise deadline_exceeded()
+    try:
+        async with asyncio.timeout(remaining):
+            yield
+    except TimeoutError as exc:
+        raise deadline_exceeded() from exc
+
+
+async def cancel_all(
+    client: ReplicateClient, ids: Sequence[str], *, clock: Clock, within: float
+) -> None:
+    """Best effort: cancel each prediction concurrently, within ``within`` s; never raises."""
+
+    async def cancel_one(prediction_id: str) -> None:
+        try:
+            await client.cancel(prediction_id, deadline=clock() + within)
+        except UpstreamError as exc:
+            log.warning("replicate: could not cancel prediction %s: %s", prediction_id, exc)
+
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.gather(*(cancel_one(pid) for pid in ids))
+    except TimeoutError:
+        log.warning("replicate: canceling %s timed out", ", ".join(ids))
+
+
+class PredictionRun:
+    """The predictions of one generation, polled to the end within ``context.deadline``."""
+
+    def __init__(
+        self,
+        client: ReplicateClient,
+        context: GenerationContext,
+        *,
+        wait_seconds: int,
+        poll_interval: float,
+        cancel_timeout: float,
+        sleep: Sleep,
+        clock: Clock,
+    ) -> None:
+        self._client = client
+        self._context = context
+        self._wait_seconds = wait_seconds
+        self._poll_interval = poll_interval
+        self._cancel_timeout = cancel_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._open: set[str] = set()
+        self._progress: list[float] = []
+        self._reported = 0.0
+
+    async def create_all(
+        self, ref: ModelRef, plans: Sequence[PlannedPrediction]
+    ) -> list[ProviderImage]:
+        """Create one prediction per plan, record each, and wait for them all."""
+        return await self._run(
+            [partial(self._create, slot, ref, plan) for slot, plan in enumerate(plans)]
+        )
+
+    async def resume_all(self, records: Sequence[PredictionRecord]) -> list[ProviderImage]:
+        """Wait for predictions created earlier (no new create)."""
+        self._open.update(record.prediction_id for record in records)
+        return await self._run(
+            [partial(self._reattach, slot, record) for slot, record in enumerate(records)]
+        )
+
+    async def _run(
+        self, jobs: Sequence[Callable[[], Coroutine[Any, Any, list[ProviderImage]]]]
+    ) -> list[ProviderImage]:
+        self._progress = [0.0] * len(jobs)
+        try:
+            async with (
+                deadline_scope(self._context.deadline, self._clock),
+                asyncio.TaskGroup() as group,
+            ):
+                tasks = [group.create_task(job()) for job in jobs]
+        except (DeadlineExceeded, asyncio.CancelledError):
+            await self._cancel_open()
+            raise
+        except ExceptionGroup as failures:
+            await self._cancel_open()
+            first = failures.exceptions[0]
+            raise first from first.__cause__  # the first failure, chained to its own cause
+        return [image for task in tasks for image in task.result()]
+
+    async def _create(
+        self, slot: int, ref: ModelRef, plan: PlannedPrediction
+    ) -> list[ProviderImage]:
+        prediction = await self._client.create(
+            ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
+        )
+        self._open.add(prediction.id)
+        record = PredictionRecord(prediction.id, dict(plan.inputs), plan.images)
+        await self._context.on_prediction(record)
+        # Sync mode answers a file-output model once all files are uploaded, possibly while
+        # the status still says "processing": such a create reply is final (notes §1.2).
+        if prediction.status is PredictionStatus.PROCESSING and prediction.image_urls:
+            return await self._finished(slot, prediction)
+        return await self._poll(slot, prediction)
+
+    async def _reattach(self, slot: int, record: PredictionRecord) -> list[ProviderImage]:
+        prediction = await self._client.get(record.prediction_id, deadline=self._context.deadline)
+        return await self._poll(slot, prediction)
+
+    async def _poll(self, slot: int, prediction: Prediction) -> list[ProviderImage]:
+        while not prediction.status.is_terminal:
+            await self._report(slot, prediction.progress)
+            remaining = self._context.deadline - self._clock()
+            if remaining <= 0:
+                raise deadline_exceeded()
+            await self._sleep(min(self._poll_interval, remaining))
+            prediction = await self._client.get(prediction.id, deadline=self._context.deadline)
+        failure = prediction.failure()
+        if failure is not None:
+            self._open.discard(prediction.id)
+            raise failure
+        return await self._finished(slot, prediction)
+
+    async def _finished(self, slot: int, prediction: Prediction) -> list[ProviderImage]:
+        self._open.discard(prediction.id)
+        await self._report(slot, 1.0)
+        return [ProviderImage(url, prediction.id) for url in prediction.image_urls]
+
+    async def _report(self, slot: int, fraction: float | None) -> None:
+        """Report the mean progress over all predictions when it grows (tqdm bars may restart)."""
+        if fraction is None or fraction <= self._progress[slot]:
+            return
+        self._progress[slot] = fraction
+        overall = sum(self._progress) / len(self._progress)
+        if overall > self._reported:
+            self._reported = overall
+            await self._context.on_progress(overall)
+
+    async def _cancel_open(self) -> None:
+        if not self._open:
+            return
+        ids = sorted(self._open)
+        self._open.clear()
+        task = asyncio.ensure_future(
+            cancel_all(self._client, ids, clock=self._clock, within=self._cancel_timeout)
+        )
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        await asyncio.shield(task)
