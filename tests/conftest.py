@@ -1,0 +1,42 @@
+"""Shared pytest fixtures. Each block below belongs to one fake; keep blocks self-contained."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.fakes.replicate_double import DoubleConfig, DoubleProcess, ReplicateDouble
+
+# ==== Replicate double (tests/fakes/replicate/) ===================================================
+# replicate_double_server  session: one uvicorn thread on 127.0.0.1:<free port>
+# replicate_double         per test: that server, reset (config, predictions, files, faults, stats)
+# replicate_client         per test: replicate.Client(api_token, base_url) polling every 10 ms
+# replicate_double_process session: the double as a child process (`python -m ...`), for e2e
+
+
+@pytest.fixture(scope="session")
+def replicate_double_server() -> Iterator[ReplicateDouble]:
+    with ReplicateDouble(DoubleConfig()) as double:
+        yield double
+
+
+@pytest.fixture
+def replicate_double(replicate_double_server: ReplicateDouble) -> Iterator[ReplicateDouble]:
+    replicate_double_server.reset()
+    yield replicate_double_server
+    replicate_double_server.reset()
+
+
+@pytest.fixture
+def replicate_client(replicate_double: ReplicateDouble) -> Any:
+    return replicate_double.client()
+
+
+@pytest.fixture(scope="session")
+def replicate_double_process() -> Iterator[DoubleProcess]:
+    with DoubleProcess() as process:
+        yield process
+
+
+# ==== end of Replicate double block ===============================================================

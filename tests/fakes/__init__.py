@@ -1,0 +1,1 @@
+"""Test doubles of the upstreams imagegen talks to (one module or small package per upstream)."""
