@@ -14,7 +14,9 @@ from imagegen.errors import InvalidRequest, ModelNotFound
 from imagegen.providers.base import Provider
 
 # owner/name or owner/name:version, as Replicate names models.
-REPLICATE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9a-f]{64})?$")
+REPLICATE_REF = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9a-f]{64})?$"
+)
 
 
 @dataclass(frozen=True, slots=True)

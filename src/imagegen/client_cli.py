@@ -26,18 +26,19 @@ def run_generate(
     console = Console(stderr=True)
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with httpx.Client(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5)) as client:
-        with console.status("[bold]generating...", spinner="dots") as status:
-            try:
-                response = client.post("/api/v1/images/generate", json=body)
-            except httpx.HTTPError as exc:
-                raise GenerateFailed(f"could not reach {base_url}: {exc}") from exc
-            status.update(f"saving images ({time.monotonic() - started:.1f}s)")
-            payload = _payload(response)
-            paths = [
-                _save(client, image_url, output, payload.get("id", "image"), index)
-                for index, image_url in enumerate(payload["image_urls"])
-            ]
+    with httpx.Client(
+        base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5)
+    ) as client, console.status("[bold]generating...", spinner="dots") as status:
+        try:
+            response = client.post("/api/v1/images/generate", json=body)
+        except httpx.HTTPError as exc:
+            raise GenerateFailed(f"could not reach {base_url}: {exc}") from exc
+        status.update(f"saving images ({time.monotonic() - started:.1f}s)")
+        payload = _payload(response)
+        paths = [
+            _save(client, image_url, output, payload.get("id", "image"), index)
+            for index, image_url in enumerate(payload["image_urls"])
+        ]
     console.print(f"[green]{len(paths)} image(s) in {time.monotonic() - started:.1f}s")
     if payload.get("images_missing"):
         console.print(f"[yellow]{payload['images_missing']} image(s) were not returned")

@@ -68,7 +68,11 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Deadline for one synchronous generation, end to end."
     )
     replicate_wait: int = Field(
-        default=60, ge=1, le=60, description="Seconds of Replicate's sync mode (Prefer: wait=N)."
+        default=5,
+        ge=1,
+        le=60,
+        description="Seconds of Replicate's sync mode (Prefer: wait=N) before polling. Short, "
+        "because a prediction's id arrives only with the reply: a cancel waits for it.",
     )
     poll_interval: float = Field(default=0.5, gt=0, description="Seconds between status polls.")
     http_connect_timeout: float = Field(default=5.0, gt=0)

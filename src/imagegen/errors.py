@@ -40,7 +40,7 @@ class ImagegenError(Exception):
 
     @property
     def code(self) -> str:
-        """A stable snake_case code for the class: ``UpstreamRateLimited`` -> ``upstream_rate_limited``."""
+        """A stable snake_case code for the class, e.g. ``upstream_rate_limited``."""
         return _SNAKE.sub("_", type(self).__name__).lower()
 
 

@@ -47,7 +47,7 @@ class ProviderImage:
 
 @dataclass(frozen=True, slots=True)
 class ProviderResult:
-    """All outputs of one generation, with how many were asked for (a safety filter may drop some)."""
+    """All outputs of one generation and how many were asked for (a safety filter may drop some)."""
 
     images: tuple[ProviderImage, ...]
     requested: int

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.fakes.memory_store import MemoryStore
+from tests.fakes.scripted_provider import FakeIngestor, ScriptedProvider
 
 from imagegen.api.app import create_app
 from imagegen.api.deps import Services
@@ -15,8 +17,6 @@ from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.jobs.runner import JobRunner
 from imagegen.storage.local import LocalImageStore
-from tests.fakes.memory_store import MemoryStore
-from tests.fakes.scripted_provider import FakeIngestor, ScriptedProvider
 
 
 class FakeWorld:

@@ -71,7 +71,10 @@ def test_bad_fields_are_400_naming_the_field(client, world, body, field):
         (b'"text"', {"content-type": "application/json"}),
         (b"null", {"content-type": "application/json"}),
         (b'{"model": "a/b"', {"content-type": "application/json"}),
-        (b'{"model":"a/b","prompt":"x","num_images":1,"width":512,"height":512}', {"content-type": "text/plain"}),
+        (
+            b'{"model":"a/b","prompt":"x","num_images":1,"width":512,"height":512}',
+            {"content-type": "text/plain"},
+        ),
         (b"model=a/b&prompt=x", {"content-type": "application/x-www-form-urlencoded"}),
         (b'{"model":"a/b","prompt":"x","num_images":1,"width":512,"height":512}', {}),
     ],

@@ -1,13 +1,13 @@
 import asyncio
 
 import pytest
+from tests.fakes.memory_store import MemoryStore
+from tests.fakes.scripted_provider import FakeIngestor, ScriptedProvider
 
 from imagegen.catalog import Catalog
 from imagegen.errors import Canceled, DeadlineExceeded, ImageFetchError, UpstreamHTTPError
 from imagegen.jobs.runner import JobRunner
 from imagegen.models import GenerationRequest, JobStatus
-from tests.fakes.memory_store import MemoryStore
-from tests.fakes.scripted_provider import FakeIngestor, ScriptedProvider
 
 REQUEST = GenerationRequest(model="owner/model", prompt="cat", num_images=2, width=512, height=512)
 
@@ -25,12 +25,13 @@ def make_runner(provider: ScriptedProvider, *, ingestor=None, timeout=5.0, provi
 
 async def test_success_walks_queued_running_succeeded_and_records_predictions():
     provider = ScriptedProvider()
-    runner, store = make_runner(provider)
+    runner, _store = make_runner(provider)
     job = await runner.submit(REQUEST)
     assert job.status is JobStatus.QUEUED
     done = await runner.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED
-    assert done.started_at is not None and done.completed_at is not None
+    assert done.started_at is not None
+    assert done.completed_at is not None
     assert len(done.images) == 2
     assert [p.prediction_id for p in done.predictions] == ["p1"]
     assert done.provider_urls[0].startswith("https://replicate.delivery/")
@@ -66,7 +67,7 @@ async def test_deadline_cancels_the_provider_and_fails_with_deadline_exceeded(mo
 
 async def test_cancel_while_running_marks_canceled_and_cancels_upstream():
     provider = ScriptedProvider(delay=5)
-    runner, store = make_runner(provider)
+    runner, _store = make_runner(provider)
     job = await runner.submit(REQUEST)
     await provider.started.wait()
     assert runner.progress(job.id) == 0.5

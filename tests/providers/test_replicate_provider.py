@@ -427,18 +427,31 @@ async def test_single_output_models_fan_out_one_prediction_per_image(clock: Fake
     assert len(fake.creates) == 3
 
 
-async def test_one_failing_prediction_cancels_the_others(clock: FakeClock) -> None:
+async def test_one_failing_prediction_keeps_what_the_others_made(clock: FakeClock) -> None:
     fake = FakeReplicate(
         FLUX_SCHNELL,
-        [{"status": "starting"}, RUNNING],
+        [{"status": "starting"}, done("p1", 4)],
         [{"status": "starting"}, {"status": "failed", "error": "E005 flagged as sensitive"}],
-        [{"status": "starting"}, RUNNING],
+        [{"status": "starting"}, RUNNING, done("p3", 4)],
+    )
+    result = await make_provider(fake, clock).generate(
+        request(num_images=12), Events(fake, clock.now + 300).context
+    )
+    assert len(result.images) == 8
+    assert result.missing == 4
+    assert fake.canceled == []  # paid-for siblings run to the end
+
+
+async def test_all_predictions_failing_raises_the_first_failure(clock: FakeClock) -> None:
+    fake = FakeReplicate(
+        FLUX_SCHNELL,
+        [{"status": "starting"}, {"status": "failed", "error": "E005 flagged as sensitive"}],
+        [{"status": "starting"}, {"status": "failed", "error": "E005 flagged as sensitive"}],
     )
     with pytest.raises(PredictionFailed, match="E005"):
         await make_provider(fake, clock).generate(
-            request(num_images=12), Events(fake, clock.now + 300).context
+            request(num_images=8), Events(fake, clock.now + 300).context
         )
-    assert sorted(fake.canceled) == ["p1", "p3"]
 
 
 # --- deadline and cancellation ---------------------------------------------------------------

@@ -44,9 +44,7 @@ def require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise InvalidRequest(
-            "Content-Type: must be application/json", field="Content-Type"
-        )
+        raise InvalidRequest("Content-Type: must be application/json", field="Content-Type")
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

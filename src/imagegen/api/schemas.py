@@ -44,7 +44,10 @@ class GenerateRequest(BaseModel):
         _check_range("height", self.height, settings.min_size, settings.max_size)
         if self.seed is not None and not 0 <= self.seed <= 2**32 - 1:
             raise InvalidRequest("seed: must be between 0 and 4294967295", field="seed")
-        if self.negative_prompt is not None and len(self.negative_prompt) > settings.max_prompt_length:
+        if (
+            self.negative_prompt is not None
+            and len(self.negative_prompt) > settings.max_prompt_length
+        ):
             raise InvalidRequest(
                 f"negative_prompt: must be at most {settings.max_prompt_length} characters",
                 field="negative_prompt",

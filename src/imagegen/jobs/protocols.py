@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,7 +37,9 @@ class GenerationStore(Protocol):
         images_missing: int,
     ) -> Generation: ...
 
-    async def mark_failed(self, generation_id: str, *, error: str, error_code: str) -> Generation: ...
+    async def mark_failed(
+        self, generation_id: str, *, error: str, error_code: str
+    ) -> Generation: ...
 
     async def mark_canceled(self, generation_id: str, *, reason: str) -> Generation: ...
 

@@ -62,12 +62,12 @@ class JobRunner:
         self,
         request: GenerationRequest,
         *,
-        timeout: float | None = None,
+        deadline_seconds: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Generation:
         """Persist a queued job and start running it; returns at once."""
         route = self._catalog.resolve(request.model)
-        seconds = timeout if timeout is not None else self._timeout
+        seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         loop = asyncio.get_running_loop()
         generation = await self._store.create(
             request,
@@ -84,7 +84,7 @@ class JobRunner:
         return generation
 
     async def wait(self, generation_id: str) -> Generation:
-        """Wait for a job to end. Raises the job's ``ImagegenError`` if it failed or was canceled."""
+        """Wait for a job to end; raises the job's error if it failed or was canceled."""
         task = self._tasks.get(generation_id)
         if task is not None:
             return await asyncio.shield(task)
@@ -196,7 +196,9 @@ class JobRunner:
             elif isinstance(outcome, ImagegenError):
                 errors.append(outcome)
             elif isinstance(outcome, BaseException):
-                errors.append(ImageFetchError(f"image download failed: {outcome}", provider="imagegen"))
+                errors.append(
+                    ImageFetchError(f"image download failed: {outcome}", provider="imagegen")
+                )
         return stored, errors
 
     async def _fail(self, generation_id: str, exc: BaseException) -> None:

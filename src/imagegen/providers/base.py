@@ -28,9 +28,7 @@ class GenerationContext:
     """
 
     deadline: float
-    on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(
-        default=_ignore_prediction
-    )
+    on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(default=_ignore_prediction)
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import httpx
 
 from imagegen.config import Settings
-from imagegen.errors import PredictionFailed
+from imagegen.errors import PredictionFailed, UpstreamHTTPError
 from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
@@ -131,7 +131,14 @@ class ReplicateProvider:
         now = self._clock()
         if cached is not None and cached[0] > now:
             return cached[1]
-        data = await client.model_version(ref, deadline=deadline)
+        try:
+            data = await client.model_version(ref, deadline=deadline)
+        except UpstreamHTTPError as exc:
+            if ref.version is None or exc.status != 404:
+                raise  # an unknown model is the user's 404
+            # An unknown or private version: let the create itself answer, as Replicate does,
+            # with 422 "Invalid version or not permitted" (no prediction is made).
+            return ModelSchema(None, None)
         schema = read_model_schema(data, pinned=ref.version is not None)
         if self._schema_cache_ttl > 0:
             self._schemas[ref] = (now + self._schema_cache_ttl, schema)

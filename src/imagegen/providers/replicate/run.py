@@ -4,8 +4,12 @@ Every prediction of a generation runs in one ``asyncio.TaskGroup``. The run keep
 ones not yet finished; whatever ends the run early (the deadline, the task being cancelled, or
 any prediction failing) cancels those upstream, shielded and best effort, before the error goes
 on. ``Cancel-After`` on each create is the backstop for a prediction whose create reply we never
-saw. A failing prediction fails the whole generation: images other predictions already made are
-dropped rather than returned as a partial success the caller did not ask for.
+saw. A create in flight when the run is cancelled is left to finish in the background and its
+prediction is then cancelled: its id only arrives with the reply.
+
+A failing prediction does not stop its siblings: nothing a user paid for is dropped. If at least
+one prediction made images the run returns them (the caller reports the shortfall); if none did,
+the first failure is raised.
 """
 
 from __future__ import annotations
@@ -114,26 +118,40 @@ class PredictionRun:
     ) -> list[ProviderImage]:
         self._progress = [0.0] * len(jobs)
         try:
-            async with (
-                deadline_scope(self._context.deadline, self._clock),
-                asyncio.TaskGroup() as group,
-            ):
-                tasks = [group.create_task(job()) for job in jobs]
+            async with deadline_scope(self._context.deadline, self._clock):
+                outcomes = await asyncio.gather(*(job() for job in jobs), return_exceptions=True)
         except (DeadlineExceeded, asyncio.CancelledError):
             await self._cancel_open()
             raise
-        except ExceptionGroup as failures:
+        images = [image for outcome in outcomes if isinstance(outcome, list) for image in outcome]
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if isinstance(failure, DeadlineExceeded) or not isinstance(failure, Exception):
+                await self._cancel_open()  # the deadline, or CancelledError: stop everything
+                raise failure
+        if failures and not images:
             await self._cancel_open()
-            first = failures.exceptions[0]
+            first = failures[0]
             raise first from first.__cause__  # the first failure, chained to its own cause
-        return [image for task in tasks for image in task.result()]
+        if failures:
+            log.warning(
+                "replicate: %d of %d predictions failed: %s", len(failures), len(jobs), failures[0]
+            )
+        return images
 
     async def _create(
         self, slot: int, ref: ModelRef, plan: PlannedPrediction
     ) -> list[ProviderImage]:
-        prediction = await self._client.create(
-            ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
+        create = asyncio.ensure_future(
+            self._client.create(
+                ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
+            )
         )
+        try:
+            prediction = await asyncio.shield(create)
+        except asyncio.CancelledError:
+            self._cancel_when_created(create)
+            raise
         self._open.add(prediction.id)
         record = PredictionRecord(prediction.id, dict(plan.inputs), plan.images)
         await self._context.on_prediction(record)
@@ -176,14 +194,30 @@ class PredictionRun:
             self._reported = overall
             await self._context.on_progress(overall)
 
-    async def _cancel_open(self) -> None:
-        if not self._open:
-            return
-        ids = sorted(self._open)
-        self._open.clear()
+    def _cancel_when_created(self, create: asyncio.Future[Prediction]) -> None:
+        """The run was cancelled mid-create: once the reply names the prediction, cancel it."""
+
+        def created(future: asyncio.Future[Prediction]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            prediction = future.result()
+            if prediction.status.is_terminal:
+                return
+            self._spawn_cancel([prediction.id])
+
+        create.add_done_callback(created)
+
+    def _spawn_cancel(self, ids: list[str]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(
             cancel_all(self._client, ids, clock=self._clock, within=self._cancel_timeout)
         )
         _background.add(task)
         task.add_done_callback(_background.discard)
-        await asyncio.shield(task)
+        return task
+
+    async def _cancel_open(self) -> None:
+        if not self._open:
+            return
+        ids = sorted(self._open)
+        self._open.clear()
+        await asyncio.shield(self._spawn_cancel(ids))

@@ -20,6 +20,9 @@ MEGAPIXEL = 1024 * 1024  # flux's "1" megapixel is 1024x1024
 MEGAPIXEL_OVERSHOOT = 2.5
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _WXH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+# Cog schemas often state the step only in prose ("Must be a multiple of 32 (if it's not, it
+# will be rounded ...)", flux-1.1-pro): read it from the field's own description as a fallback.
+_DESCRIBED_STEP = re.compile(r"multiple of (\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class Bounds:
     @classmethod
     def of(cls, prop: Schema) -> Bounds:
         step = number(prop.get("multipleOf"))
+        if step is None:
+            step = described_step(prop.get("description"))
         valid_step = step is not None and step >= 1 and step.is_integer()
         return cls(
             number(prop.get("minimum")),
@@ -55,6 +60,11 @@ class Bounds:
         low = self.minimum if self.minimum is not None else 1.0
         high = self.maximum if self.maximum is not None else math.inf
         return min(max(value, low), high)
+
+
+def described_step(description: Any) -> float | None:
+    match = _DESCRIBED_STEP.search(description) if isinstance(description, str) else None
+    return float(match.group(1)) if match else None
 
 
 def fit_dimensions(width: int, height: int, w_bounds: Bounds, h_bounds: Bounds) -> tuple[int, int]:
