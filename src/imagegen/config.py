@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     max_size: int = Field(default=4096, ge=1)
     max_prompt_length: int = Field(default=4000, ge=1)
 
+    idempotency_ttl: float = Field(
+        default=86400.0, gt=0, description="Seconds an Idempotency-Key is remembered."
+    )
+
     # --- Timeouts (seconds) ---
     request_timeout: float = Field(
         default=300.0, gt=0, description="Deadline for one synchronous generation, end to end."

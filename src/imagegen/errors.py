@@ -5,6 +5,7 @@
     ├── NotFound                  a generation, image or route that does not exist
     │   └── ModelNotFound         the catalog cannot route the model name
     ├── UnsupportedModel          the model exists but does not produce images
+    ├── IdempotencyConflict       an Idempotency-Key reused with a different request
     ├── ConfigurationError        a setting is missing or wrong (e.g. no provider key)
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
@@ -23,6 +24,7 @@ never by message text, chaining with ``raise ... from exc``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # Word boundaries in CamelCase names, acronyms included (UpstreamHTTPError -> upstream_http_error).
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -72,6 +74,18 @@ class UnsupportedModel(ImagegenError):
         self.model = model
 
 
+class IdempotencyConflict(ImagegenError):
+    """An ``Idempotency-Key`` was reused with a different request body."""
+
+
+class IdempotencyKeyInUse(ImagegenError):
+    """Raised by a store: a job with this idempotency key exists; ``existing`` is that job."""
+
+    def __init__(self, existing: Any) -> None:
+        super().__init__(f"idempotency key already used by generation {existing.id!r}")
+        self.existing = existing
+
+
 class ConfigurationError(ImagegenError):
     """A setting needed to serve the request is missing or invalid."""
 
@@ -116,6 +130,13 @@ class UpstreamHTTPError(UpstreamError):
         self.status = status
         self.title = title
         self.detail = detail
+
+    @property
+    def code(self) -> str:
+        """``upstream_http_402`` and the like: the upstream status survives in job records."""
+        if type(self) is UpstreamHTTPError:
+            return f"upstream_http_{self.status}"
+        return super().code
 
 
 class UpstreamRateLimited(UpstreamHTTPError):

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from imagegen.errors import NotFound
+from imagegen.errors import IdempotencyKeyInUse, NotFound
 from imagegen.models import Generation, GenerationRequest, JobStatus, PredictionRecord, StoredImage
 
 
@@ -28,6 +28,10 @@ class MemoryStore:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> Generation:
+        if idempotency_key is not None:
+            for row in self.rows.values():
+                if row.idempotency_key == idempotency_key:
+                    raise IdempotencyKeyInUse(row)
         gid = f"gen_{next(self._ids):04d}"
         row = Generation(
             id=gid,
@@ -36,6 +40,8 @@ class MemoryStore:
             provider=provider,
             created_at=datetime.now(UTC),
             metadata=dict(metadata or {}),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
         )
         self.rows[gid] = row
         return row
@@ -107,7 +113,10 @@ class MemoryStore:
         return [g for g in self.rows.values() if not g.status.is_terminal]
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None:
-        return None
+        return next((g for g in self.rows.values() if g.idempotency_key == key), None)
+
+    async def release_idempotency_key(self, generation_id: str) -> None:
+        self.rows[generation_id] = replace(self.rows[generation_id], idempotency_key=None)
 
     async def check(self) -> None:
         if not self.healthy:

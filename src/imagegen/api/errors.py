@@ -26,6 +26,7 @@ STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.InvalidRequest, 400),
     (errors.NotFound, 404),
     (errors.UnsupportedModel, 422),
+    (errors.IdempotencyConflict, 422),
     (errors.ConfigurationError, 503),
     (errors.QueueFull, 503),
     (errors.DeadlineExceeded, 504),

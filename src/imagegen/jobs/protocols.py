@@ -5,9 +5,18 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and a digest of the request it was first used with."""
+
+    key: str
+    request_hash: str
 
 
 class GenerationStore(Protocol):
@@ -22,7 +31,13 @@ class GenerationStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
-    ) -> Generation: ...
+    ) -> Generation:
+        """Persist a queued job; raises ``IdempotencyKeyInUse`` if the key names another job."""
+        ...
+
+    async def release_idempotency_key(self, generation_id: str) -> None:
+        """Forget the job's idempotency key (it expired), so the key can be used again."""
+        ...
 
     async def mark_running(self, generation_id: str) -> Generation: ...
 

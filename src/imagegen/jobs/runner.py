@@ -16,8 +16,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imagegen.catalog import Catalog, Route
-from imagegen.errors import Canceled, DeadlineExceeded, ImageFetchError, ImagegenError
-from imagegen.jobs.protocols import GenerationStore, Ingestor
+from imagegen.errors import (
+    Canceled,
+    DeadlineExceeded,
+    IdempotencyConflict,
+    IdempotencyKeyInUse,
+    ImageFetchError,
+    ImagegenError,
+)
+from imagegen.jobs.outcome import result_of
+from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
 from imagegen.models import (
     Generation,
     GenerationRequest,
@@ -47,12 +55,14 @@ class JobRunner:
         catalog: Catalog,
         ingestor: Ingestor | None,
         timeout: float,
+        idempotency_ttl: float = 86400.0,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._ingestor = ingestor  # None: hand back the provider's own URLs
         self._timeout = timeout
+        self._idempotency_ttl = idempotency_ttl
         self._now = now
         self._tasks: dict[str, asyncio.Task[Generation]] = {}
         self._progress: dict[str, float] = {}
@@ -64,17 +74,33 @@ class JobRunner:
         *,
         deadline_seconds: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Generation:
-        """Persist a queued job and start running it; returns at once."""
+        """Persist a queued job and start running it; returns at once.
+
+        With ``idempotency``, a job already created under the same key is returned instead (the
+        caller waits on it like any other); the same key with another request raises
+        ``IdempotencyConflict``. Keys older than ``idempotency_ttl`` are released and reused.
+        """
         route = self._catalog.resolve(request.model)
+        if idempotency is not None:
+            existing = await self._existing(idempotency)
+            if existing is not None:
+                return existing
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         loop = asyncio.get_running_loop()
-        generation = await self._store.create(
-            request,
-            provider=route.provider.name,
-            deadline_at=self._now() + timedelta(seconds=seconds),
-            metadata=metadata,
-        )
+        try:
+            generation = await self._store.create(
+                request,
+                provider=route.provider.name,
+                deadline_at=self._now() + timedelta(seconds=seconds),
+                metadata=metadata,
+                idempotency_key=idempotency.key if idempotency else None,
+                request_hash=idempotency.request_hash if idempotency else None,
+            )
+        except IdempotencyKeyInUse as exc:  # another request with this key won the race
+            assert idempotency is not None
+            return self._matching(exc.existing, idempotency)
         task = loop.create_task(
             self._run(generation.id, route, request, loop.time() + seconds),
             name=f"generation-{generation.id}",
@@ -83,12 +109,29 @@ class JobRunner:
         task.add_done_callback(functools.partial(self._finished, generation.id))
         return generation
 
+    async def _existing(self, idempotency: Idempotency) -> Generation | None:
+        existing = await self._store.find_by_idempotency_key(idempotency.key)
+        if existing is None:
+            return None
+        if existing.created_at < self._now() - timedelta(seconds=self._idempotency_ttl):
+            await self._store.release_idempotency_key(existing.id)
+            return None
+        return self._matching(existing, idempotency)
+
+    @staticmethod
+    def _matching(existing: Generation, idempotency: Idempotency) -> Generation:
+        if existing.request_hash != idempotency.request_hash:
+            raise IdempotencyConflict(
+                f"Idempotency-Key '{idempotency.key}' was already used with a different request"
+            )
+        return existing
+
     async def wait(self, generation_id: str) -> Generation:
         """Wait for a job to end; raises the job's error if it failed or was canceled."""
         task = self._tasks.get(generation_id)
         if task is not None:
             return await asyncio.shield(task)
-        return await self._store.get(generation_id)
+        return result_of(await self._store.get(generation_id))
 
     async def cancel(self, generation_id: str) -> Generation:
         """Cancel a job and its upstream predictions; a finished job is returned unchanged."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from imagegen.api.deps import BaseUrlDep, ServicesDep, require_json
 from imagegen.api.schemas import ErrorResponse, GenerateRequest, GenerateResponse, image_infos
-from imagegen.api.waiting import wait_for_job
+from imagegen.api.creation import create
 
 router = APIRouter(tags=["images"])
 
@@ -39,8 +39,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def generate(
     body: GenerateRequest, request: Request, services: ServicesDep, base_url: BaseUrlDep
 ) -> GenerateResponse:
-    job = await services.runner.submit(body.to_domain(services.settings))
-    generation = await wait_for_job(services.runner, job.id, request)
+    created = await create(
+        services,
+        request,
+        body.to_domain(services.settings),
+        scope="seed",
+        body=body.model_dump(exclude_none=True),
+    )
+    generation = created.generation
     images = image_infos(generation, base_url)
     return GenerateResponse(
         image_urls=[image.url for image in images],
