@@ -1,0 +1,22 @@
+"""Persistence of generation jobs: tables, the store, and migrations run at start-up."""
+
+from imagegen.db.migrate import create_engine, migrate
+from imagegen.db.store import (
+    MAX_LIST_LIMIT,
+    GenerationStore,
+    InvalidTransition,
+    new_generation_id,
+    open_store,
+    utc_now,
+)
+
+__all__ = [
+    "MAX_LIST_LIMIT",
+    "GenerationStore",
+    "InvalidTransition",
+    "create_engine",
+    "migrate",
+    "new_generation_id",
+    "open_store",
+    "utc_now",
+]

@@ -1,0 +1,1 @@
+"""Alembic migrations of imagegen's database, shipped in the package (``imagegen.db.migrate``)."""

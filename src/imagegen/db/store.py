@@ -1,0 +1,399 @@
+"""GenerationStore: every generation is a persisted job with guarded state transitions.
+
+    queued ──► running ──► succeeded
+       │          ├──────► failed
+       ├──────────┴──────► canceled
+       └─────────────────► failed
+
+Transitions are single conditional UPDATEs (``... WHERE id = :id AND status IN (:allowed)``), so
+when two replicas race, exactly one wins. The loser gets :class:`InvalidTransition` carrying the
+job as it now is; a terminal job never changes again. This is deliberate: returning the current
+row instead would leave ``mark_running`` unable to tell a replica whether *it* claimed the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from imagegen.db.migrate import create_engine, migrate
+from imagegen.db.tables import (
+    GenerationRow,
+    ImageRow,
+    PredictionRow,
+    UTCDateTime,
+    image_rows,
+    prediction_row,
+    request_to_json,
+    to_generation,
+)
+from imagegen.errors import IdempotencyKeyInUse, ImagegenError, InvalidRequest, NotFound
+from imagegen.models import (
+    Generation,
+    GenerationRequest,
+    JobStatus,
+    PredictionRecord,
+    StoredImage,
+)
+
+MAX_LIST_LIMIT = 100
+CANCELED_ERROR_CODE = "canceled"
+
+_ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
+    JobStatus.RUNNING: (JobStatus.QUEUED,),
+    JobStatus.SUCCEEDED: (JobStatus.RUNNING,),
+    JobStatus.FAILED: (JobStatus.QUEUED, JobStatus.RUNNING),
+    JobStatus.CANCELED: (JobStatus.QUEUED, JobStatus.RUNNING),
+}
+_UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+class InvalidTransition(ImagegenError):
+    """A guarded transition did not apply; ``current`` is the job as another writer left it."""
+
+    def __init__(self, current: Generation, target: JobStatus) -> None:
+        super().__init__(f"generation {current.id!r} is {current.status}; cannot become {target}")
+        self.current = current
+        self.target = target
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_generation_id() -> str:
+    """``gen_`` + 26 lowercase Crockford base32 characters: a ULID (48-bit milliseconds, then
+    80 random bits), so ids sort roughly by creation time and index inserts stay local."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    chars = [_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5)]
+    return "gen_" + "".join(chars)
+
+
+async def open_store(
+    url: str,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    new_id: Callable[[], str] = new_generation_id,
+) -> GenerationStore:
+    """Connect to ``url``, migrate it to the latest schema, and return a store over it."""
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return GenerationStore(engine, clock=clock, new_id=new_id)
+
+
+class GenerationStore:
+    """Generations in SQL. Owns ``engine``: :meth:`aclose` disposes of it.
+
+    Every method raises ``sqlalchemy.exc.SQLAlchemyError`` (or the driver's ``OSError``) when the
+    database fails; lookups by id raise :class:`~imagegen.errors.NotFound`. Times from ``clock``
+    must be timezone-aware.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_generation_id,
+    ) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+        self._new_id = new_id
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+    async def check(self) -> None:
+        """Readiness: one trivial query. Raises whatever the database raises.
+
+        It reads the ``generations`` table rather than ``SELECT 1``, which SQLite answers
+        without opening the file at all: a missing or unreadable schema must fail readiness.
+        """
+        async with self._engine.connect() as connection:
+            await connection.execute(sa.select(GenerationRow.id).limit(1))
+
+    async def create(
+        self,
+        request: GenerationRequest,
+        *,
+        provider: str,
+        deadline_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> Generation:
+        """Persist a new ``queued`` job.
+
+        Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
+        when another replica inserted it a moment earlier); compare ``request_hash`` with
+        ``existing.request_hash`` to tell a retry from a conflicting reuse.
+        """
+        if deadline_at is not None and deadline_at.tzinfo is None:
+            raise ValueError("deadline_at must be timezone-aware")
+        now = self._clock()
+        row = GenerationRow(
+            id=self._new_id(),
+            status=JobStatus.QUEUED.value,
+            model=request.model,
+            prompt=request.prompt,
+            provider=provider,
+            request=request_to_json(request),
+            created_at=now,
+            updated_at=now,
+            deadline_at=deadline_at,
+            images_missing=0,
+            provider_urls=[],
+            metadata_=dict(metadata or {}),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            webhook_url=webhook_url,
+            webhook_events=None if webhook_events is None else list(webhook_events),
+            predictions=[],
+            images=[],
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            existing = None
+            if idempotency_key is not None:
+                existing = await self.find_by_idempotency_key(idempotency_key)
+            if existing is None:
+                raise
+            raise IdempotencyKeyInUse(existing) from None
+        return to_generation(row)
+
+    async def release_idempotency_key(self, generation_id: str) -> None:
+        """Forget the job's idempotency key (it expired), so a new job may use it."""
+        stmt = (
+            sa.update(GenerationRow)
+            .where(GenerationRow.id == generation_id)
+            .values(idempotency_key=None, updated_at=self._clock())
+        )
+        async with self._sessions.begin() as session:
+            if await _rowcount(session, stmt) == 0:
+                raise _not_found(generation_id)
+
+    async def mark_running(self, generation_id: str) -> Generation:
+        """queued -> running (sets ``started_at``); the replica that gets no error owns the run."""
+        now = self._clock()
+        return await self._transition(generation_id, JobStatus.RUNNING, now, started_at=now)
+
+    async def mark_succeeded(
+        self,
+        generation_id: str,
+        *,
+        images: Sequence[StoredImage],
+        provider_urls: Sequence[str],
+        images_missing: int,
+    ) -> Generation:
+        """running -> succeeded, storing the images in order, in the same transaction."""
+        if images_missing < 0:
+            raise ValueError("images_missing must not be negative")
+        now = self._clock()
+        return await self._transition(
+            generation_id,
+            JobStatus.SUCCEEDED,
+            now,
+            image_rows(generation_id, images),
+            completed_at=now,
+            provider_urls=list(provider_urls),
+            images_missing=images_missing,
+        )
+
+    async def mark_failed(self, generation_id: str, *, error: str, error_code: str) -> Generation:
+        """queued | running -> failed."""
+        now = self._clock()
+        return await self._transition(
+            generation_id,
+            JobStatus.FAILED,
+            now,
+            completed_at=now,
+            error=error,
+            error_code=error_code,
+        )
+
+    async def mark_canceled(self, generation_id: str, *, reason: str) -> Generation:
+        """queued | running -> canceled; ``reason`` becomes ``error``, ``error_code`` is
+        ``"canceled"``."""
+        now = self._clock()
+        return await self._transition(
+            generation_id,
+            JobStatus.CANCELED,
+            now,
+            completed_at=now,
+            error=reason,
+            error_code=CANCELED_ERROR_CODE,
+        )
+
+    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
+        """Record an upstream prediction (status ``starting``) before waiting on it.
+
+        Allowed in any state, so a prediction started just before a cancel can still be found
+        and canceled upstream. Recording the same ``prediction_id`` again is a no-op.
+        """
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            await self._require(session, generation_id)
+            if await _prediction_pk(session, generation_id, record.prediction_id) is not None:
+                return
+            session.add(prediction_row(generation_id, record, now))
+
+    async def set_prediction_status(
+        self, generation_id: str, prediction_id: str, status: str
+    ) -> None:
+        """Record the provider's latest status of a prediction (``processing``, ``failed``...)."""
+        stmt = (
+            sa.update(PredictionRow)
+            .where(
+                PredictionRow.generation_id == generation_id,
+                PredictionRow.prediction_id == prediction_id,
+            )
+            .values(status=status, updated_at=self._clock())
+        )
+        async with self._sessions.begin() as session:
+            updated = await _rowcount(session, stmt)
+        if updated == 0:
+            raise NotFound(f"prediction {prediction_id!r} of {generation_id!r} not found")
+
+    async def get(self, generation_id: str) -> Generation:
+        """The job with its predictions and images; :class:`NotFound` when there is none."""
+        async with self._sessions() as session:
+            row = await session.scalar(_select().where(GenerationRow.id == generation_id))
+        if row is None:
+            raise _not_found(generation_id)
+        return to_generation(row)
+
+    async def list(
+        self, *, limit: int, cursor: str | None = None
+    ) -> tuple[builtins.list[Generation], str | None]:
+        """A page of jobs, newest first, and the cursor of the next page (``None`` at the end).
+
+        ``limit`` must be in 1..``MAX_LIST_LIMIT``; a malformed cursor is an ``InvalidRequest``.
+        """
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
+        order = (GenerationRow.created_at, GenerationRow.id)
+        stmt = _select().order_by(*(column.desc() for column in order)).limit(limit + 1)
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            after = sa.tuple_(sa.literal(created_at, UTCDateTime()), sa.literal(last_id))
+            stmt = stmt.where(sa.tuple_(*order) < after)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        page = [to_generation(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return page, next_cursor
+
+    async def list_unfinished(self) -> builtins.list[Generation]:
+        """Queued and running jobs, oldest first: what a restart must resume or fail."""
+        stmt = (
+            _select()
+            .where(GenerationRow.status.in_([status.value for status in _UNFINISHED]))
+            .order_by(GenerationRow.created_at, GenerationRow.id)
+        )
+        async with self._sessions() as session:
+            return [to_generation(row) for row in await session.scalars(stmt)]
+
+    async def find_by_idempotency_key(self, key: str) -> Generation | None:
+        async with self._sessions() as session:
+            row = await session.scalar(_select().where(GenerationRow.idempotency_key == key))
+        return None if row is None else to_generation(row)
+
+    async def _transition(
+        self,
+        generation_id: str,
+        target: JobStatus,
+        now: datetime,
+        new_rows: Sequence[ImageRow] = (),
+        **values: Any,
+    ) -> Generation:
+        allowed = [status.value for status in _ALLOWED_FROM[target]]
+        stmt = (
+            sa.update(GenerationRow)
+            .where(GenerationRow.id == generation_id, GenerationRow.status.in_(allowed))
+            .values(status=target.value, updated_at=now, **values)
+        )
+        async with self._sessions.begin() as session:
+            applied = await _rowcount(session, stmt) == 1
+            if applied:
+                session.add_all(new_rows)
+        current = await self.get(generation_id)
+        if not applied:
+            raise InvalidTransition(current, target)
+        return current
+
+    @staticmethod
+    async def _require(session: AsyncSession, generation_id: str) -> None:
+        found = await session.scalar(
+            sa.select(GenerationRow.id).where(GenerationRow.id == generation_id)
+        )
+        if found is None:
+            raise _not_found(generation_id)
+
+
+def _select() -> sa.Select[GenerationRow]:
+    return sa.select(GenerationRow).options(
+        selectinload(GenerationRow.predictions), selectinload(GenerationRow.images)
+    )
+
+
+async def _prediction_pk(
+    session: AsyncSession, generation_id: str, prediction_id: str
+) -> int | None:
+    return await session.scalar(
+        sa.select(PredictionRow.id).where(
+            PredictionRow.generation_id == generation_id,
+            PredictionRow.prediction_id == prediction_id,
+        )
+    )
+
+
+async def _rowcount(session: AsyncSession, stmt: sa.Update) -> int:
+    result = await session.execute(stmt.execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
+
+
+def _not_found(generation_id: str) -> NotFound:
+    return NotFound(f"generation {generation_id!r} not found")
+
+
+def _encode_cursor(last: Generation) -> str:
+    raw = json.dumps([last.created_at.isoformat(), last.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, last_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidRequest("invalid cursor", field="cursor") from exc
+    if created_at.tzinfo is None or not isinstance(last_id, str):
+        raise InvalidRequest("invalid cursor", field="cursor")
+    return created_at, last_id

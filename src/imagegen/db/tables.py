@@ -1,0 +1,217 @@
+"""The persisted schema (generations, the upstream predictions they wait on, their stored
+images) and the mapping between its rows and the core's frozen values.
+
+``migrations/versions`` must build exactly these tables; ``tests/db/test_migrations.py`` compares
+them with Alembic's autogenerate. Change a table here, then add a migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from imagegen.models import (
+    Generation,
+    GenerationRequest,
+    JobStatus,
+    PredictionRecord,
+    StoredImage,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
+JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntegerPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text, which sorts correctly and is
+    read back with ``tzinfo=UTC``. Binding a naive datetime raises ``ValueError``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; imagegen stores timezone-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+_STATUSES = ", ".join(f"'{status.value}'" for status in JobStatus)
+
+
+class GenerationRow(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN ({_STATUSES})", name="status"),
+        sa.CheckConstraint("images_missing >= 0", name="images_missing"),
+        # Keyset pagination, newest first.
+        sa.Index("ix_generations_created_at_id", "created_at", "id"),
+        # Crash recovery: unfinished jobs, oldest first.
+        sa.Index("ix_generations_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    model: Mapped[str] = mapped_column(sa.String(255))
+    prompt: Mapped[str] = mapped_column(sa.Text)
+    provider: Mapped[str] = mapped_column(sa.String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    error_code: Mapped[str | None] = mapped_column(sa.String(64))
+    images_missing: Mapped[int] = mapped_column(sa.Integer)
+    provider_urls: Mapped[list[str]] = mapped_column(JSONDocument)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(sa.String(128))
+    webhook_url: Mapped[str | None] = mapped_column(sa.Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSONDocument)
+
+    predictions: Mapped[list[PredictionRow]] = relationship(
+        order_by="PredictionRow.id", lazy="raise", passive_deletes=True
+    )
+    images: Mapped[list[ImageRow]] = relationship(
+        order_by="ImageRow.position", lazy="raise", passive_deletes=True
+    )
+
+
+class PredictionRow(Base):
+    """An upstream prediction, written before imagegen waits on it."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (sa.UniqueConstraint("generation_id", "prediction_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("generations.id", ondelete="CASCADE")
+    )
+    prediction_id: Mapped[str] = mapped_column(sa.String(255))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    images_requested: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ImageRow(Base):
+    """One stored image of a succeeded generation, in output order."""
+
+    __tablename__ = "images"
+
+    generation_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    # Indexed so storage clean-up can ask whether a content-addressed key is still referenced.
+    key: Mapped[str] = mapped_column(sa.String(512), index=True)
+    content_type: Mapped[str] = mapped_column(sa.String(100))
+    width: Mapped[int] = mapped_column(sa.Integer)
+    height: Mapped[int] = mapped_column(sa.Integer)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    source_url: Mapped[str | None] = mapped_column(sa.Text)
+
+
+def request_to_json(request: GenerationRequest) -> dict[str, Any]:
+    return asdict(request)
+
+
+def request_from_json(data: dict[str, Any]) -> GenerationRequest:
+    # Keys a newer or older GenerationRequest no longer knows are dropped, not fatal.
+    known = {f.name for f in fields(GenerationRequest)}
+    return GenerationRequest(**{key: value for key, value in data.items() if key in known})
+
+
+def prediction_row(generation_id: str, record: PredictionRecord, now: datetime) -> PredictionRow:
+    """A new prediction row, in the provider's initial ``starting`` status."""
+    return PredictionRow(
+        generation_id=generation_id,
+        prediction_id=record.prediction_id,
+        inputs=dict(record.inputs),
+        images_requested=record.images_requested,
+        status="starting",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def image_rows(generation_id: str, images: Sequence[StoredImage]) -> list[ImageRow]:
+    return [
+        ImageRow(
+            generation_id=generation_id,
+            position=position,
+            key=image.key,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            size_bytes=image.size_bytes,
+            source_url=image.source_url,
+        )
+        for position, image in enumerate(images)
+    ]
+
+
+def to_generation(row: GenerationRow) -> Generation:
+    """Map a row whose ``predictions`` and ``images`` are loaded to the core's value."""
+    return Generation(
+        id=row.id,
+        status=JobStatus(row.status),
+        request=request_from_json(row.request),
+        provider=row.provider,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        predictions=tuple(
+            PredictionRecord(p.prediction_id, p.inputs, p.images_requested) for p in row.predictions
+        ),
+        images=tuple(
+            StoredImage(i.key, i.content_type, i.width, i.height, i.size_bytes, i.source_url)
+            for i in row.images
+        ),
+        provider_urls=tuple(row.provider_urls),
+        images_missing=row.images_missing,
+        error=row.error,
+        error_code=row.error_code,
+        metadata=row.metadata_,
+        deadline_at=row.deadline_at,
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
+        webhook_url=row.webhook_url,
+        webhook_events=tuple(row.webhook_events or ()),
+        updated_at=row.updated_at,
+    )
