@@ -283,3 +283,11 @@ def test_bad_setting_stops_start_up_naming_it(tmp_path):
     )
     assert result.returncode == 2
     assert "IMAGEGEN_PORT" in result.stderr
+
+
+def test_community_model_without_a_version_runs_its_latest_version(api, control):
+    response = generate(api, model="stability-ai/sdxl", num_images=1, width=768, height=512)
+    assert response.status_code == 200, response.text
+    record = api.get(f"/api/v1/generations/{response.json()['id']}").json()
+    assert record["predictions"][0]["inputs"]["width"] == 768
+    assert control.stats()["creates"]["by_model"] == {"stability-ai/sdxl": 1}

@@ -519,3 +519,13 @@ def test_fit_dimensions_stays_inside_any_bounds(
     w, h = fit_dimensions(width, height, bounds, bounds)
     assert low <= w <= low + span
     assert low <= h <= low + span
+
+
+def test_an_unpinned_community_model_names_its_latest_version() -> None:
+    from imagegen.providers.replicate.schema import read_model_schema
+
+    document = {"is_official": False, "latest_version": {"id": "ab" * 32, "openapi_schema": {}}}
+    assert read_model_schema(document, pinned=False).community_version == "ab" * 32
+    official = {**document, "is_official": True}
+    assert read_model_schema(official, pinned=False).community_version is None
+    assert read_model_schema(document["latest_version"], pinned=True).community_version is None

@@ -82,6 +82,8 @@ class ReplicateProvider:
             schema = await self._schema(client, ref, context.deadline)
         ensure_image_output(schema, request.model)
         plans = plan_predictions(schema.inputs, request)
+        if schema.community_version is not None:  # owner/name of a community model
+            ref = ModelRef(ref.owner, ref.name, schema.community_version)
         images = await self._run(client, context).create_all(ref, plans)
         return _result(images, request)
 

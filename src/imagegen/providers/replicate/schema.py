@@ -27,15 +27,22 @@ class ModelSchema:
 
     inputs: Mapping[str, Schema] | None
     output: Schema | None
+    #: For an unpinned community model (``is_official: false``): the version to run, since
+    #: only official models answer on ``/v1/models/{o}/{n}/predictions``.
+    community_version: str | None = None
 
 
 def read_model_schema(data: Any, *, pinned: bool) -> ModelSchema:
     """Read ``GET /v1/models/{o}/{n}``, or ``.../versions/{v}`` when ``pinned``."""
     version = data if pinned else _get(data, "latest_version")
+    community_version = None
+    if not pinned and _get(data, "is_official") is False:
+        version_id = _get(version, "id")
+        community_version = version_id if isinstance(version_id, str) else None
     components = _get(_get(_get(version, "openapi_schema"), "components"), "schemas")
     if not isinstance(components, Mapping):
-        return ModelSchema(None, None)
-    return ModelSchema(_read_inputs(components), _read_output(components))
+        return ModelSchema(None, None, community_version)
+    return ModelSchema(_read_inputs(components), _read_output(components), community_version)
 
 
 def _get(data: Any, key: str) -> Any:
