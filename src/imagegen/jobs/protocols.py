@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage

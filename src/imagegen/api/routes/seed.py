@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from imagegen.api.creation import create
 from imagegen.api.deps import BaseUrlDep, ServicesDep, require_json
 from imagegen.api.schemas import ErrorResponse, GenerateRequest, GenerateResponse, image_infos
-from imagegen.api.creation import create
 
 router = APIRouter(tags=["images"])
 
