@@ -26,9 +26,12 @@ def run_generate(
     console = Console(stderr=True)
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with httpx.Client(
-        base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5)
-    ) as client, console.status("[bold]generating...", spinner="dots") as status:
+    with (
+        httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5)
+        ) as client,
+        console.status("[bold]generating...", spinner="dots") as status,
+    ):
         try:
             response = client.post("/api/v1/images/generate", json=body)
         except httpx.HTTPError as exc:
