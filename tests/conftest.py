@@ -40,3 +40,16 @@ def replicate_double_process() -> Iterator[DoubleProcess]:
 
 
 # ==== end of Replicate double block ===============================================================
+
+
+# ==== Environment isolation =======================================================================
+# Settings read IMAGEGEN_* and provider variables: a developer's shell must not change a test.
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("IMAGEGEN_", "REPLICATE_", "OPENAI_")):
+            monkeypatch.delenv(name, raising=False)
