@@ -1,43 +1,129 @@
-"""Which provider serves a model name, and under which upstream name.
+"""Which provider serves a model name, under which upstream name, with what defaults and limits.
 
 Without a catalog file every ``owner/name[:version]`` goes to Replicate, so the seed API works
-with no configuration at all.
+with no configuration at all. A catalog file (``catalog_file``) adds named routes; a name that is
+neither a route nor a Replicate reference is a ``ModelNotFound`` (404) naming it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from imagegen.errors import InvalidRequest, ModelNotFound
-from imagegen.providers.base import Provider
+from imagegen.models import GenerationRequest, PredictionRecord, ProviderResult
+from imagegen.providers.base import GenerationContext, Provider
 
 # owner/name or owner/name:version, as Replicate names models.
 REPLICATE_REF = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9a-f]{64})?$"
 )
+# A name that could be a catalog entry (no slash, no spaces): unknown ones are a 404, not a 400.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDefaults:
+    """What a request that leaves things open gets: the size for ``size=auto``, and the
+    OpenAI API's ``response_format`` (``url`` or ``b64_json``)."""
+
+    width: int | None = None
+    height: int | None = None
+    response_format: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        if self.width is None or self.height is None:
+            return None
+        return self.width, self.height
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one public model name goes."""
+    """Where one public model name goes, and what the catalog says about it."""
 
     public_model: str
     provider: Provider
     upstream_model: str
+    aliases: tuple[str, ...] = ()
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+    max_images: int | None = None
+
+    def check_images(self, count: int, *, field: str) -> None:
+        """Raise ``InvalidRequest`` naming ``field`` if ``count`` exceeds the model's limit."""
+        _check_images(self.public_model, self.max_images, count, field=field)
+
+
+def _check_images(model: str, max_images: int | None, count: int, *, field: str) -> None:
+    if max_images is not None and count > max_images:
+        raise InvalidRequest(
+            f"{field}: model '{model}' makes at most {max_images} images per request",
+            field=field,
+        )
+
+
+@dataclass(slots=True)
+class LimitedProvider:
+    """A route's provider that refuses more images than the route allows, before any upstream
+    call (the seed endpoint's ``num_images``; the OpenAI endpoint checks ``n`` itself first)."""
+
+    inner: Provider
+    model: str
+    max_images: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+
+    async def generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult:
+        _check_images(self.model, self.max_images, request.num_images, field="num_images")
+        return await self.inner.generate(request, context)
+
+    async def resume(
+        self,
+        request: GenerationRequest,
+        predictions: Sequence[PredictionRecord],
+        context: GenerationContext,
+    ) -> ProviderResult:
+        return await self.inner.resume(request, predictions, context)
+
+    async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
+        await self.inner.cancel(predictions)
+
+    async def aclose(self) -> None:
+        """The inner provider belongs to whoever built it."""
 
 
 class Catalog:
-    """Resolves public model names to providers.
+    """Resolves public model names (and aliases) to routes.
 
-    ``aliases`` maps public names to explicit routes; ``default`` (usually Replicate) serves any
-    name shaped like a Replicate model reference.
+    ``aliases`` maps names to explicit routes; ``default`` (Replicate, unless the catalog file
+    turns passthrough off) serves any name shaped like a Replicate model reference.
     """
 
     def __init__(self, *, aliases: Mapping[str, Route] | None = None, default: Provider | None):
         self._aliases = dict(aliases or {})
         self._default = default
+
+    @classmethod
+    def of(cls, routes: Iterable[Route], *, default: Provider | None) -> Catalog:
+        """A catalog serving each route under its public name and its aliases."""
+        names: dict[str, Route] = {}
+        for route in routes:
+            if route.max_images is not None:
+                limited = LimitedProvider(route.provider, route.public_model, route.max_images)
+                route = replace(route, provider=limited)
+            for name in (route.public_model, *route.aliases):
+                names[name] = route
+        return cls(aliases=names, default=default)
+
+    @property
+    def passthrough(self) -> bool:
+        """Whether ``owner/name[:version]`` names go to Replicate."""
+        return self._default is not None
 
     def resolve(self, model: str) -> Route:
         route = self._aliases.get(model)
@@ -45,8 +131,12 @@ class Catalog:
             return route
         if self._default is not None and REPLICATE_REF.match(model):
             return Route(public_model=model, provider=self._default, upstream_model=model)
-        if self._default is None:
-            raise ModelNotFound(f"model '{model}' is not served by this imagegen", model=model)
+        if self._default is None or _PLAIN_NAME.match(model):
+            raise ModelNotFound(
+                f"model '{model}' is not served by this imagegen (GET /v1/models lists the "
+                "models it serves)",
+                model=model,
+            )
         if ":" in model and REPLICATE_REF.match(model.split(":", 1)[0]):
             raise InvalidRequest(
                 "model: a version must be 64 hexadecimal characters (owner/name:version)",
@@ -57,7 +147,10 @@ class Catalog:
         )
 
     def names(self) -> list[str]:
+        """Every name the catalog routes, aliases included."""
         return sorted(self._aliases)
 
     def routes(self) -> list[Route]:
-        return [self._aliases[name] for name in sorted(self._aliases)]
+        """One route per catalog model (not per alias), by public name."""
+        unique = {route.public_model: route for route in self._aliases.values()}
+        return [unique[name] for name in sorted(unique)]

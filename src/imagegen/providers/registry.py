@@ -1,0 +1,90 @@
+"""Provider kinds: the ``kind`` of a catalog ``[providers.<name>]`` table, and how to build one.
+
+Adding a provider kind adds one entry to ``KINDS``; nothing else branches on provider names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import httpx
+
+from imagegen.config import Settings
+from imagegen.errors import ConfigurationError
+from imagegen.providers.base import Provider
+from imagegen.providers.openai_compat import OpenAICompatProvider
+from imagegen.providers.replicate import ReplicateProvider
+
+OPENAI_BASE_URL = "https://api.openai.com"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """One configured provider with its secret resolved.
+
+    ``api_key_env`` is the variable the catalog named (None: the kind's default, e.g.
+    ``REPLICATE_API_KEY``); ``api_key`` is its value, None when unset or empty.
+    """
+
+    name: str
+    kind: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDeps:
+    """What every provider may share. Both clients belong to the caller.
+
+    ``http`` has short reads, for APIs that are polled (Replicate); ``blocking_http`` waits as
+    long as a generation may take, for APIs that answer only when the image is done.
+    """
+
+    settings: Settings
+    http: httpx.AsyncClient
+    blocking_http: httpx.AsyncClient
+
+
+Factory = Callable[[ProviderSpec, ProviderDeps], Provider]
+
+
+def _replicate(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
+    settings = deps.settings
+    token = spec.api_key
+    if spec.api_key_env is None and settings.replicate_api_key is not None:
+        token = settings.replicate_api_key.get_secret_value()
+    return ReplicateProvider(
+        deps.http,
+        api_token=token,
+        base_url=spec.base_url or settings.replicate_base_url,
+        wait_seconds=settings.replicate_wait,
+        poll_interval=settings.poll_interval,
+        schema_cache_ttl=settings.schema_cache_ttl,
+    )
+
+
+def _openai(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
+    return OpenAICompatProvider(
+        deps.blocking_http,
+        name=spec.name,
+        base_url=spec.base_url or OPENAI_BASE_URL,
+        api_key=spec.api_key,
+    )
+
+
+KINDS: Mapping[str, Factory] = MappingProxyType({"replicate": _replicate, "openai": _openai})
+"""Provider kind -> factory."""
+
+
+def build_provider(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
+    """Build the provider ``spec`` describes; ``ConfigurationError`` for an unknown kind."""
+    factory = KINDS.get(spec.kind)
+    if factory is None:
+        known = ", ".join(sorted(KINDS))
+        raise ConfigurationError(
+            f"provider '{spec.name}': unknown kind '{spec.kind}' (known kinds: {known})"
+        )
+    return factory(spec, deps)
