@@ -28,6 +28,18 @@ def load_settings(**overrides: object) -> Settings:
         raise typer.Exit(EXIT_USAGE) from None
 
 
+def check_catalog(settings: Settings) -> None:
+    """A bad catalog file stops start-up with a message naming the file and each key."""
+    from imagegen.catalog_file import load_catalog_file
+    from imagegen.errors import ConfigurationError
+
+    try:
+        load_catalog_file(settings.catalog_path, settings)
+    except ConfigurationError as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -40,6 +52,7 @@ def serve(
     from imagegen.logs import configure_logging
 
     settings = load_settings(host=host, port=port)
+    check_catalog(settings)
     configure_logging(settings.log_level)
     application = create_app(settings)
     uvicorn.run(

@@ -11,8 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagegen.jobs.webhooks.signing import decode_secret
 
 
 class Settings(BaseSettings):
@@ -45,6 +54,25 @@ class Settings(BaseSettings):
         "image links are built from it. Default: the request's own base URL.",
     )
     log_level: str = "info"
+
+    # --- Models ---
+    catalog_path: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IMAGEGEN_CATALOG", "IMAGEGEN_CATALOG_PATH", "catalog_path"),
+        description="A TOML catalog file naming the models imagegen serves (see the README). "
+        "Without one, every owner/name[:version] goes to Replicate.",
+    )
+    default_model: str = Field(
+        default="black-forest-labs/flux-schnell",
+        min_length=1,
+        description="The model of an OpenAI-style request that names none.",
+    )
+    default_width: int = Field(
+        default=1024, ge=1, description="Width for size=auto when the model has no default."
+    )
+    default_height: int = Field(
+        default=1024, ge=1, description="Height for size=auto when the model has no default."
+    )
 
     # --- Storage and history ---
     data_dir: Path = Path("data")
@@ -89,6 +117,81 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra hosts imagegen may download provider outputs from.",
     )
+
+    # --- Jobs: queue and provider limits, recovery, events ---
+    max_queue: int = Field(
+        default=1000,
+        ge=0,
+        description="Generations that may wait for a provider slot, per provider; "
+        "past it a create is refused with 503 and Retry-After.",
+    )
+    replicate_max_concurrency: int = Field(
+        default=100, ge=0, description="Replicate generations running at once (0: no limit)."
+    )
+    replicate_creates_per_minute: float = Field(
+        default=600.0,
+        gt=0,
+        description="Predictions imagegen creates on Replicate per minute (Replicate: 600).",
+    )
+    replicate_create_burst: int = Field(
+        default=60, ge=1, description="Creates that may go out at once before the rate applies."
+    )
+    instance_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="This instance's name on the jobs it runs (default: the host name). "
+        "Give each replica its own when several share a database on one host.",
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="How long a job stays an instance's after its last renewal; another "
+        "replica adopts it after that.",
+    )
+    sse_heartbeat: float = Field(
+        default=15.0, gt=0, description="Seconds between keep-alive comments on event streams."
+    )
+
+    # --- Webhooks ---
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks signing secret, whsec_ + base64 of 24-64 random bytes. "
+        "Requests may name a webhook only when it is set.",
+    )
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks (CIDRs, JSON list) webhooks may reach although private, loopback "
+        "or link-local.",
+    )
+    webhook_retry_delays: list[float] = Field(
+        default_factory=lambda: [
+            *(5.0, 30.0, 120.0, 600.0, 1800.0),
+            *(3600.0, 7200.0, 14400.0, 28800.0),
+        ],
+        min_length=1,
+        description="Seconds before each retry of a failed delivery (JSON list).",
+    )
+    webhook_max_age: float = Field(
+        default=86400.0, gt=0, description="A delivery is given up this long after its event."
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a receiver has to answer one delivery."
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        decode_secret(value.get_secret_value().strip())  # ValueError names what is wrong
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every delay must be positive")
+        return value
 
     @field_validator("replicate_base_url", "public_base_url")
     @classmethod

@@ -10,6 +10,7 @@
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
+    ├── InvalidTransition         a job's state changed under us (another writer won the race)
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
         │   └── UpstreamRateLimited   429, with ``retry_after`` seconds when known
@@ -24,7 +25,10 @@ never by message text, chaining with ``raise ... from exc``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagegen.models import Generation, JobStatus
 
 # Word boundaries in CamelCase names, acronyms included (UpstreamHTTPError -> upstream_http_error).
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -104,6 +108,15 @@ class QueueFull(ImagegenError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InvalidTransition(ImagegenError):
+    """A guarded transition did not apply; ``current`` is the job as another writer left it."""
+
+    def __init__(self, current: Generation, target: JobStatus) -> None:
+        super().__init__(f"generation {current.id!r} is {current.status}; cannot become {target}")
+        self.current = current
+        self.target = target
 
 
 class UpstreamError(ImagegenError):

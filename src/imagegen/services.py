@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import httpx
+from dotenv import dotenv_values
 
 from imagegen.api.deps import Services
+from imagegen.api.schemas import webhook_renderer
 from imagegen.catalog import Catalog
+from imagegen.catalog_file import CatalogFile, load_catalog_file
 from imagegen.config import Settings
 from imagegen.db.store import open_store
+from imagegen.errors import ImagegenError
 from imagegen.fetch import HostAllowList, SafeFetcher
 from imagegen.ingest import ImageIngestor
-from imagegen.jobs.runner import JobRunner
-from imagegen.providers import replicate
+from imagegen.jobs.setup import start_runner
+from imagegen.providers.base import Provider
+from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
 from imagegen.storage.local import LocalImageStore
+
+log = logging.getLogger(__name__)
 
 
 def provider_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -37,33 +47,72 @@ def download_http_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
 
 
+def blocking_http_client(settings: Settings) -> httpx.AsyncClient:
+    """A client for upstreams that answer only when the image is done (OpenAI-compatible):
+    reads may take the whole request deadline."""
+    timeout = httpx.Timeout(
+        connect=settings.http_connect_timeout,
+        read=settings.request_timeout + 5.0,
+        write=30.0,
+        pool=30.0,
+    )
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+
+
+def process_environment(env_file: Path = Path(".env")) -> dict[str, str]:
+    """Where the catalog's ``api_key_env`` variables are looked up: ``.env``, then the
+    environment, which wins (as for ``Settings``)."""
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    return {**values, **os.environ}
+
+
+def provider_specs(catalog: CatalogFile, environ: Mapping[str, str]) -> list[ProviderSpec]:
+    """The catalog's providers with their keys read from ``environ`` (empty means unset)."""
+    specs = []
+    for name, entry in catalog.provider_entries().items():
+        key = environ.get(entry.api_key_env, "").strip() if entry.api_key_env else ""
+        if entry.api_key_env and not key:
+            log.warning(
+                "provider %r: %s is not set; its upstream will refuse requests",
+                name,
+                entry.api_key_env,
+            )
+        specs.append(
+            ProviderSpec(
+                name=name,
+                kind=entry.kind,
+                base_url=entry.base_url,
+                api_key_env=entry.api_key_env,
+                api_key=key or None,
+            )
+        )
+    return specs
+
+
 @asynccontextmanager
-async def build_services(settings: Settings) -> AsyncIterator[Services]:
+async def build_services(
+    settings: Settings, *, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Services]:
+    """Everything the app needs; ``environ`` holds the catalog's provider keys (default: the
+    process environment and ``.env``). A bad catalog file raises ``ConfigurationError``."""
+    catalog_file = load_catalog_file(settings.catalog_path, settings)
+    specs = provider_specs(catalog_file, process_environment() if environ is None else environ)
     async with AsyncExitStack() as stack:
         store = await open_store(settings.resolved_database_url)
         stack.push_async_callback(store.aclose)
         image_store = LocalImageStore(settings.images_dir)
-        provider_http = provider_http_client(settings)
-        stack.push_async_callback(provider_http.aclose)
-        download_http = download_http_client(settings)
-        stack.push_async_callback(download_http.aclose)
-
-        default = replicate.from_settings(settings, provider_http)
-        stack.push_async_callback(default.aclose)
-        catalog = Catalog(default=default)
-        ingestor = None
-        if not settings.return_provider_urls:
-            fetcher = SafeFetcher(
-                download_http,
-                allowed_hosts=HostAllowList.from_settings(settings),
-                max_bytes=settings.max_image_bytes,
-                timeout=settings.download_timeout,
-            )
-            ingestor = ImageIngestor(image_store, fetcher)
-        runner = JobRunner(
-            store=store, catalog=catalog, ingestor=ingestor, timeout=settings.request_timeout
+        catalog = catalog_file.to_catalog(build_providers(stack, specs, settings))
+        _check_default_model(catalog, settings)
+        # Limits, the webhook worker, and recovery of the jobs a stopped process left unfinished.
+        runner = await start_runner(
+            stack,
+            settings,
+            store=store,
+            catalog=catalog,
+            ingestor=build_ingestor(stack, settings, image_store, specs),
+            render=webhook_renderer(public_base_url(settings)),
         )
-        stack.push_async_callback(runner.aclose)
         yield Services(
             settings=settings,
             runner=runner,
@@ -71,3 +120,55 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             store=store,
             image_store=image_store,
         )
+
+
+def public_base_url(settings: Settings) -> str:
+    """Where clients reach imagegen outside a request (webhook bodies link to it)."""
+    return settings.public_base_url or f"http://{settings.host}:{settings.port}"
+
+
+def build_providers(
+    stack: AsyncExitStack, specs: Sequence[ProviderSpec], settings: Settings
+) -> dict[str, Provider]:
+    """One provider per spec, by name, over shared HTTP clients; ``stack`` closes them all."""
+    deps = ProviderDeps(
+        settings=settings,
+        http=_owned(stack, provider_http_client(settings)),
+        blocking_http=_owned(stack, blocking_http_client(settings)),
+    )
+    providers: dict[str, Provider] = {}
+    for spec in specs:
+        providers[spec.name] = provider = build_provider(spec, deps)
+        stack.push_async_callback(provider.aclose)
+    return providers
+
+
+def build_ingestor(
+    stack: AsyncExitStack,
+    settings: Settings,
+    image_store: LocalImageStore,
+    specs: Sequence[ProviderSpec],
+) -> ImageIngestor | None:
+    """Downloads outputs from the providers' hosts; None when provider URLs are returned."""
+    if settings.return_provider_urls:
+        return None
+    base_urls = [spec.base_url for spec in specs if spec.base_url]
+    fetcher = SafeFetcher(
+        _owned(stack, download_http_client(settings)),
+        allowed_hosts=HostAllowList.from_settings(settings, *base_urls),
+        max_bytes=settings.max_image_bytes,
+        timeout=settings.download_timeout,
+    )
+    return ImageIngestor(image_store, fetcher)
+
+
+def _owned(stack: AsyncExitStack, client: httpx.AsyncClient) -> httpx.AsyncClient:
+    stack.push_async_callback(client.aclose)
+    return client
+
+
+def _check_default_model(catalog: Catalog, settings: Settings) -> None:
+    try:
+        catalog.resolve(settings.default_model)
+    except ImagegenError as exc:
+        log.warning("IMAGEGEN_DEFAULT_MODEL=%r cannot be served: %s", settings.default_model, exc)

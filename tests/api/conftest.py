@@ -1,47 +1,62 @@
-"""An app over in-memory fakes: scripted provider, memory store, fake ingestor, local images."""
+"""An app over a scripted provider and a fake ingestor, with the real job machinery (SQLite store,
+limits, webhook worker, recovery) built by ``imagegen.jobs.setup.start_runner``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.fakes.memory_store import MemoryStore
 from tests.fakes.scripted_provider import FakeIngestor, ScriptedProvider
 
 from imagegen.api.app import create_app
 from imagegen.api.deps import Services
+from imagegen.api.schemas import webhook_renderer
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
+from imagegen.db import GenerationStore, open_store
 from imagegen.jobs.runner import JobRunner
+from imagegen.jobs.setup import start_runner
 from imagegen.storage.local import LocalImageStore
+
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItaW1hZ2VnZW4tdGVzdHMtMzI="  # 32 bytes
 
 
 class FakeWorld:
-    def __init__(self, tmp_path: Path) -> None:
-        self.settings = Settings(data_dir=tmp_path, request_timeout=5)
+    """``store`` and ``runner`` exist while an app built on ``services`` is running."""
+
+    def __init__(self, tmp_path: Path, **settings: object) -> None:
+        self.tmp_path = tmp_path
+        values: dict[str, object] = {"data_dir": tmp_path, "request_timeout": 5, **settings}
+        self.settings = Settings(**values)  # type: ignore[arg-type]
         self.provider = ScriptedProvider()
-        self.store = MemoryStore()
         self.image_store = LocalImageStore(tmp_path / "images")
+        self.store: GenerationStore
+        self.runner: JobRunner
 
     @asynccontextmanager
     async def services(self, settings: Settings) -> AsyncIterator[Services]:
-        runner = JobRunner(
-            store=self.store,
-            catalog=Catalog(default=self.provider),
-            ingestor=FakeIngestor(),
-            timeout=settings.request_timeout,
-        )
-        yield Services(
-            settings=settings,
-            runner=runner,
-            catalog=Catalog(default=self.provider),
-            store=self.store,
-            image_store=self.image_store,
-        )
-        await runner.aclose()
+        async with AsyncExitStack() as stack:
+            self.store = await open_store(f"sqlite+aiosqlite:///{self.tmp_path / 'jobs.db'}")
+            stack.push_async_callback(self.store.aclose)
+            catalog = Catalog(default=self.provider)
+            self.runner = await start_runner(
+                stack,
+                settings,
+                store=self.store,
+                catalog=catalog,
+                ingestor=FakeIngestor(),
+                render=webhook_renderer("http://testserver"),
+            )
+            yield Services(
+                settings=settings,
+                runner=self.runner,
+                catalog=catalog,
+                store=self.store,
+                image_store=self.image_store,
+            )
 
 
 @pytest.fixture

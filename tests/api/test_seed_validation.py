@@ -127,10 +127,14 @@ def test_generation_history_round_trip(client):
     assert client.get("/api/v1/generations?limit=0").status_code == 400
 
 
-def test_health_and_readiness(client, world):
+def test_health_and_readiness(client, world, monkeypatch):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
-    world.store.healthy = False
+
+    async def down() -> None:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(world.store, "check", down)
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"].startswith("error")

@@ -11,7 +11,7 @@ from imagegen import __version__
 from imagegen.api import errors
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.routes import generations, health, images, seed
+from imagegen.api.routes import generations, health, images, models, openai, seed
 from imagegen.config import Settings
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     )
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (seed.router, generations.router, images.router, health.router):
+    routers = (seed.router, openai.router, models.router, generations.router, images.router)
+    for router in (*routers, health.router):
         app.include_router(router)
     return app

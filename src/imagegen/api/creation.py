@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
 from imagegen.api.deps import Services
+from imagegen.api.schemas import generation_info
 from imagegen.api.waiting import wait_for_job
+from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
 from imagegen.jobs.protocols import Idempotency
+from imagegen.jobs.records import WebhookEvent, WebhookTarget
+from imagegen.jobs.webhooks.address import check_webhook_url
 from imagegen.models import Generation, GenerationRequest
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the IETF draft's examples
@@ -50,6 +55,34 @@ def wants_async(request: Request) -> bool:
     return False
 
 
+def webhook_target(
+    url: str | None, events: Sequence[str] | None, settings: Settings
+) -> WebhookTarget | None:
+    """The request's webhook, checked (``InvalidRequest`` names the field); None without one.
+
+    Webhooks are signed, so a server without ``IMAGEGEN_WEBHOOK_SECRET`` refuses them (400: no
+    retry would help).
+    """
+    if url is None:
+        if events is not None:
+            raise InvalidRequest(
+                "webhook_events_filter: needs a webhook", field="webhook_events_filter"
+            )
+        return None
+    if settings.webhook_secret is None:
+        raise InvalidRequest(
+            "webhook: this imagegen cannot send webhooks (IMAGEGEN_WEBHOOK_SECRET is not set)",
+            field="webhook",
+        )
+    checked = check_webhook_url(url.strip(), settings.webhook_allowed_networks)
+    chosen = [WebhookEvent.COMPLETED] if events is None else [WebhookEvent(e) for e in events]
+    if not chosen:
+        raise InvalidRequest(
+            "webhook_events_filter: name at least one event", field="webhook_events_filter"
+        )
+    return WebhookTarget(checked, tuple(dict.fromkeys(chosen)))
+
+
 async def create(
     services: Services,
     request: Request,
@@ -57,10 +90,22 @@ async def create(
     *,
     scope: str,
     body: Mapping[str, Any],
+    webhook: WebhookTarget | None = None,
 ) -> Created:
     job = await services.runner.submit(
-        generation_request, idempotency=idempotency_of(request, scope, body)
+        generation_request, idempotency=idempotency_of(request, scope, body), webhook=webhook
     )
     if wants_async(request):
         return Created(job, finished=False)
     return Created(await wait_for_job(services.runner, job.id, request), finished=True)
+
+
+def accepted(generation: Generation, base_url: str, services: Services) -> JSONResponse:
+    """``202 Accepted`` for ``Prefer: respond-async``: the job as ``GET`` shows it, with the
+    URLs to follow (``urls.get``, ``urls.events``) and cancel it (``urls.cancel``)."""
+    info = generation_info(generation, base_url, progress=services.runner.progress(generation.id))
+    return JSONResponse(
+        info.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": info.urls.get, "Preference-Applied": "respond-async"},
+    )

@@ -2,13 +2,18 @@
 
 Starlette resolves exception handlers along the class hierarchy, so one handler on
 ``ImagegenError`` plus the ``STATUS`` table serves every route. Seed routes answer
-``{"error": "..."}``; routes under ``/v1/`` (the OpenAI-compatible API) use OpenAI's envelope.
+``{"error": "..."}``; routes under ``/v1/`` (the OpenAI-compatible API) use OpenAI's envelope,
+``{"error": {"message", "type", "param", "code"}}``, with the values OpenAI itself uses where
+there is one (``invalid_request_error``, ``server_error``; ``model_not_found``,
+``rate_limit_exceeded``, an OpenAI-compatible upstream's own code such as
+``content_policy_violation``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +36,7 @@ STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.QueueFull, 503),
     (errors.DeadlineExceeded, 504),
     (errors.Canceled, 409),
+    (errors.InvalidTransition, 409),  # e.g. a job that ended while it was being changed
     (errors.UpstreamRateLimited, 429),
     (errors.UpstreamHTTPError, 502),  # 4xx statuses are passed through, see status_for
     (errors.UpstreamError, 502),
@@ -61,13 +67,20 @@ def is_openai_route(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
+def openai_type(status: int) -> str:
+    """OpenAI's ``error.type`` for a status (429s are typed by the limit, "requests")."""
+    if status == 429:
+        return "requests"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
 def error_response(request: Request, status: int, message: str, **extra: Any) -> JSONResponse:
     headers = {k: v for k, v in extra.pop("headers", {}).items() if v is not None}
     if is_openai_route(request):
         body: dict[str, Any] = {
             "error": {
                 "message": message,
-                "type": extra.get("type", "invalid_request_error" if status < 500 else "api_error"),
+                "type": extra.get("type", openai_type(status)),
                 "param": extra.get("param"),
                 "code": extra.get("code"),
             }
@@ -75,6 +88,30 @@ def error_response(request: Request, status: int, message: str, **extra: Any) ->
     else:
         body = {"error": message}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Codes OpenAI uses for the same situation, where imagegen's own code differs.
+OPENAI_CODES: tuple[tuple[type[errors.ImagegenError], str], ...] = (
+    (errors.InvalidRequest, "invalid_value"),
+    (errors.UpstreamRateLimited, "rate_limit_exceeded"),
+)
+_UPSTREAM_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def openai_code(exc: errors.ImagegenError) -> str:
+    """An OpenAI-compatible upstream's own code (``content_policy_violation``), else OpenAI's
+    code for the case, else imagegen's."""
+    if isinstance(exc, errors.UpstreamHTTPError) and exc.title and _UPSTREAM_CODE.match(exc.title):
+        return exc.title  # Replicate's titles are prose ("Unauthenticated"), never snake_case
+    return next((code for cls, code in OPENAI_CODES if isinstance(exc, cls)), exc.code)
+
+
+def param_of(exc: errors.ImagegenError) -> str | None:
+    """The request field at fault: ``field``, or ``model`` for a model the catalog refuses."""
+    if isinstance(exc, errors.ModelNotFound | errors.UnsupportedModel):
+        return "model"
+    field = getattr(exc, "field", None)
+    return field if isinstance(field, str) else None
 
 
 async def handle_imagegen_error(request: Request, exc: Exception) -> JSONResponse:
@@ -87,8 +124,8 @@ async def handle_imagegen_error(request: Request, exc: Exception) -> JSONRespons
         status,
         str(exc),
         headers={"Retry-After": retry_after(exc)},
-        param=getattr(exc, "field", None),
-        code=exc.code,
+        param=param_of(exc),
+        code=openai_code(exc) if is_openai_route(request) else exc.code,
     )
 
 
@@ -112,10 +149,41 @@ def validation_message(problems: Sequence[Any]) -> tuple[str, str | None]:
     return (f"{field}: {message}" if field else message), field
 
 
+# pydantic error type -> OpenAI's code for it; other types are "invalid_value".
+_VALIDATION_CODES = {
+    "missing": "missing_required_parameter",
+    "extra_forbidden": "unknown_parameter",
+    "json_invalid": "invalid_json",
+}
+
+
+def validation_code(problems: Sequence[Any]) -> str:
+    kind = str(problems[0].get("type", "")) if problems else ""
+    if kind in _VALIDATION_CODES:
+        return _VALIDATION_CODES[kind]
+    return "invalid_type" if kind.endswith("_type") else "invalid_value"
+
+
+def openai_validation_message(message: str, field: str | None, code: str) -> str:
+    """OpenAI's wording for a missing or unknown parameter; imagegen's otherwise."""
+    if field is None:
+        return message
+    if code == "missing_required_parameter":
+        return f"Missing required parameter: '{field}'."
+    if code == "unknown_parameter":
+        return f"Unknown parameter: '{field}'."
+    return message
+
+
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    message, field = validation_message(exc.errors())
-    return error_response(request, 400, message, param=field, code="invalid_request")
+    problems = exc.errors()
+    message, field = validation_message(problems)
+    if not is_openai_route(request):
+        return error_response(request, 400, message, param=field, code="invalid_request")
+    code = validation_code(problems)
+    message = openai_validation_message(message, field, code)
+    return error_response(request, 400, message, param=field, code=code)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:

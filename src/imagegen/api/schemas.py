@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -9,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
-from imagegen.models import Generation, GenerationRequest
+from imagegen.jobs.records import WebhookAttempt
+from imagegen.models import Generation, GenerationRequest, JobStatus
 
 OutputFormat = Literal["png", "jpg", "jpeg", "webp"]
+WebhookEventName = Literal["start", "completed"]
 
 
 class GenerateRequest(BaseModel):
@@ -27,6 +30,16 @@ class GenerateRequest(BaseModel):
     seed: StrictInt | None = Field(default=None, description="Seed, for models that take one.")
     negative_prompt: StrictStr | None = Field(default=None, description="What not to draw.")
     output_format: OutputFormat | None = Field(default=None, description="Image format.")
+    webhook: StrictStr | None = Field(
+        default=None,
+        description="An http(s) URL that receives the job (signed, Standard Webhooks) on the "
+        "events in webhook_events_filter.",
+    )
+    webhook_events_filter: list[WebhookEventName] | None = Field(
+        default=None,
+        description='Which events to send: "start" (running), "completed" (any final state). '
+        'Default ["completed"].',
+    )
 
     def to_domain(self, settings: Settings) -> GenerationRequest:
         """Check the configurable bounds and build the core request; errors name the field."""
@@ -101,6 +114,21 @@ class PredictionInfo(BaseModel):
     images_requested: int
 
 
+class GenerationUrls(BaseModel):
+    get: str
+    cancel: str
+    events: str
+
+
+class WebhookAttemptInfo(BaseModel):
+    webhook_id: str = Field(description="The message's webhook-id (the same on every retry).")
+    event: WebhookEventName
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's status; null if none came.")
+    error: str | None
+    delivered: bool
+
+
 class GenerationInfo(BaseModel):
     """A stored generation, as ``GET /api/v1/generations/{id}`` returns it."""
 
@@ -121,6 +149,13 @@ class GenerationInfo(BaseModel):
     predictions: list[PredictionInfo]
     error: str | None
     error_code: str | None
+    progress: float | None = Field(
+        default=None, description="0..1 while running, when the provider reports it; 1 when done."
+    )
+    urls: GenerationUrls
+    webhook: str | None = None
+    webhook_events_filter: list[str] = Field(default_factory=list)
+    webhook_attempts: list[WebhookAttemptInfo] = Field(default_factory=list)
 
 
 class GenerationPage(BaseModel):
@@ -144,9 +179,22 @@ def image_infos(generation: Generation, base_url: str) -> list[ImageInfo]:
     return [ImageInfo(url=url) for url in generation.provider_urls]
 
 
-def generation_info(generation: Generation, base_url: str) -> GenerationInfo:
+def generation_urls(generation_id: str, base_url: str) -> GenerationUrls:
+    get = f"{base_url}/api/v1/generations/{generation_id}"
+    return GenerationUrls(get=get, cancel=f"{get}/cancel", events=f"{get}/events")
+
+
+def generation_info(
+    generation: Generation,
+    base_url: str,
+    *,
+    progress: float | None = None,
+    attempts: Sequence[WebhookAttempt] = (),
+) -> GenerationInfo:
     images = image_infos(generation, base_url)
     request = generation.request
+    if generation.status is JobStatus.SUCCEEDED:
+        progress = 1.0
     return GenerationInfo(
         id=generation.id,
         status=generation.status.value,
@@ -170,4 +218,28 @@ def generation_info(generation: Generation, base_url: str) -> GenerationInfo:
         ],
         error=generation.error,
         error_code=generation.error_code,
+        progress=progress,
+        urls=generation_urls(generation.id, base_url),
+        webhook=generation.webhook_url,
+        webhook_events_filter=list(generation.webhook_events),
+        webhook_attempts=[
+            WebhookAttemptInfo(
+                webhook_id=attempt.delivery_id,
+                event=attempt.event.value,
+                attempted_at=attempt.attempted_at,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                delivered=attempt.delivered,
+            )
+            for attempt in attempts
+        ],
     )
+
+
+def webhook_renderer(base_url: str) -> Callable[[Generation], str]:
+    """Webhook bodies: the job as ``GET /api/v1/generations/{id}`` shows it, links included."""
+
+    def render(generation: Generation) -> str:
+        return generation_info(generation, base_url).model_dump_json()
+
+    return render

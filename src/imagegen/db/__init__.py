@@ -1,11 +1,14 @@
-"""Persistence of generation jobs: tables, the store, and migrations run at start-up."""
+"""Persistence of generation jobs: tables, the store, the webhook outbox, and migrations run at
+start-up."""
 
 from imagegen.db.migrate import create_engine, migrate
+from imagegen.db.outbox import SqlWebhookOutbox
 from imagegen.db.store import (
     MAX_LIST_LIMIT,
     GenerationStore,
     InvalidTransition,
     new_generation_id,
+    new_ulid,
     open_store,
     utc_now,
 )
@@ -14,9 +17,11 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "GenerationStore",
     "InvalidTransition",
+    "SqlWebhookOutbox",
     "create_engine",
     "migrate",
     "new_generation_id",
+    "new_ulid",
     "open_store",
     "utc_now",
 ]

@@ -9,6 +9,11 @@ Transitions are single conditional UPDATEs (``... WHERE id = :id AND status IN (
 when two replicas race, exactly one wins. The loser gets :class:`InvalidTransition` carrying the
 job as it now is; a terminal job never changes again. This is deliberate: returning the current
 row instead would leave ``mark_running`` unable to tell a replica whether *it* claimed the job.
+
+A transition may owe webhook messages (``outbox=``): they are built from the job as the
+transition left it and written in the same transaction, so a crash cannot lose one. Unfinished
+jobs carry a lease (``lease_owner``, ``lease_expires_at``): the instance running a job renews it,
+and recovery claims only jobs whose lease is its own or has run out.
 """
 
 from __future__ import annotations
@@ -29,17 +34,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from imagegen.db.migrate import create_engine, migrate
+from imagegen.db.outbox import SqlWebhookOutbox
 from imagegen.db.tables import (
     GenerationRow,
     ImageRow,
     PredictionRow,
     UTCDateTime,
+    delivery_row,
     image_rows,
     prediction_row,
     request_to_json,
     to_generation,
 )
-from imagegen.errors import IdempotencyKeyInUse, ImagegenError, InvalidRequest, NotFound
+from imagegen.errors import IdempotencyKeyInUse, InvalidRequest, InvalidTransition, NotFound
+from imagegen.jobs.records import Outbox
 from imagegen.models import (
     Generation,
     GenerationRequest,
@@ -58,16 +66,18 @@ _ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
     JobStatus.CANCELED: (JobStatus.QUEUED, JobStatus.RUNNING),
 }
 _UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+_UNFINISHED_VALUES = [status.value for status in _UNFINISHED]
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_RENEW_BATCH = 500  # ids per UPDATE when renewing leases
 
-
-class InvalidTransition(ImagegenError):
-    """A guarded transition did not apply; ``current`` is the job as another writer left it."""
-
-    def __init__(self, current: Generation, target: JobStatus) -> None:
-        super().__init__(f"generation {current.id!r} is {current.status}; cannot become {target}")
-        self.current = current
-        self.target = target
+__all__ = [
+    "GenerationStore",
+    "InvalidTransition",
+    "new_generation_id",
+    "new_ulid",
+    "open_store",
+    "utc_now",
+]
 
 
 def utc_now() -> datetime:
@@ -77,9 +87,13 @@ def utc_now() -> datetime:
 def new_generation_id() -> str:
     """``gen_`` + 26 lowercase Crockford base32 characters: a ULID (48-bit milliseconds, then
     80 random bits), so ids sort roughly by creation time and index inserts stay local."""
+    return "gen_" + new_ulid()
+
+
+def new_ulid() -> str:
+    """26 lowercase Crockford base32 characters: 48-bit milliseconds, then 80 random bits."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    chars = [_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5)]
-    return "gen_" + "".join(chars)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 async def open_store(
@@ -117,10 +131,16 @@ class GenerationStore:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         self._new_id = new_id
+        self._outbox = SqlWebhookOutbox(self._sessions, clock=clock)
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def outbox(self) -> SqlWebhookOutbox:
+        """The webhook outbox kept in the same database."""
+        return self._outbox
 
     async def aclose(self) -> None:
         await self._engine.dispose()
@@ -145,8 +165,10 @@ class GenerationStore:
         request_hash: str | None = None,
         webhook_url: str | None = None,
         webhook_events: Sequence[str] | None = None,
+        lease_owner: str | None = None,
+        lease_expires_at: datetime | None = None,
     ) -> Generation:
-        """Persist a new ``queued`` job.
+        """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given.
 
         Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
         when another replica inserted it a moment earlier); compare ``request_hash`` with
@@ -172,6 +194,8 @@ class GenerationStore:
             request_hash=request_hash,
             webhook_url=webhook_url,
             webhook_events=None if webhook_events is None else list(webhook_events),
+            lease_owner=lease_owner,
+            lease_expires_at=lease_expires_at,
             predictions=[],
             images=[],
         )
@@ -198,10 +222,12 @@ class GenerationStore:
             if await _rowcount(session, stmt) == 0:
                 raise _not_found(generation_id)
 
-    async def mark_running(self, generation_id: str) -> Generation:
+    async def mark_running(self, generation_id: str, *, outbox: Outbox | None = None) -> Generation:
         """queued -> running (sets ``started_at``); the replica that gets no error owns the run."""
         now = self._clock()
-        return await self._transition(generation_id, JobStatus.RUNNING, now, started_at=now)
+        return await self._transition(
+            generation_id, JobStatus.RUNNING, now, outbox=outbox, started_at=now
+        )
 
     async def mark_succeeded(
         self,
@@ -210,6 +236,7 @@ class GenerationStore:
         images: Sequence[StoredImage],
         provider_urls: Sequence[str],
         images_missing: int,
+        outbox: Outbox | None = None,
     ) -> Generation:
         """running -> succeeded, storing the images in order, in the same transaction."""
         if images_missing < 0:
@@ -220,24 +247,30 @@ class GenerationStore:
             JobStatus.SUCCEEDED,
             now,
             image_rows(generation_id, images),
+            outbox=outbox,
             completed_at=now,
             provider_urls=list(provider_urls),
             images_missing=images_missing,
         )
 
-    async def mark_failed(self, generation_id: str, *, error: str, error_code: str) -> Generation:
+    async def mark_failed(
+        self, generation_id: str, *, error: str, error_code: str, outbox: Outbox | None = None
+    ) -> Generation:
         """queued | running -> failed."""
         now = self._clock()
         return await self._transition(
             generation_id,
             JobStatus.FAILED,
             now,
+            outbox=outbox,
             completed_at=now,
             error=error,
             error_code=error_code,
         )
 
-    async def mark_canceled(self, generation_id: str, *, reason: str) -> Generation:
+    async def mark_canceled(
+        self, generation_id: str, *, reason: str, outbox: Outbox | None = None
+    ) -> Generation:
         """queued | running -> canceled; ``reason`` becomes ``error``, ``error_code`` is
         ``"canceled"``."""
         now = self._clock()
@@ -245,6 +278,7 @@ class GenerationStore:
             generation_id,
             JobStatus.CANCELED,
             now,
+            outbox=outbox,
             completed_at=now,
             error=reason,
             error_code=CANCELED_ERROR_CODE,
@@ -319,6 +353,54 @@ class GenerationStore:
         async with self._sessions() as session:
             return [to_generation(row) for row in await session.scalars(stmt)]
 
+    async def claim(
+        self, generation_id: str, *, owner: str, until: datetime, include_own: bool = True
+    ) -> bool:
+        """Lease an unfinished job to ``owner`` until ``until``; True when it is now ``owner``'s.
+
+        It succeeds when the job has no lease, its lease ran out, or (``include_own``: a
+        restarted instance taking its jobs back) ``owner`` holds it already. Exactly one of
+        several replicas claiming an orphan at once gets True.
+        """
+        now = self._clock()
+        free = [
+            GenerationRow.lease_owner.is_(None),
+            GenerationRow.lease_expires_at.is_(None),
+            GenerationRow.lease_expires_at < now,
+        ]
+        if include_own:
+            free.append(GenerationRow.lease_owner == owner)
+        stmt = (
+            sa.update(GenerationRow)
+            .where(
+                GenerationRow.id == generation_id,
+                GenerationRow.status.in_(_UNFINISHED_VALUES),
+                sa.or_(*free),
+            )
+            .values(lease_owner=owner, lease_expires_at=until)
+        )
+        async with self._sessions.begin() as session:
+            return await _rowcount(session, stmt) == 1
+
+    async def renew_leases(
+        self, owner: str, generation_ids: Sequence[str], *, until: datetime
+    ) -> int:
+        """Extend ``owner``'s leases on these unfinished jobs; how many were extended."""
+        renewed = 0
+        async with self._sessions.begin() as session:
+            for start in range(0, len(generation_ids), _RENEW_BATCH):
+                stmt = (
+                    sa.update(GenerationRow)
+                    .where(
+                        GenerationRow.id.in_(list(generation_ids[start : start + _RENEW_BATCH])),
+                        GenerationRow.lease_owner == owner,
+                        GenerationRow.status.in_(_UNFINISHED_VALUES),
+                    )
+                    .values(lease_expires_at=until)
+                )
+                renewed += await _rowcount(session, stmt)
+        return renewed
+
     async def find_by_idempotency_key(self, key: str) -> Generation | None:
         async with self._sessions() as session:
             row = await session.scalar(_select().where(GenerationRow.idempotency_key == key))
@@ -330,6 +412,8 @@ class GenerationStore:
         target: JobStatus,
         now: datetime,
         new_rows: Sequence[ImageRow] = (),
+        *,
+        outbox: Outbox | None = None,
         **values: Any,
     ) -> Generation:
         allowed = [status.value for status in _ALLOWED_FROM[target]]
@@ -342,7 +426,12 @@ class GenerationStore:
             applied = await _rowcount(session, stmt) == 1
             if applied:
                 session.add_all(new_rows)
-        current = await self.get(generation_id)
+            row = await session.scalar(_select().where(GenerationRow.id == generation_id))
+            if row is None:
+                raise _not_found(generation_id)
+            current = to_generation(row)
+            if applied and outbox is not None:
+                session.add_all(delivery_row(new, now) for new in outbox(current))
         if not applied:
             raise InvalidTransition(current, target)
         return current

@@ -1,5 +1,6 @@
 """The persisted schema (generations, the upstream predictions they wait on, their stored
-images) and the mapping between its rows and the core's frozen values.
+images, the webhook outbox and its attempts) and the mapping between its rows and the core's
+frozen values.
 
 ``migrations/versions`` must build exactly these tables; ``tests/db/test_migrations.py`` compares
 them with Alembic's autogenerate. Change a table here, then add a migration.
@@ -16,6 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from imagegen.jobs.records import (
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    WebhookAttempt,
+    WebhookEvent,
+)
 from imagegen.models import (
     Generation,
     GenerationRequest,
@@ -102,6 +110,9 @@ class GenerationRow(Base):
     request_hash: Mapped[str | None] = mapped_column(sa.String(128))
     webhook_url: Mapped[str | None] = mapped_column(sa.Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    # Which imagegen instance runs the job, until when (crash recovery across replicas).
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     predictions: Mapped[list[PredictionRow]] = relationship(
         order_by="PredictionRow.id", lazy="raise", passive_deletes=True
@@ -145,6 +156,89 @@ class ImageRow(Base):
     height: Mapped[int] = mapped_column(sa.Integer)
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     source_url: Mapped[str | None] = mapped_column(sa.Text)
+
+
+_DELIVERY_STATUSES = ", ".join(f"'{status.value}'" for status in DeliveryStatus)
+
+
+class WebhookDeliveryRow(Base):
+    """A webhook message in the outbox, written in the same transaction as the state change."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN ({_DELIVERY_STATUSES})", name="status"),
+        # The worker's scan: pending messages that are due, soonest first.
+        sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("generations.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(sa.String(32))
+    url: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookAttemptRow(Base):
+    """One delivery attempt: the receiver's status code, or the error that prevented one."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    delivered: Mapped[bool] = mapped_column(sa.Boolean)
+
+
+def delivery_row(new: NewDelivery, now: datetime) -> WebhookDeliveryRow:
+    """A pending outbox row, due at once."""
+    return WebhookDeliveryRow(
+        id=new.id,
+        generation_id=new.generation_id,
+        event=new.event.value,
+        url=new.url,
+        body=new.body,
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+        delivered_at=None,
+    )
+
+
+def to_delivery(row: WebhookDeliveryRow) -> Delivery:
+    return Delivery(
+        id=row.id,
+        generation_id=row.generation_id,
+        event=WebhookEvent(row.event),
+        url=row.url,
+        body=row.body,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
+def to_attempt(row: WebhookAttemptRow, event: str) -> WebhookAttempt:
+    return WebhookAttempt(
+        delivery_id=row.delivery_id,
+        event=WebhookEvent(event),
+        attempted_at=row.attempted_at,
+        status_code=row.status_code,
+        error=row.error,
+        delivered=row.delivered,
+    )
 
 
 def request_to_json(request: GenerationRequest) -> dict[str, Any]:

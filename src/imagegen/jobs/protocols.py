@@ -1,4 +1,4 @@
-"""The seams the job runner depends on: the generation store and the image ingestor."""
+"""The seams the job runner depends on: the generation store, its webhook outbox, the ingestor."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from imagegen.jobs.records import Delivery, Outbox, WebhookAttempt
 from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage
 
 
@@ -19,8 +20,42 @@ class Idempotency:
     request_hash: str
 
 
+class WebhookOutbox(Protocol):
+    """Webhook messages waiting to be delivered, and the record of every attempt."""
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Due pending messages, each leased to the caller for ``lease_seconds``."""
+        ...
+
+    async def record(
+        self,
+        delivery_id: str,
+        *,
+        status_code: int | None,
+        error: str | None,
+        delivered: bool,
+        retry_at: datetime | None,
+    ) -> None:
+        """Record an attempt; undelivered without ``retry_at`` means the message is given up."""
+        ...
+
+    async def next_due(self) -> datetime | None: ...
+
+    async def attempts(
+        self, generation_ids: Sequence[str]
+    ) -> dict[str, builtins.list[WebhookAttempt]]: ...
+
+
 class GenerationStore(Protocol):
-    """Persistence of generation jobs (``imagegen.db.store`` implements it)."""
+    """Persistence of generation jobs (``imagegen.db.store`` implements it).
+
+    Transitions raise ``imagegen.errors.InvalidTransition`` (carrying the job as it now is) when
+    another writer changed the job first; ``outbox`` builds the webhook messages the transition
+    owes, written in its transaction.
+    """
+
+    @property
+    def outbox(self) -> WebhookOutbox: ...
 
     async def create(
         self,
@@ -31,6 +66,10 @@ class GenerationStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        lease_owner: str | None = None,
+        lease_expires_at: datetime | None = None,
     ) -> Generation:
         """Persist a queued job; raises ``IdempotencyKeyInUse`` if the key names another job."""
         ...
@@ -39,7 +78,9 @@ class GenerationStore(Protocol):
         """Forget the job's idempotency key (it expired), so the key can be used again."""
         ...
 
-    async def mark_running(self, generation_id: str) -> Generation: ...
+    async def mark_running(
+        self, generation_id: str, *, outbox: Outbox | None = None
+    ) -> Generation: ...
 
     async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None: ...
 
@@ -50,13 +91,16 @@ class GenerationStore(Protocol):
         images: Sequence[StoredImage],
         provider_urls: Sequence[str],
         images_missing: int,
+        outbox: Outbox | None = None,
     ) -> Generation: ...
 
     async def mark_failed(
-        self, generation_id: str, *, error: str, error_code: str
+        self, generation_id: str, *, error: str, error_code: str, outbox: Outbox | None = None
     ) -> Generation: ...
 
-    async def mark_canceled(self, generation_id: str, *, reason: str) -> Generation: ...
+    async def mark_canceled(
+        self, generation_id: str, *, reason: str, outbox: Outbox | None = None
+    ) -> Generation: ...
 
     async def get(self, generation_id: str) -> Generation:
         """Raises ``imagegen.errors.NotFound`` for an unknown id."""
@@ -67,6 +111,19 @@ class GenerationStore(Protocol):
     ) -> tuple[builtins.list[Generation], str | None]: ...
 
     async def list_unfinished(self) -> builtins.list[Generation]: ...
+
+    async def claim(
+        self, generation_id: str, *, owner: str, until: datetime, include_own: bool = True
+    ) -> bool:
+        """Lease an unfinished job to ``owner``: True when its lease was free, expired or
+        (``include_own``) ``owner``'s already."""
+        ...
+
+    async def renew_leases(
+        self, owner: str, generation_ids: Sequence[str], *, until: datetime
+    ) -> int:
+        """Extend ``owner``'s leases on these jobs (the ones it is running)."""
+        ...
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None: ...
 

@@ -2,43 +2,42 @@
 
 queued -> running -> succeeded | failed | canceled. A synchronous request is a job whose HTTP
 response waits for it; every create endpoint goes through ``submit``. The provider's prediction
-ids are persisted (``on_prediction``) before the provider waits on them.
+ids are persisted (``on_prediction``) before the provider waits on them, so ``start`` can
+resume what a crashed process left running (``recovery.py``).
+
+The pieces: ``limits.py`` (per-provider slots, queue bound, create rate), ``work.py`` (one
+job's run and how each outcome is written), ``lifecycle.py`` (transitions, their webhook
+messages and events), ``events.py`` (listeners), ``webhooks/`` (the outbox worker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+import socket
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from imagegen.catalog import Catalog, Route
-from imagegen.errors import (
-    Canceled,
-    DeadlineExceeded,
-    IdempotencyConflict,
-    IdempotencyKeyInUse,
-    ImageFetchError,
-    ImagegenError,
-)
+from imagegen.catalog import Catalog
+from imagegen.errors import Canceled, IdempotencyKeyInUse, ImagegenError, InvalidTransition
+from imagegen.jobs.events import JobEvents
+from imagegen.jobs.idempotency import IdempotencyKeys, matching
+from imagegen.jobs.lifecycle import Transitions
+from imagegen.jobs.limits import ProviderLimits
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
-from imagegen.models import (
-    Generation,
-    GenerationRequest,
-    PredictionRecord,
-    ProviderResult,
-    StoredImage,
-)
-from imagegen.providers.base import GenerationContext
+from imagegen.jobs.records import WebhookTarget
+from imagegen.jobs.recovery import Recovery
+from imagegen.jobs.webhooks.messages import WebhookMessages
+from imagegen.jobs.work import JobWork, Plan
+from imagegen.models import Generation, GenerationRequest, JobStatus
 
 log = logging.getLogger(__name__)
 
-# Extra time past the deadline before the runner stops a provider that overran it.
-_BACKSTOP_SECONDS = 2.0
+WATCH_INTERVAL = 1.0  # seconds between store reads while waiting on a job run elsewhere
 
 
 def _utcnow() -> datetime:
@@ -46,7 +45,12 @@ def _utcnow() -> datetime:
 
 
 class JobRunner:
-    """Creates, runs, waits on and cancels generation jobs."""
+    """Creates, runs, waits on, cancels and recovers generation jobs.
+
+    Without ``start`` it runs what it is given; ``start`` adopts unfinished jobs and starts the
+    background work (lease renewal, ``background`` such as the webhook worker); ``aclose`` stops
+    everything without marking running jobs, so that a restart resumes them.
+    """
 
     def __init__(
         self,
@@ -57,16 +61,52 @@ class JobRunner:
         timeout: float,
         idempotency_ttl: float = 86400.0,
         now: Callable[[], datetime] = _utcnow,
+        limits: ProviderLimits | None = None,
+        events: JobEvents | None = None,
+        messages: WebhookMessages | None = None,
+        wake_webhooks: Callable[[], None] = lambda: None,
+        owner: str | None = None,
+        lease_seconds: float = 60.0,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self._store = store
         self._catalog = catalog
-        self._ingestor = ingestor  # None: hand back the provider's own URLs
         self._timeout = timeout
-        self._idempotency_ttl = idempotency_ttl
+        self._keys = IdempotencyKeys(store, ttl=idempotency_ttl, now=now)
         self._now = now
+        self._limits = limits or ProviderLimits()
+        self.events = events or JobEvents()
+        self._owner = owner or socket.gethostname()
+        self._background = background
         self._tasks: dict[str, asyncio.Task[Generation]] = {}
-        self._progress: dict[str, float] = {}
+        self._daemons: list[asyncio.Task[None]] = []
         self._closing = False
+        self._transitions = Transitions(
+            store, self.events, messages or WebhookMessages(), wake_webhooks=wake_webhooks
+        )
+        self._work = JobWork(
+            store=store,
+            transitions=self._transitions,
+            events=self.events,
+            limits=self._limits,
+            ingestor=ingestor,
+            closing=lambda: self._closing,
+        )
+        self._recovery = Recovery(
+            store,
+            owner=self._owner,
+            lease_seconds=lease_seconds,
+            clock=now,
+            adopt=self.adopt,
+            running=self._tasks.keys,
+        )
+
+    async def start(self) -> int:
+        """Adopt unfinished jobs (returns how many), then start the background work."""
+        adopted = await self._recovery.at_start()
+        for daemon in (self._recovery.keep, *self._background):
+            self._daemons.append(asyncio.create_task(daemon(), name=daemon.__qualname__))
+        return adopted
 
     async def submit(
         self,
@@ -75,20 +115,23 @@ class JobRunner:
         deadline_seconds: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency: Idempotency | None = None,
+        webhook: WebhookTarget | None = None,
     ) -> Generation:
         """Persist a queued job and start running it; returns at once.
 
         With ``idempotency``, a job already created under the same key is returned instead (the
         caller waits on it like any other); the same key with another request raises
         ``IdempotencyConflict``. Keys older than ``idempotency_ttl`` are released and reused.
+        A provider whose queue is full refuses the job with ``QueueFull``, storing nothing.
         """
         route = self._catalog.resolve(request.model)
         if idempotency is not None:
-            existing = await self._existing(idempotency)
+            existing = await self._keys.existing(idempotency)
             if existing is not None:
                 return existing
+        ticket = self._limits(route.provider.name).admit()
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
-        loop = asyncio.get_running_loop()
+        deadline = asyncio.get_running_loop().time() + seconds
         try:
             generation = await self._store.create(
                 request,
@@ -97,57 +140,91 @@ class JobRunner:
                 metadata=metadata,
                 idempotency_key=idempotency.key if idempotency else None,
                 request_hash=idempotency.request_hash if idempotency else None,
+                webhook_url=webhook.url if webhook else None,
+                webhook_events=[event.value for event in webhook.events] if webhook else None,
+                lease_owner=self._owner,
+                lease_expires_at=self._recovery.lease_expires_at,
             )
         except IdempotencyKeyInUse as exc:  # another request with this key won the race
+            ticket.leave()
             assert idempotency is not None
-            return self._matching(exc.existing, idempotency)
-        task = loop.create_task(
-            self._run(generation.id, route, request, loop.time() + seconds),
-            name=f"generation-{generation.id}",
-        )
-        self._tasks[generation.id] = task
-        task.add_done_callback(functools.partial(self._finished, generation.id))
+            return matching(exc.existing, idempotency)
+        except BaseException:
+            ticket.leave()
+            raise
+        self._spawn(generation.id, self._work.run(Plan(generation, route, deadline, ticket)))
         return generation
 
-    async def _existing(self, idempotency: Idempotency) -> Generation | None:
-        existing = await self._store.find_by_idempotency_key(idempotency.key)
-        if existing is None:
-            return None
-        if existing.created_at < self._now() - timedelta(seconds=self._idempotency_ttl):
-            await self._store.release_idempotency_key(existing.id)
-            return None
-        return self._matching(existing, idempotency)
-
-    @staticmethod
-    def _matching(existing: Generation, idempotency: Idempotency) -> Generation:
-        if existing.request_hash != idempotency.request_hash:
-            raise IdempotencyConflict(
-                f"Idempotency-Key '{idempotency.key}' was already used with a different request"
-            )
-        return existing
+    def adopt(self, generation: Generation) -> None:
+        """Run a job left unfinished by a stopped process (the caller holds its lease)."""
+        if generation.id in self._tasks:
+            return
+        try:
+            route = self._catalog.resolve(generation.request.model)
+        except ImagegenError as exc:
+            self._spawn(generation.id, self._work.fail(generation.id, exc))
+            return
+        remaining = self._timeout
+        if generation.deadline_at is not None:
+            remaining = (generation.deadline_at - self._now()).total_seconds()
+        if remaining <= 0:
+            self._spawn(generation.id, self._work.expire(generation, route))
+            return
+        started = generation.status is JobStatus.RUNNING
+        plan = Plan(
+            generation,
+            route,
+            asyncio.get_running_loop().time() + remaining,
+            self._limits(route.provider.name).admit(force=True),
+            started=started,
+            resume=started and bool(generation.predictions),
+        )
+        self._spawn(generation.id, self._work.run(plan))
 
     async def wait(self, generation_id: str) -> Generation:
-        """Wait for a job to end; raises the job's error if it failed or was canceled."""
-        task = self._tasks.get(generation_id)
-        if task is not None:
-            return await asyncio.shield(task)
-        return result_of(await self._store.get(generation_id))
+        """Wait for a job to end; raises the job's error if it failed or was canceled.
+
+        A job this process does not run (another replica's) is watched through the store.
+        """
+        while (task := self._tasks.get(generation_id)) is None:
+            with self.events.subscribe(generation_id) as listener:
+                generation = await self._store.get(generation_id)
+                if generation.status.is_terminal:
+                    return result_of(generation)
+                await listener.next(WATCH_INTERVAL)  # a change, or time to look again
+        return await asyncio.shield(task)
 
     async def cancel(self, generation_id: str) -> Generation:
         """Cancel a job and its upstream predictions; a finished job is returned unchanged."""
         task = self._tasks.get(generation_id)
         if task is None:
-            return await self._store.get(generation_id)
+            return await self._cancel_elsewhere(generation_id)
         task.cancel()
+        with contextlib.suppress(Canceled, ImagegenError):
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # the caller was cancelled, not the job
+        return await self._store.get(generation_id)
+
+    async def _cancel_elsewhere(self, generation_id: str) -> Generation:
+        """Cancel a job no task of ours runs: mark it, then stop its predictions upstream. The
+        instance running it (if any) then sees them end and settles on ``canceled``."""
+        generation = await self._store.get(generation_id)
+        if generation.status.is_terminal:
+            return generation
         try:
-            return await asyncio.shield(task)
-        except Canceled:
-            return await self._store.get(generation_id)
-        except ImagegenError:
-            return await self._store.get(generation_id)
+            generation = await self._transitions.canceled(generation_id, reason="canceled")
+        except InvalidTransition as lost:
+            return lost.current
+        with contextlib.suppress(ImagegenError):
+            route = self._catalog.resolve(generation.request.model)
+            await route.provider.cancel(generation.predictions)
+        return generation
 
     def progress(self, generation_id: str) -> float | None:
-        return self._progress.get(generation_id)
+        return self._work.progress.get(generation_id)
 
     def in_flight(self) -> int:
         return len(self._tasks)
@@ -155,98 +232,18 @@ class JobRunner:
     async def aclose(self) -> None:
         """Stop running jobs without marking them: a restart resumes what they left running."""
         self._closing = True
-        tasks = list(self._tasks.values())
+        tasks: list[asyncio.Task[Any]] = [*self._tasks.values(), *self._daemons]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _spawn(self, generation_id: str, work: Coroutine[Any, Any, Generation]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"generation-{generation_id}")
+        self._tasks[generation_id] = task
+        task.add_done_callback(functools.partial(self._finished, generation_id))
+
     def _finished(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
-        self._tasks.pop(generation_id, None)
-        self._progress.pop(generation_id, None)
+        if self._tasks.get(generation_id) is task:
+            del self._tasks[generation_id]
         if not task.cancelled():
             task.exception()  # retrieved here so async jobs never log "never retrieved"
-
-    async def _run(
-        self, generation_id: str, route: Route, request: GenerationRequest, deadline: float
-    ) -> Generation:
-        try:
-            await self._store.mark_running(generation_id)
-            async with asyncio.timeout_at(deadline + _BACKSTOP_SECONDS):
-                result = await self._generate(generation_id, route, request, deadline)
-                return await self._finish(generation_id, result)
-        except TimeoutError as exc:
-            error: ImagegenError = DeadlineExceeded(
-                "the generation did not finish before its deadline and was canceled"
-            )
-            await self._fail(generation_id, error)
-            raise error from exc
-        except ImagegenError as exc:
-            await self._fail(generation_id, exc)
-            raise
-        except asyncio.CancelledError:
-            if self._closing:
-                raise
-            await asyncio.shield(
-                self._store.mark_canceled(generation_id, reason="canceled before it finished")
-            )
-            raise Canceled(f"generation '{generation_id}' was canceled") from None
-        except Exception as exc:
-            log.exception("generation %s failed unexpectedly", generation_id)
-            await self._fail(generation_id, exc)
-            raise
-
-    async def _generate(
-        self, generation_id: str, route: Route, request: GenerationRequest, deadline: float
-    ) -> ProviderResult:
-        async def on_prediction(record: PredictionRecord) -> None:
-            await self._store.add_prediction(generation_id, record)
-
-        async def on_progress(fraction: float) -> None:
-            self._progress[generation_id] = fraction
-
-        context = GenerationContext(
-            deadline=deadline, on_prediction=on_prediction, on_progress=on_progress
-        )
-        upstream_request = replace(request, model=route.upstream_model)
-        return await route.provider.generate(upstream_request, context)
-
-    async def _finish(self, generation_id: str, result: ProviderResult) -> Generation:
-        urls = [image.url for image in result.images]
-        stored: list[StoredImage] = []
-        lost = 0
-        if self._ingestor is not None:
-            stored, errors = await self._ingest_all(urls)
-            if errors and not stored:
-                raise errors[0]
-            lost = len(errors)
-        return await self._store.mark_succeeded(
-            generation_id,
-            images=stored,
-            provider_urls=urls,
-            images_missing=result.missing + lost,
-        )
-
-    async def _ingest_all(self, urls: list[str]) -> tuple[list[StoredImage], list[ImagegenError]]:
-        assert self._ingestor is not None
-        outcomes = await asyncio.gather(
-            *(self._ingestor.ingest(url) for url in urls), return_exceptions=True
-        )
-        stored: list[StoredImage] = []
-        errors: list[ImagegenError] = []
-        for outcome in outcomes:
-            if isinstance(outcome, StoredImage):
-                stored.append(outcome)
-            elif isinstance(outcome, ImagegenError):
-                errors.append(outcome)
-            elif isinstance(outcome, BaseException):
-                errors.append(
-                    ImageFetchError(f"image download failed: {outcome}", provider="imagegen")
-                )
-        return stored, errors
-
-    async def _fail(self, generation_id: str, exc: BaseException) -> None:
-        if isinstance(exc, ImagegenError):
-            message, code = str(exc), exc.code
-        else:
-            message, code = "internal error", "internal_error"
-        await asyncio.shield(self._store.mark_failed(generation_id, error=message, error_code=code))

@@ -17,6 +17,10 @@ async def _ignore_progress(fraction: float) -> None:
     return None
 
 
+async def _no_limit() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationContext:
     """What a provider is told besides the request.
@@ -25,11 +29,15 @@ class GenerationContext:
     it sizes sync-mode waits and ``Cancel-After`` headers. ``on_prediction`` must be awaited with
     each upstream prediction *before* the provider waits on it, so a restart can resume it instead
     of paying twice. ``on_progress`` receives a fraction in [0, 1] when the upstream reports one.
+    ``acquire_create`` must be awaited before each upstream call that starts paid work (a
+    prediction create): it waits for imagegen's per-provider rate limit, and raises
+    ``DeadlineExceeded`` when the turn would come after ``deadline``.
     """
 
     deadline: float
     on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(default=_ignore_prediction)
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
+    acquire_create: Callable[[], Awaitable[None]] = field(default=_no_limit)
 
 
 class Provider(Protocol):

@@ -1,14 +1,22 @@
-"""``POST /api/v1/images/generate``: the seed's endpoint, synchronous, durable URLs."""
+"""``POST /api/v1/images/generate``: the seed's endpoint, durable URLs. Synchronous by default;
+``Prefer: respond-async`` answers 202 with the job at once."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 
-from imagegen.api.creation import create
+from imagegen.api.creation import accepted, create, webhook_target
 from imagegen.api.deps import BaseUrlDep, ServicesDep, require_json
-from imagegen.api.schemas import ErrorResponse, GenerateRequest, GenerateResponse, image_infos
+from imagegen.api.schemas import (
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationInfo,
+    image_infos,
+)
 
 router = APIRouter(tags=["images"])
 
@@ -23,30 +31,40 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Invalid version or not permitted, invalid input, or a model that makes no images.",
         429: "The provider throttled the request; see Retry-After.",
         502: "The provider failed, answered malformed data, or an image could not be fetched.",
-        503: "imagegen is at capacity or misconfigured.",
+        503: "imagegen's queue is full (see Retry-After), or it is misconfigured.",
         504: "The generation did not finish within the request deadline.",
     }.items()
+}
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": GenerationInfo,
+        "description": "Prefer: respond-async: the job, with the urls to follow and cancel it.",
+    }
 }
 
 
 @router.post(
     "/api/v1/images/generate",
     response_model=GenerateResponse,
-    responses=ERRORS,
+    responses={**ACCEPTED, **ERRORS},
     dependencies=[Depends(require_json)],
     summary="Generate images from a prompt",
 )
 async def generate(
     body: GenerateRequest, request: Request, services: ServicesDep, base_url: BaseUrlDep
-) -> GenerateResponse:
+) -> GenerateResponse | Response:
+    settings = services.settings
     created = await create(
         services,
         request,
-        body.to_domain(services.settings),
+        body.to_domain(settings),
         scope="seed",
         body=body.model_dump(exclude_none=True),
+        webhook=webhook_target(body.webhook, body.webhook_events_filter, settings),
     )
     generation = created.generation
+    if not created.finished:
+        return accepted(generation, base_url, services)
     images = image_infos(generation, base_url)
     return GenerateResponse(
         image_urls=[image.url for image in images],

@@ -142,6 +142,7 @@ class PredictionRun:
     async def _create(
         self, slot: int, ref: ModelRef, plan: PlannedPrediction
     ) -> list[ProviderImage]:
+        await self._context.acquire_create()  # imagegen's create rate limit: one token each
         create = asyncio.ensure_future(
             self._client.create(
                 ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline

@@ -1,0 +1,76 @@
+"""Every state change of a job, in one place: the guarded store transition, the webhook messages
+it owes (written in the same transaction), and the event its listeners hear.
+
+A transition another writer beat (a cancel racing completion, two replicas recovering one job)
+raises ``InvalidTransition`` carrying the job as that writer left it; listeners hear that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from imagegen.errors import InvalidTransition
+from imagegen.jobs.events import JobEvents
+from imagegen.jobs.protocols import GenerationStore
+from imagegen.jobs.webhooks.messages import WebhookMessages, event_of
+from imagegen.models import Generation, StoredImage
+
+
+class Transitions:
+    def __init__(
+        self,
+        store: GenerationStore,
+        events: JobEvents,
+        messages: WebhookMessages,
+        *,
+        wake_webhooks: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._outbox = messages.outbox()
+        self._wake = wake_webhooks
+
+    async def running(self, generation_id: str) -> Generation:
+        marked = self._store.mark_running(generation_id, outbox=self._outbox)
+        return self._told(await self._apply(marked))
+
+    async def succeeded(
+        self,
+        generation_id: str,
+        *,
+        images: Sequence[StoredImage],
+        provider_urls: Sequence[str],
+        images_missing: int,
+    ) -> Generation:
+        marked = self._store.mark_succeeded(
+            generation_id,
+            images=images,
+            provider_urls=provider_urls,
+            images_missing=images_missing,
+            outbox=self._outbox,
+        )
+        return self._told(await self._apply(marked))
+
+    async def failed(self, generation_id: str, *, error: str, error_code: str) -> Generation:
+        marked = self._store.mark_failed(
+            generation_id, error=error, error_code=error_code, outbox=self._outbox
+        )
+        return self._told(await self._apply(marked))
+
+    async def canceled(self, generation_id: str, *, reason: str) -> Generation:
+        marked = self._store.mark_canceled(generation_id, reason=reason, outbox=self._outbox)
+        return self._told(await self._apply(marked))
+
+    async def _apply(self, marked: Awaitable[Generation]) -> Generation:
+        try:
+            return await marked
+        except InvalidTransition as lost:
+            self._events.state(lost.current)
+            raise
+
+    def _told(self, generation: Generation) -> Generation:
+        self._events.state(generation)
+        event = event_of(generation.status)
+        if event is not None and generation.webhook_url and event in generation.webhook_events:
+            self._wake()
+        return generation

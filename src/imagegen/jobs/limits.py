@@ -1,0 +1,192 @@
+"""Per-provider limits, so that a burst waits in imagegen's queue instead of failing upstream.
+
+Two gates, both honouring each job's deadline:
+
+- **Concurrency** (a slot per running generation): a job holds a slot from the moment it leaves
+  ``queued`` until its provider returns. Jobs waiting for a slot are the queue; it is bounded
+  (``max_queue``: a job finding every slot taken and ``max_queue`` jobs waiting is refused at
+  once with ``QueueFull``, 503 + ``Retry-After``, before anything is stored).
+- **Create rate** (a token per paid upstream call): a provider awaits
+  ``GenerationContext.acquire_create`` before each prediction it creates, so a generation fanned
+  out over three predictions takes three tokens. It is GCRA, a token bucket (``per_minute``
+  tokens a minute, holding ``burst``) that hands out reservations in arrival order: a waiter
+  knows at once when its turn comes, and if that is past its deadline it fails at once with
+  ``DeadlineExceeded`` instead of waiting for nothing.
+
+Limits are per process: replicas sharing one upstream account should split the account's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from imagegen.errors import DeadlineExceeded, QueueFull
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def queue_deadline_exceeded() -> DeadlineExceeded:
+    return DeadlineExceeded(
+        "the generation waited in imagegen's queue (provider limits) past its deadline"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One provider's limits: 0 concurrency = unlimited; no ``per_minute`` = no rate limit."""
+
+    max_concurrency: int = 0
+    per_minute: float | None = None
+    burst: int = 1
+    max_queue: int = 1000
+
+
+class RateLimiter:
+    """GCRA over ``clock`` (seconds): ``per_minute`` tokens a minute, ``burst`` at most at once."""
+
+    def __init__(self, per_minute: float, burst: int, *, clock: Clock, sleep: Sleep) -> None:
+        if per_minute <= 0 or burst < 1:
+            raise ValueError("per_minute must be positive and burst at least 1")
+        self._interval = 60.0 / per_minute
+        self._tolerance = (burst - 1) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+        self._tat: float | None = None  # theoretical arrival time of the next token
+
+    @property
+    def per_second(self) -> float:
+        return 1.0 / self._interval
+
+    async def acquire(self, deadline: float) -> None:
+        """Wait for a token; ``DeadlineExceeded`` at once if it would come after ``deadline``."""
+        now = self._clock()
+        tat = now if self._tat is None else max(self._tat, now)
+        allowed_at = tat - self._tolerance
+        if allowed_at > deadline:
+            raise queue_deadline_exceeded()
+        self._tat = reserved = tat + self._interval
+        if allowed_at <= now:
+            return
+        try:
+            await self._sleep(allowed_at - now)
+        except asyncio.CancelledError:
+            if self._tat == reserved:  # nobody queued behind: hand the token back
+                self._tat = tat
+            raise
+
+
+class ProviderLimiter:
+    """The concurrency slots, queue bound and create rate of one provider."""
+
+    def __init__(self, limits: Limits, *, clock: Clock = _loop_time, sleep: Sleep = asyncio.sleep):
+        self.limits = limits
+        self._clock = clock
+        self._slots = asyncio.Semaphore(limits.max_concurrency) if limits.max_concurrency else None
+        self._rate = (
+            RateLimiter(limits.per_minute, limits.burst, clock=clock, sleep=sleep)
+            if limits.per_minute
+            else None
+        )
+        self._waiting = 0
+        self._running = 0
+
+    @property
+    def waiting(self) -> int:
+        """Jobs admitted but not yet holding a slot."""
+        return self._waiting
+
+    def admit(self, *, force: bool = False) -> QueueTicket:
+        """A place in the queue; ``QueueFull`` when ``max_queue`` jobs already wait for the
+        slots (``force``: a recovered job, which must run whatever the queue holds). Without a
+        concurrency limit nobody waits for a slot, so nobody is refused."""
+        capacity = self.limits.max_concurrency + self.limits.max_queue
+        full = self.limits.max_concurrency and self._waiting + self._running >= capacity
+        if full and not force:
+            raise QueueFull(
+                f"imagegen's queue is full ({self._waiting} generations waiting); try again later",
+                retry_after=self._retry_after(),
+            )
+        self._waiting += 1
+        return QueueTicket(self)
+
+    def _retry_after(self) -> float:
+        if self._rate is None:
+            return 5.0
+        return max(1.0, math.ceil(self._waiting / self._rate.per_second))
+
+    def _leave(self) -> None:
+        self._waiting -= 1
+
+    @asynccontextmanager
+    async def slot(self, ticket: QueueTicket, deadline: float) -> AsyncIterator[None]:
+        """Leave the queue for a running slot, waiting until ``deadline`` at most."""
+        try:
+            if self._slots is not None:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise queue_deadline_exceeded()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    raise queue_deadline_exceeded() from None
+        finally:
+            ticket.leave()
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._slots is not None:
+                self._slots.release()
+
+    async def acquire_create(self, deadline: float) -> None:
+        if self._rate is not None:
+            await self._rate.acquire(deadline)
+
+
+class QueueTicket:
+    """A job's place in a provider's queue; ``leave`` is idempotent."""
+
+    def __init__(self, limiter: ProviderLimiter) -> None:
+        self._limiter: ProviderLimiter | None = limiter
+
+    def leave(self) -> None:
+        if self._limiter is not None:
+            self._limiter._leave()
+            self._limiter = None
+
+
+class ProviderLimits:
+    """A limiter per provider name; providers without configured limits get ``default``."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, Limits] | None = None,
+        *,
+        default: Limits | None = None,
+        clock: Clock = _loop_time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._limits = dict(limits or {})
+        self._default = default or Limits()
+        self._clock = clock
+        self._sleep = sleep
+        self._limiters: dict[str, ProviderLimiter] = {}
+
+    def __call__(self, provider: str) -> ProviderLimiter:
+        limiter = self._limiters.get(provider)
+        if limiter is None:
+            limits = self._limits.get(provider, self._default)
+            limiter = ProviderLimiter(limits, clock=self._clock, sleep=self._sleep)
+            self._limiters[provider] = limiter
+        return limiter

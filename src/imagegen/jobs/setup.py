@@ -1,0 +1,89 @@
+"""The job machinery built from ``Settings``: limits, the webhook worker and its own HTTP client,
+the runner; started (recovery first) and registered for closing on the caller's exit stack."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx
+
+from imagegen.catalog import Catalog
+from imagegen.config import Settings
+from imagegen.jobs.limits import Limits, ProviderLimits
+from imagegen.jobs.protocols import GenerationStore, Ingestor
+from imagegen.jobs.runner import JobRunner, _utcnow
+from imagegen.jobs.webhooks.address import AddressPolicy
+from imagegen.jobs.webhooks.client import WebhookSender
+from imagegen.jobs.webhooks.messages import Render, WebhookMessages, minimal_body
+from imagegen.jobs.webhooks.signing import decode_secret
+from imagegen.jobs.webhooks.worker import RetrySchedule, WebhookWorker
+
+REPLICATE = "replicate"
+
+
+def provider_limits(settings: Settings) -> ProviderLimits:
+    """Replicate's configured limits; other providers are bounded only by the queue."""
+    replicate = Limits(
+        max_concurrency=settings.replicate_max_concurrency,
+        per_minute=settings.replicate_creates_per_minute,
+        burst=settings.replicate_create_burst,
+        max_queue=settings.max_queue,
+    )
+    return ProviderLimits({REPLICATE: replicate}, default=Limits(max_queue=settings.max_queue))
+
+
+def webhook_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The webhook sender's own client: short timeouts, no redirects, no proxy variables."""
+    timeout = httpx.Timeout(
+        settings.webhook_timeout,
+        connect=min(settings.http_connect_timeout, settings.webhook_timeout),
+    )
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+    )
+
+
+def webhook_worker(
+    settings: Settings, store: GenerationStore, http: httpx.AsyncClient
+) -> WebhookWorker:
+    secret = settings.webhook_secret
+    sender = WebhookSender(
+        http,
+        key=decode_secret(secret.get_secret_value()) if secret is not None else None,
+        policy=AddressPolicy.of(settings.webhook_allowed_networks),
+        timeout=settings.webhook_timeout,
+    )
+    schedule = RetrySchedule(tuple(settings.webhook_retry_delays), settings.webhook_max_age)
+    return WebhookWorker(store.outbox, sender, schedule, clock=_utcnow)
+
+
+async def start_runner(
+    stack: AsyncExitStack,
+    settings: Settings,
+    *,
+    store: GenerationStore,
+    catalog: Catalog,
+    ingestor: Ingestor | None,
+    render: Render = minimal_body,
+) -> JobRunner:
+    """Build and start the runner (adopting unfinished jobs); ``stack`` closes it."""
+    http = webhook_http_client(settings)
+    stack.push_async_callback(http.aclose)
+    worker = webhook_worker(settings, store, http)
+    runner = JobRunner(
+        store=store,
+        catalog=catalog,
+        ingestor=ingestor,
+        timeout=settings.request_timeout,
+        idempotency_ttl=settings.idempotency_ttl,
+        limits=provider_limits(settings),
+        messages=WebhookMessages(render),
+        wake_webhooks=worker.wake,
+        owner=settings.instance_id,
+        lease_seconds=settings.lease_seconds,
+        background=[worker.run],
+    )
+    stack.push_async_callback(runner.aclose)
+    await runner.start()
+    return runner

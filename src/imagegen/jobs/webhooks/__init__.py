@@ -1,0 +1,1 @@
+"""Webhooks: Standard Webhooks signing, the address policy, the sender and the outbox worker."""

@@ -1,0 +1,198 @@
+"""Running one job to its end: wait for a provider slot, start (or resume) the provider's work,
+store the images, and settle the job's state whatever happens.
+
+The runner decides *what* to run (a ``Plan``); this module decides how each outcome is written:
+success, the provider's error, the deadline, a cancel, or a lost race. A lost race
+(``InvalidTransition``: another writer ended the job first) settles with what that writer
+recorded. A task cancelled because the process is shutting down writes nothing, so a restart
+resumes the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+from imagegen.catalog import Route
+from imagegen.errors import (
+    Canceled,
+    DeadlineExceeded,
+    ImageFetchError,
+    ImagegenError,
+    InvalidTransition,
+)
+from imagegen.jobs.events import JobEvents
+from imagegen.jobs.lifecycle import Transitions
+from imagegen.jobs.limits import ProviderLimits, QueueTicket
+from imagegen.jobs.outcome import result_of
+from imagegen.jobs.protocols import GenerationStore, Ingestor
+from imagegen.models import Generation, PredictionRecord, ProviderResult, StoredImage
+from imagegen.providers.base import GenerationContext
+
+log = logging.getLogger(__name__)
+
+# Extra time past the deadline before the runner stops a provider that overran it.
+BACKSTOP_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One run of a job: ``started`` jobs are already ``running``; ``resume`` polls the stored
+    predictions and creates nothing. ``deadline`` is on the event loop's clock."""
+
+    generation: Generation
+    route: Route
+    deadline: float
+    ticket: QueueTicket
+    started: bool = False
+    resume: bool = False
+
+
+class JobWork:
+    def __init__(
+        self,
+        *,
+        store: GenerationStore,
+        transitions: Transitions,
+        events: JobEvents,
+        limits: ProviderLimits,
+        ingestor: Ingestor | None,
+        closing: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._transitions = transitions
+        self._events = events
+        self._limits = limits
+        self._ingestor = ingestor  # None: hand back the provider's own URLs
+        self._closing = closing
+        self.progress: dict[str, float] = {}
+
+    async def run(self, plan: Plan) -> Generation:
+        """The job's final state; raises its error if it failed or was canceled."""
+        generation_id = plan.generation.id
+        try:
+            async with asyncio.timeout_at(plan.deadline + BACKSTOP_SECONDS):
+                result = await self._provide(plan)
+                return await self._finish(generation_id, result)
+        except InvalidTransition as lost:
+            return result_of(lost.current)
+        except TimeoutError as exc:
+            error = DeadlineExceeded(
+                "the generation did not finish before its deadline and was canceled"
+            )
+            return await self._end(generation_id, error, cause=exc)
+        except ImagegenError as exc:
+            return await self._end(generation_id, exc)
+        except asyncio.CancelledError:
+            if self._closing():
+                raise
+            return await self._canceled(generation_id)
+        except Exception as exc:
+            log.exception("generation %s failed unexpectedly", generation_id)
+            return await self._end(generation_id, exc)
+        finally:
+            plan.ticket.leave()
+            self.progress.pop(generation_id, None)
+
+    async def fail(self, generation_id: str, exc: Exception) -> Generation:
+        """Fail a job that cannot run at all (its model is no longer served, say)."""
+        return await self._end(generation_id, exc)
+
+    async def expire(self, generation: Generation, route: Route) -> Generation:
+        """A recovered job already past its deadline: cancel its predictions, fail it."""
+        try:
+            await route.provider.cancel(generation.predictions)
+        except Exception:  # best effort: the job is failed whatever the provider says
+            log.exception("could not cancel the predictions of expired %s", generation.id)
+        error = DeadlineExceeded(
+            "the generation passed its deadline while imagegen was down; "
+            "its predictions were canceled"
+        )
+        return await self._end(generation.id, error)
+
+    async def _provide(self, plan: Plan) -> ProviderResult:
+        generation = plan.generation
+        limiter = self._limits(plan.route.provider.name)
+        async with limiter.slot(plan.ticket, plan.deadline):
+            if not plan.started:
+                await self._transitions.running(generation.id)
+            context = GenerationContext(
+                deadline=plan.deadline,
+                on_prediction=partial(self._on_prediction, generation.id),
+                on_progress=partial(self._on_progress, generation.id),
+                acquire_create=partial(limiter.acquire_create, plan.deadline),
+            )
+            request = replace(generation.request, model=plan.route.upstream_model)
+            if plan.resume:
+                return await plan.route.provider.resume(request, generation.predictions, context)
+            return await plan.route.provider.generate(request, context)
+
+    async def _on_prediction(self, generation_id: str, record: PredictionRecord) -> None:
+        await self._store.add_prediction(generation_id, record)
+
+    async def _on_progress(self, generation_id: str, fraction: float) -> None:
+        self.progress[generation_id] = fraction
+        self._events.progress(generation_id, fraction)
+
+    async def _finish(self, generation_id: str, result: ProviderResult) -> Generation:
+        urls = [image.url for image in result.images]
+        stored: list[StoredImage] = []
+        lost = 0
+        if self._ingestor is not None:
+            stored, errors = await self._ingest_all(urls)
+            if errors and not stored:
+                raise errors[0]
+            lost = len(errors)
+        return await self._transitions.succeeded(
+            generation_id,
+            images=stored,
+            provider_urls=urls,
+            images_missing=result.missing + lost,
+        )
+
+    async def _ingest_all(self, urls: list[str]) -> tuple[list[StoredImage], list[ImagegenError]]:
+        assert self._ingestor is not None
+        outcomes = await asyncio.gather(
+            *(self._ingestor.ingest(url) for url in urls), return_exceptions=True
+        )
+        stored: list[StoredImage] = []
+        errors: list[ImagegenError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, StoredImage):
+                stored.append(outcome)
+            elif isinstance(outcome, ImagegenError):
+                errors.append(outcome)
+            elif isinstance(outcome, BaseException):
+                errors.append(
+                    ImageFetchError(f"image download failed: {outcome}", provider="imagegen")
+                )
+        return stored, errors
+
+    async def _end(
+        self, generation_id: str, exc: Exception, *, cause: BaseException | None = None
+    ) -> Generation:
+        """Record the failure and raise ``exc``, unless another writer ended the job first:
+        then settle with what it recorded."""
+        if isinstance(exc, ImagegenError):
+            message, code = str(exc), exc.code
+        else:
+            message, code = "internal error", "internal_error"
+        try:
+            await asyncio.shield(
+                self._transitions.failed(generation_id, error=message, error_code=code)
+            )
+        except InvalidTransition as lost:
+            return result_of(lost.current)
+        raise exc from cause or exc.__cause__
+
+    async def _canceled(self, generation_id: str) -> Generation:
+        try:
+            await asyncio.shield(
+                self._transitions.canceled(generation_id, reason="canceled before it finished")
+            )
+        except InvalidTransition as lost:  # it ended first: the cancel came too late
+            return result_of(lost.current)
+        raise Canceled(f"generation '{generation_id}' was canceled") from None
