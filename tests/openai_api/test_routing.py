@@ -142,3 +142,24 @@ def test_without_passthrough_replicate_references_are_404(
         assert "black-forest-labs/flux-schnell" in response.json()["error"]
         listed = [model["id"] for model in client.get("/v1/models").json()["data"]]
         assert listed == ["flux"]
+
+
+def test_openai_options_are_recorded_on_the_generation(api: httpx.Client) -> None:
+    response = api.post(
+        OPENAI,
+        json={
+            "prompt": "a kite",
+            "model": "dall-e-3",
+            "quality": "hd",
+            "style": "vivid",
+            "user": "u1",
+        },
+    )
+    assert response.status_code == 200, response.text
+    history = api.get(f"/api/v1/generations/{response.json()['id']}").json()
+    assert history["metadata"]["endpoint"] == "openai"
+    assert history["metadata"]["openai_options"] == {
+        "quality": "hd",
+        "style": "vivid",
+        "user": "u1",
+    }

@@ -91,9 +91,13 @@ async def create(
     scope: str,
     body: Mapping[str, Any],
     webhook: WebhookTarget | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Created:
     job = await services.runner.submit(
-        generation_request, idempotency=idempotency_of(request, scope, body), webhook=webhook
+        generation_request,
+        idempotency=idempotency_of(request, scope, body),
+        webhook=webhook,
+        metadata={"endpoint": scope, **(metadata or {})},
     )
     if wants_async(request):
         return Created(job, finished=False)

@@ -9,7 +9,7 @@ seed endpoint's: a string for a number, an unknown field or an out-of-range valu
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -51,6 +51,12 @@ class ImageGenerationRequest(BaseModel):
     partial_images: StrictInt | None = Field(default=None, ge=0, le=3)
     seed: StrictInt | None = Field(default=None, description="Extension: the seed.")
     negative_prompt: StrictStr | None = Field(default=None, description="Extension.")
+
+    def recorded_options(self) -> dict[str, Any]:
+        """OpenAI options imagegen records on the job without acting on them."""
+        names = ("quality", "style", "background", "moderation", "output_compression", "user")
+        values = {name: getattr(self, name) for name in (*names, "safety_identifier")}
+        return {name: value for name, value in values.items() if value is not None}
 
     def requested_model(self, settings: Settings) -> str:
         """The model asked for, or the server's default (``IMAGEGEN_DEFAULT_MODEL``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -156,6 +156,10 @@ class GenerationInfo(BaseModel):
     webhook: str | None = None
     webhook_events_filter: list[str] = Field(default_factory=list)
     webhook_attempts: list[WebhookAttemptInfo] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What imagegen recorded about the request (endpoint, OpenAI options).",
+    )
 
 
 class GenerationPage(BaseModel):
@@ -218,6 +222,7 @@ def generation_info(
         ],
         error=generation.error,
         error_code=generation.error_code,
+        metadata=dict(generation.metadata),
         progress=progress,
         urls=generation_urls(generation.id, base_url),
         webhook=generation.webhook_url,

@@ -70,6 +70,7 @@ async def create_images(
         body.to_domain(settings, route),
         scope="openai",
         body=body.model_dump(exclude_none=True),
+        metadata={"openai_options": body.recorded_options()} if body.recorded_options() else None,
     )
     generation = created.generation
     if not created.finished:
