@@ -1,7 +1,7 @@
 """Safe download of provider outputs to a local spool file (no SSRF, no endless bodies).
 
-- Only allow-listed hosts (``HostAllowList``): ``replicate.delivery`` and its subdomains, hosts of
-  configured provider base URLs, and ``download_allowed_hosts``.
+- Only allow-listed hosts (``imagegen.netpolicy.HostAllowList``): ``replicate.delivery`` and its
+  subdomains, hosts of configured provider base URLs, and ``download_allowed_hosts``.
 - Never a private, loopback, link-local, multicast, reserved or unspecified address (IPv4, IPv6,
   IPv4 inside IPv6), checking every resolved address, unless the host is an exact configured
   entry (a self-hosted provider on 127.0.0.1). The request is pinned to the checked address
@@ -22,100 +22,18 @@ import contextlib
 import hashlib
 import ipaddress
 import os
-import socket
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
 from imagegen.errors import ImageFetchError
+from imagegen.netpolicy import HostAllowList, Resolver, is_public_address, system_resolver
 
-if TYPE_CHECKING:
-    from imagegen.config import Settings
-
-DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", ".replicate.delivery")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 STRIPPED_HEADERS = ("authorization", "cookie")
-
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-"""``(host, port) -> IP address strings``; raises ``OSError`` when the name does not resolve."""
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Resolve ``host`` with the event loop's ``getaddrinfo`` (in a thread, not blocking)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def is_public_address(address: str) -> bool:
-    """Whether ``address`` is a globally routable unicast address (IPv4 embedded in IPv6 too)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return _is_global_unicast(ip.ipv4_mapped)
-        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None and not _is_global_unicast(embedded):
-            return False
-    return _is_global_unicast(ip)
-
-
-def _is_global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not any(getattr(ip, flag) for flag in _NOT_PUBLIC)
-
-
-_NOT_PUBLIC = ("is_private", "is_loopback", "is_link_local", "is_multicast", "is_reserved")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def _normalise_host(entry: str) -> str:
-    entry = entry.strip().lower()
-    if "://" in entry:
-        entry = httpx.URL(entry).raw_host.decode("ascii")
-    return entry.removeprefix("*").strip("[]").rstrip(".")
-
-
-@dataclass(frozen=True, slots=True)
-class HostAllowList:
-    """Hosts imagegen may download from. ``example.com`` matches exactly; ``.example.com``
-    matches any subdomain. Only exact ``configured`` entries may resolve to private addresses.
-    """
-
-    configured: tuple[str, ...] = ()
-    builtin: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "configured", _entries(self.configured))
-        object.__setattr__(self, "builtin", _entries(self.builtin))
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *provider_base_urls: str) -> HostAllowList:
-        """The allow-list for ``settings``, plus the base URLs of other configured providers."""
-        urls = (settings.replicate_base_url, *provider_base_urls)
-        return cls(configured=(*urls, *settings.download_allowed_hosts))
-
-    def permits(self, host: str) -> bool:
-        host = _normalise_host(host)
-        return any(_matches(entry, host) for entry in (*self.configured, *self.builtin))
-
-    def trusts(self, host: str) -> bool:
-        """Whether ``host`` is an exact configured entry, so private addresses are acceptable."""
-        return _normalise_host(host) in self.configured
-
-
-def _entries(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(e for e in map(_normalise_host, values) if e.strip(".")))
-
-
-def _matches(entry: str, host: str) -> bool:
-    return host.endswith(entry) if entry.startswith(".") else host == entry
 
 
 @dataclass(frozen=True, slots=True)

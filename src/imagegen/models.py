@@ -39,10 +39,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class ProviderImage:
-    """One output as the provider returned it: an ``https:``/``http:`` URL or a ``data:`` URI."""
+    """One output as the provider returned it: an ``https:``/``http:`` URL or a ``data:`` URI,
+    and the prompt the upstream actually drew (``revised_prompt``) when it rewrote the user's."""
 
     url: str
     prediction_id: str | None = None
+    revised_prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,11 @@ class ProviderResult:
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
-    """An image imagegen downloaded, verified and stored under a content-addressed key."""
+    """An image imagegen downloaded, verified and stored under a content-addressed key.
+
+    ``revised_prompt`` belongs to this output of the generation, not to the stored bytes: two
+    outputs with identical bytes share a key but keep their own revised prompts.
+    """
 
     key: str
     content_type: str
@@ -67,6 +73,7 @@ class StoredImage:
     height: int
     size_bytes: int
     source_url: str | None = None
+    revised_prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,10 @@ from imagegen.catalog_file import CatalogFile, load_catalog_file
 from imagegen.config import Settings
 from imagegen.db.store import open_store
 from imagegen.errors import ImagegenError
-from imagegen.fetch import HostAllowList, SafeFetcher
+from imagegen.fetch import SafeFetcher
 from imagegen.ingest import ImageIngestor
 from imagegen.jobs.setup import start_runner
+from imagegen.netpolicy import HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
 from imagegen.storage.local import LocalImageStore

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -181,6 +182,23 @@ async def test_happy_path(store: GenerationStore, clock: FakeClock) -> None:
     assert done.predictions == (first, second)
     assert (done.error, done.error_code) == (None, None)
     assert await store.get(created.id) == done
+
+
+async def test_revised_prompts_round_trip_per_image(store: GenerationStore) -> None:
+    # Two outputs with identical bytes share a key; each keeps its own revised prompt.
+    shared = StoredImage("ab/cd.png", "image/png", 1024, 1024, 1234)
+    images = [
+        replace(shared, revised_prompt="A vivid lighthouse at dusk, oil on canvas"),
+        replace(shared, revised_prompt="A photo of a lighthouse at dusk ✓"),
+        replace(shared),
+    ]
+    running = await _running(store)
+    done = await store.mark_succeeded(running.id, images=images, provider_urls=[], images_missing=0)
+
+    assert done.images == tuple(images)
+    assert (await store.get(running.id)).images == tuple(images)
+    page, _ = await store.list(limit=1)
+    assert page[0].images == tuple(images)
 
 
 async def test_mark_failed_from_queued_and_running(store: GenerationStore) -> None:

@@ -15,7 +15,7 @@ from imagegen.errors import (
     PredictionFailed,
     UpstreamHTTPError,
 )
-from imagegen.models import JobStatus, PredictionRecord
+from imagegen.models import JobStatus, PredictionRecord, ProviderImage, ProviderResult
 
 
 async def test_success_walks_queued_running_succeeded_and_records_predictions(store):
@@ -229,6 +229,26 @@ async def test_provider_urls_mode_stores_nothing(store):
     done = await runner.wait((await runner.submit(REQUEST)).id)
     assert done.images == ()
     assert len(done.provider_urls) == 2
+
+
+class RevisingProvider(ScriptedProvider):
+    """Two outputs with the same bytes (one URL), each with its own revised prompt."""
+
+    async def generate(self, request, context):
+        url = "https://upstream.test/same.png"
+        images = (
+            ProviderImage(url, revised_prompt="first"),
+            ProviderImage(url, revised_prompt=None),
+        )
+        return ProviderResult(images=images, requested=2)
+
+
+async def test_revised_prompts_stay_with_their_output_when_bytes_are_shared(store):
+    runner = runner_for(store, RevisingProvider())
+    done = await runner.wait((await runner.submit(REQUEST)).id)
+    assert [image.key for image in done.images] == [done.images[0].key] * 2
+    assert [image.revised_prompt for image in done.images] == ["first", None]
+    assert (await store.get(done.id)).images == done.images
 
 
 async def test_aclose_leaves_running_jobs_unmarked_for_a_later_resume(store, gated):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Literal
 
 import httpx
 import openai
@@ -37,6 +38,26 @@ def test_url_images_are_durable_imagegen_urls(
     generation = httpx.get(f"{imagegen.base_url}/api/v1/generations/{result.id}").json()  # type: ignore[attr-defined]
     assert generation["status"] == "succeeded"
     assert openai_double.stats()["calls"] == {"dall-e-3": 1}
+
+
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+def test_dall_e_3_revised_prompt_reaches_the_sdk(
+    sdk: openai.OpenAI, api: httpx.Client, response_format: Literal["url", "b64_json"]
+) -> None:
+    result = sdk.images.generate(
+        model="dall-e-3", prompt="an otter", size="1024x1024", response_format=response_format
+    )
+    assert result.data is not None
+    expected = "A detailed, vivid illustration of: an otter"
+    assert result.data[0].revised_prompt == expected
+    generation = api.get(f"/api/v1/generations/{result.id}").json()  # type: ignore[attr-defined]
+    assert generation["images"][0]["revised_prompt"] == expected
+
+
+def test_no_revised_prompt_key_when_the_upstream_gives_none(api: httpx.Client) -> None:
+    body = {"model": "sdxl", "prompt": "an otter", "size": "256x256"}
+    reply = api.post("/v1/images/generations", json=body).raise_for_status().json()
+    assert "revised_prompt" not in reply["data"][0]
 
 
 def test_b64_json_images_decode_at_the_requested_size(sdk: openai.OpenAI) -> None:

@@ -145,6 +145,19 @@ async def test_dall_e_3_fans_out_one_request_per_image(
     assert [body["n"] for body in bodies(openai_double)] == [1, 1, 1]
 
 
+async def test_dall_e_3_revised_prompts_are_kept_per_image(
+    provider: OpenAICompatProvider,
+) -> None:
+    result = await provider.generate(request("dall-e-3", n=2, size=(1024, 1024)), context())
+    expected = "A detailed, vivid illustration of: an otter"
+    assert [image.revised_prompt for image in result.images] == [expected, expected]
+
+
+async def test_models_that_do_not_revise_prompts_give_none(provider: OpenAICompatProvider) -> None:
+    result = await provider.generate(request("dall-e-2", n=2), context())
+    assert [image.revised_prompt for image in result.images] == [None, None]
+
+
 async def test_more_than_ten_images_are_split_into_batches(
     provider: OpenAICompatProvider, openai_double: OpenAIDouble
 ) -> None:

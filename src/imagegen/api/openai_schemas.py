@@ -111,7 +111,7 @@ def _clamp(side: int, settings: Settings) -> int:
 
 
 class ImageData(BaseModel):
-    """One image: ``url`` or ``b64_json``."""
+    """One image: ``url`` or ``b64_json``, and ``revised_prompt`` when the upstream gave one."""
 
     url: str | None = None
     b64_json: str | None = None

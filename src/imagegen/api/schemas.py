@@ -89,6 +89,9 @@ class ImageInfo(BaseModel):
     height: int | None = None
     content_type: str | None = None
     size_bytes: int | None = None
+    revised_prompt: str | None = Field(
+        default=None, description="The prompt the upstream drew, when it rewrote the user's."
+    )
 
 
 class GenerateResponse(BaseModel):
@@ -177,6 +180,7 @@ def image_infos(generation: Generation, base_url: str) -> list[ImageInfo]:
                 height=image.height,
                 content_type=image.content_type,
                 size_bytes=image.size_bytes,
+                revised_prompt=image.revised_prompt,
             )
             for image in generation.images
         ]

@@ -1,5 +1,5 @@
-"""Persistence of generation jobs: tables, the store, the webhook outbox, and migrations run at
-start-up."""
+"""Persistence of generation jobs: tables, the store with its job leases, the webhook outbox, and
+migrations run at start-up."""
 
 from imagegen.db.migrate import create_engine, migrate
 from imagegen.db.outbox import SqlWebhookOutbox

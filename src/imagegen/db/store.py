@@ -11,9 +11,10 @@ job as it now is; a terminal job never changes again. This is deliberate: return
 row instead would leave ``mark_running`` unable to tell a replica whether *it* claimed the job.
 
 A transition may owe webhook messages (``outbox=``): they are built from the job as the
-transition left it and written in the same transaction, so a crash cannot lose one. Unfinished
-jobs carry a lease (``lease_owner``, ``lease_expires_at``): the instance running a job renews it,
-and recovery claims only jobs whose lease is its own or has run out.
+transition left it and written in the same transaction, so a crash cannot lose one
+(``imagegen.db.outbox``). Unfinished jobs carry a lease (``lease_owner``, ``lease_expires_at``):
+the instance running a job renews it, and recovery claims only jobs whose lease is its own or has
+run out (``imagegen.db.leases``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
 
+from imagegen.db.leases import SqlLeases
 from imagegen.db.migrate import create_engine, migrate
 from imagegen.db.outbox import SqlWebhookOutbox
+from imagegen.db.queries import rowcount, select_generations
 from imagegen.db.tables import (
     GenerationRow,
     ImageRow,
@@ -65,10 +67,7 @@ _ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
     JobStatus.FAILED: (JobStatus.QUEUED, JobStatus.RUNNING),
     JobStatus.CANCELED: (JobStatus.QUEUED, JobStatus.RUNNING),
 }
-_UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
-_UNFINISHED_VALUES = [status.value for status in _UNFINISHED]
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-_RENEW_BATCH = 500  # ids per UPDATE when renewing leases
 
 __all__ = [
     "GenerationStore",
@@ -132,6 +131,7 @@ class GenerationStore:
         self._clock = clock
         self._new_id = new_id
         self._outbox = SqlWebhookOutbox(self._sessions, clock=clock)
+        self._leases = SqlLeases(self._sessions, clock=clock)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -219,7 +219,7 @@ class GenerationStore:
             .values(idempotency_key=None, updated_at=self._clock())
         )
         async with self._sessions.begin() as session:
-            if await _rowcount(session, stmt) == 0:
+            if await rowcount(session, stmt) == 0:
                 raise _not_found(generation_id)
 
     async def mark_running(self, generation_id: str, *, outbox: Outbox | None = None) -> Generation:
@@ -310,14 +310,16 @@ class GenerationStore:
             .values(status=status, updated_at=self._clock())
         )
         async with self._sessions.begin() as session:
-            updated = await _rowcount(session, stmt)
+            updated = await rowcount(session, stmt)
         if updated == 0:
             raise NotFound(f"prediction {prediction_id!r} of {generation_id!r} not found")
 
     async def get(self, generation_id: str) -> Generation:
         """The job with its predictions and images; :class:`NotFound` when there is none."""
         async with self._sessions() as session:
-            row = await session.scalar(_select().where(GenerationRow.id == generation_id))
+            row = await session.scalar(
+                select_generations().where(GenerationRow.id == generation_id)
+            )
         if row is None:
             raise _not_found(generation_id)
         return to_generation(row)
@@ -332,7 +334,7 @@ class GenerationStore:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
         order = (GenerationRow.created_at, GenerationRow.id)
-        stmt = _select().order_by(*(column.desc() for column in order)).limit(limit + 1)
+        stmt = select_generations().order_by(*(column.desc() for column in order)).limit(limit + 1)
         if cursor is not None:
             created_at, last_id = _decode_cursor(cursor)
             after = sa.tuple_(sa.literal(created_at, UTCDateTime()), sa.literal(last_id))
@@ -344,66 +346,29 @@ class GenerationStore:
         return page, next_cursor
 
     async def list_unfinished(self) -> builtins.list[Generation]:
-        """Queued and running jobs, oldest first: what a restart must resume or fail."""
-        stmt = (
-            _select()
-            .where(GenerationRow.status.in_([status.value for status in _UNFINISHED]))
-            .order_by(GenerationRow.created_at, GenerationRow.id)
-        )
-        async with self._sessions() as session:
-            return [to_generation(row) for row in await session.scalars(stmt)]
+        """Queued and running jobs, oldest first (``SqlLeases.list_unfinished``)."""
+        return await self._leases.list_unfinished()
 
     async def claim(
         self, generation_id: str, *, owner: str, until: datetime, include_own: bool = True
     ) -> bool:
-        """Lease an unfinished job to ``owner`` until ``until``; True when it is now ``owner``'s.
-
-        It succeeds when the job has no lease, its lease ran out, or (``include_own``: a
-        restarted instance taking its jobs back) ``owner`` holds it already. Exactly one of
-        several replicas claiming an orphan at once gets True.
-        """
-        now = self._clock()
-        free = [
-            GenerationRow.lease_owner.is_(None),
-            GenerationRow.lease_expires_at.is_(None),
-            GenerationRow.lease_expires_at < now,
-        ]
-        if include_own:
-            free.append(GenerationRow.lease_owner == owner)
-        stmt = (
-            sa.update(GenerationRow)
-            .where(
-                GenerationRow.id == generation_id,
-                GenerationRow.status.in_(_UNFINISHED_VALUES),
-                sa.or_(*free),
-            )
-            .values(lease_owner=owner, lease_expires_at=until)
+        """Lease an unfinished job to ``owner``; True when it is now ``owner``'s
+        (``SqlLeases.claim``)."""
+        return await self._leases.claim(
+            generation_id, owner=owner, until=until, include_own=include_own
         )
-        async with self._sessions.begin() as session:
-            return await _rowcount(session, stmt) == 1
 
     async def renew_leases(
         self, owner: str, generation_ids: Sequence[str], *, until: datetime
     ) -> int:
-        """Extend ``owner``'s leases on these unfinished jobs; how many were extended."""
-        renewed = 0
-        async with self._sessions.begin() as session:
-            for start in range(0, len(generation_ids), _RENEW_BATCH):
-                stmt = (
-                    sa.update(GenerationRow)
-                    .where(
-                        GenerationRow.id.in_(list(generation_ids[start : start + _RENEW_BATCH])),
-                        GenerationRow.lease_owner == owner,
-                        GenerationRow.status.in_(_UNFINISHED_VALUES),
-                    )
-                    .values(lease_expires_at=until)
-                )
-                renewed += await _rowcount(session, stmt)
-        return renewed
+        """Extend ``owner``'s leases on these unfinished jobs (``SqlLeases.renew_leases``)."""
+        return await self._leases.renew_leases(owner, generation_ids, until=until)
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None:
         async with self._sessions() as session:
-            row = await session.scalar(_select().where(GenerationRow.idempotency_key == key))
+            row = await session.scalar(
+                select_generations().where(GenerationRow.idempotency_key == key)
+            )
         return None if row is None else to_generation(row)
 
     async def _transition(
@@ -423,10 +388,12 @@ class GenerationStore:
             .values(status=target.value, updated_at=now, **values)
         )
         async with self._sessions.begin() as session:
-            applied = await _rowcount(session, stmt) == 1
+            applied = await rowcount(session, stmt) == 1
             if applied:
                 session.add_all(new_rows)
-            row = await session.scalar(_select().where(GenerationRow.id == generation_id))
+            row = await session.scalar(
+                select_generations().where(GenerationRow.id == generation_id)
+            )
             if row is None:
                 raise _not_found(generation_id)
             current = to_generation(row)
@@ -445,12 +412,6 @@ class GenerationStore:
             raise _not_found(generation_id)
 
 
-def _select() -> sa.Select[GenerationRow]:
-    return sa.select(GenerationRow).options(
-        selectinload(GenerationRow.predictions), selectinload(GenerationRow.images)
-    )
-
-
 async def _prediction_pk(
     session: AsyncSession, generation_id: str, prediction_id: str
 ) -> int | None:
@@ -460,11 +421,6 @@ async def _prediction_pk(
             PredictionRow.prediction_id == prediction_id,
         )
     )
-
-
-async def _rowcount(session: AsyncSession, stmt: sa.Update) -> int:
-    result = await session.execute(stmt.execution_options(synchronize_session=False))
-    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
 
 
 def _not_found(generation_id: str) -> NotFound:

@@ -156,6 +156,8 @@ class ImageRow(Base):
     height: Mapped[int] = mapped_column(sa.Integer)
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     source_url: Mapped[str | None] = mapped_column(sa.Text)
+    # The upstream's rewrite of the prompt for this output (OpenAI's dall-e-3), if it made one.
+    revised_prompt: Mapped[str | None] = mapped_column(sa.Text)
 
 
 _DELIVERY_STATUSES = ", ".join(f"'{status.value}'" for status in DeliveryStatus)
@@ -275,9 +277,22 @@ def image_rows(generation_id: str, images: Sequence[StoredImage]) -> list[ImageR
             height=image.height,
             size_bytes=image.size_bytes,
             source_url=image.source_url,
+            revised_prompt=image.revised_prompt,
         )
         for position, image in enumerate(images)
     ]
+
+
+def to_stored_image(row: ImageRow) -> StoredImage:
+    return StoredImage(
+        key=row.key,
+        content_type=row.content_type,
+        width=row.width,
+        height=row.height,
+        size_bytes=row.size_bytes,
+        source_url=row.source_url,
+        revised_prompt=row.revised_prompt,
+    )
 
 
 def to_generation(row: GenerationRow) -> Generation:
@@ -293,10 +308,7 @@ def to_generation(row: GenerationRow) -> Generation:
         predictions=tuple(
             PredictionRecord(p.prediction_id, p.inputs, p.images_requested) for p in row.predictions
         ),
-        images=tuple(
-            StoredImage(i.key, i.content_type, i.width, i.height, i.size_bytes, i.source_url)
-            for i in row.images
-        ),
+        images=tuple(to_stored_image(i) for i in row.images),
         provider_urls=tuple(row.provider_urls),
         images_missing=row.images_missing,
         error=row.error,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -29,7 +29,13 @@ from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits, QueueTicket
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Ingestor
-from imagegen.models import Generation, PredictionRecord, ProviderResult, StoredImage
+from imagegen.models import (
+    Generation,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+    StoredImage,
+)
 from imagegen.providers.base import GenerationContext
 
 log = logging.getLogger(__name__)
@@ -138,31 +144,33 @@ class JobWork:
         self._events.progress(generation_id, fraction)
 
     async def _finish(self, generation_id: str, result: ProviderResult) -> Generation:
-        urls = [image.url for image in result.images]
         stored: list[StoredImage] = []
         lost = 0
         if self._ingestor is not None:
-            stored, errors = await self._ingest_all(urls)
+            stored, errors = await self._ingest_all(result.images)
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
         return await self._transitions.succeeded(
             generation_id,
             images=stored,
-            provider_urls=urls,
+            provider_urls=[image.url for image in result.images],
             images_missing=result.missing + lost,
         )
 
-    async def _ingest_all(self, urls: list[str]) -> tuple[list[StoredImage], list[ImagegenError]]:
+    async def _ingest_all(
+        self, images: Sequence[ProviderImage]
+    ) -> tuple[list[StoredImage], list[ImagegenError]]:
         assert self._ingestor is not None
         outcomes = await asyncio.gather(
-            *(self._ingestor.ingest(url) for url in urls), return_exceptions=True
+            *(self._ingestor.ingest(image.url) for image in images), return_exceptions=True
         )
         stored: list[StoredImage] = []
         errors: list[ImagegenError] = []
-        for outcome in outcomes:
+        for image, outcome in zip(images, outcomes, strict=True):
             if isinstance(outcome, StoredImage):
-                stored.append(outcome)
+                # Per output, not per blob: identical bytes share a key, not a revised prompt.
+                stored.append(replace(outcome, revised_prompt=image.revised_prompt))
             elif isinstance(outcome, ImagegenError):
                 errors.append(outcome)
             elif isinstance(outcome, BaseException):

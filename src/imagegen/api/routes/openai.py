@@ -89,10 +89,16 @@ async def image_data(
     A generation that succeeded without images never becomes a 200 with an empty ``data``.
     """
     if response_format == "url":
-        data = [ImageData(url=info.url) for info in image_infos(generation, base_url)]
+        infos = image_infos(generation, base_url)
+        data = [ImageData(url=info.url, revised_prompt=info.revised_prompt) for info in infos]
     else:
         store = services.image_store
-        data = [ImageData(b64_json=await read_b64(store, image.key)) for image in generation.images]
+        data = [
+            ImageData(
+                b64_json=await read_b64(store, image.key), revised_prompt=image.revised_prompt
+            )
+            for image in generation.images
+        ]
     if not data:
         raise PredictionFailed("the upstream returned no images", provider=generation.provider)
     return data

@@ -1,6 +1,6 @@
 """Where webhooks may go: http(s) URLs whose every resolved address is public, unless it falls in
 a network the operator allowed (``IMAGEGEN_WEBHOOK_ALLOWED_NETWORKS``). The address checks are
-``imagegen.fetch``'s own, so downloads and webhooks refuse the same private, loopback,
+``imagegen.netpolicy``'s, so downloads and webhooks refuse the same private, loopback,
 link-local, multicast and reserved ranges (IPv4 inside IPv6 included).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from imagegen.errors import InvalidRequest
-from imagegen.fetch import Resolver, is_public_address, system_resolver
+from imagegen.netpolicy import Resolver, is_public_address, system_resolver
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_LENGTH = 2048

@@ -31,6 +31,7 @@ _MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"))
 class _Item(BaseModel):
     url: str | None = None
     b64_json: str | None = None
+    revised_prompt: str | None = None
 
 
 class _Reply(BaseModel):
@@ -108,9 +109,10 @@ def parse_images(
         raise UpstreamUnavailable(message, provider=provider) from exc
     known_format = reply.output_format or sent_format
     images = [
-        ProviderImage(url=item.url)
-        if item.url
-        else ProviderImage(url=_data_uri(item.b64_json or "", known_format))
+        ProviderImage(
+            url=item.url or _data_uri(item.b64_json or "", known_format),
+            revised_prompt=item.revised_prompt or None,
+        )
         for item in reply.data or ()
         if item.url or item.b64_json
     ]
