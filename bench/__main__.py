@@ -1,0 +1,110 @@
+"""``python -m bench`` (``make bench``): run the benchmarks, print the table, write BENCHMARKS.md.
+
+    python -m bench                      # everything, full size; writes BENCHMARKS.md
+    python -m bench --only overhead      # one (or a comma-separated few)
+    python -m bench --quick              # scaled down: checks the benchmarks work (~2 min);
+                                         # writes bench/results/quick.md, not BENCHMARKS.md
+
+Each benchmark runs ``imagegen serve`` and the Replicate double as real processes on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import burst, clients, image_path, inflight, overhead, profile, startup, throughput
+from bench.common import Options
+from bench.machine import describe
+from bench.procs import raise_fd_limit, reap
+from bench.report import Result, details, summary
+
+Benchmark = Callable[[Options], Awaitable[Result]]
+BENCHMARKS: dict[str, Benchmark] = {
+    module.NAME: module.run
+    for module in (overhead, throughput, inflight, burst, image_path, startup, clients, profile)
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated benchmarks: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="a scaled-down run")
+    parser.add_argument("--output", type=Path, help="where to write the report")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    args.names = names
+    return args
+
+
+def render(results: list[Result], options: Options, command: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    scale = "quick (scaled-down)" if options.quick else "full"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Latest {scale} run, {stamp}: `{command}`. Reproduce with `make bench` "
+        "(`.venv/bin/python -m bench`); `--only NAME` runs one, `--quick` a scaled-down pass.",
+        "",
+        "Machine:",
+        "",
+        *[f"- {line}" for line in describe()],
+        "",
+        summary(results),
+        "",
+        "## Details",
+        "",
+    ]
+    for result in results:
+        lines += [details(result), ""]
+    return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    options = Options(quick=args.quick)
+    raise_fd_limit()
+    results: list[Result] = []
+    for name in args.names:
+        print(f"== {name} ...", flush=True)
+        started = time.monotonic()
+        result = await BENCHMARKS[name](options)
+        result.seconds = time.monotonic() - started
+        results.append(result)
+        print(summary([result]), "\n", *[f"  - {n}\n" for n in result.notes], flush=True)
+    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = render(results, options, command.strip())
+    print(report)
+    if not args.no_write:
+        default = ROOT / ("bench/results/quick.md" if options.quick else "BENCHMARKS.md")
+        path = args.output or default
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        import uvloop
+
+        sys.exit(uvloop.run(main()))
+    finally:
+        reap()

@@ -1,0 +1,108 @@
+"""clients: httpx against aiohttp as imagegen's upstream HTTP client, by measurement.
+
+imagegen talks to providers through one pooled ``httpx.AsyncClient``; httpx's pool is known to
+slow down under high concurrency (encode/httpx#3215). Both clients read the same prediction
+from the double (``GET /v1/predictions/{id}``, a ~1 KB JSON body) in a closed loop, pools
+sized as ``imagegen.services`` sizes httpx's, at rising concurrency; the figure that decides is
+the CPU the client spends per request, since the double shares the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from bench.common import INSTANT, MODEL, Options
+from bench.procs import TOKEN, Double, double_args
+from bench.report import Result
+
+NAME = "clients"
+Get = Callable[[], Awaitable[int]]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _loop(get: Get, concurrency: int, duration: float) -> tuple[float, float, int]:
+    """(requests/s, client CPU s per request, errors)."""
+    done = errors = 0
+    stop = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal done, errors
+        while time.perf_counter() < stop:
+            try:
+                status = await get()
+            except (httpx.HTTPError, OSError, TimeoutError, Exception):
+                status = 0
+            if status == 200:
+                done += 1
+            else:
+                errors += 1
+
+    cpu, started = _cpu(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, used = time.perf_counter() - started, _cpu() - cpu
+    return done / elapsed, used / max(1, done), errors
+
+
+async def run(options: Options) -> Result:
+    result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
+    try:
+        import aiohttp
+    except ImportError:
+        result.note("aiohttp is not installed (`pip install aiohttp`): nothing to compare")
+        return result
+    duration = options.pick(6.0, 2.0)
+    levels = options.pick((1, 64, 512), (1, 64))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with Double(*double_args(**INSTANT)) as double:
+        async with httpx.AsyncClient(headers=headers) as seed:
+            created = await seed.post(
+                f"{double.base_url}/v1/models/{MODEL}/predictions",
+                json={"input": {"prompt": "x"}},
+            )
+        url = f"{double.base_url}/v1/predictions/{created.json()['id']}"
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        async with (
+            httpx.AsyncClient(headers=headers, limits=limits) as hx,
+            aiohttp.ClientSession(
+                headers=headers, connector=aiohttp.TCPConnector(limit=1000)
+            ) as aio,
+        ):
+
+            async def with_httpx() -> int:
+                response = await hx.get(url)
+                response.json()
+                return response.status_code
+
+            async def with_aiohttp() -> int:
+                async with aio.get(url) as response:
+                    await response.json()
+                    return response.status
+
+            for concurrency in levels:
+                measured = {}
+                for name, get in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
+                    await _loop(get, min(concurrency, 16), 0.5)  # warm the pool
+                    measured[name] = await _loop(get, concurrency, duration)
+                (hx_rate, hx_cpu, hx_err), (aio_rate, aio_cpu, aio_err) = (
+                    measured["httpx"],
+                    measured["aiohttp"],
+                )
+                result.add(
+                    f"client CPU per request, concurrency {concurrency}",
+                    f"httpx {hx_cpu * 1e6:.0f} us, aiohttp {aio_cpu * 1e6:.0f} us "
+                    f"({hx_cpu / aio_cpu:.1f}x)",
+                )
+                result.note(
+                    f"concurrency {concurrency}: httpx {hx_rate:.0f} req/s ({hx_err} errors), "
+                    f"aiohttp {aio_rate:.0f} req/s ({aio_err} errors)"
+                )
+    return result

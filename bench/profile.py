@@ -1,0 +1,108 @@
+"""profile: where imagegen's CPU goes under load, sampled by py-spy (when it is installed).
+
+py-spy samples ``imagegen serve`` (``--gil``: only the thread holding the GIL, i.e. Python
+actually running) while a closed loop of generations runs. Each sample is put in the first
+component found walking its stack from the innermost frame out; SQLAlchemy's asyncio layer
+runs queries in greenlets, whose stacks do not show the caller, so SQLAlchemy's own frames
+count as the database too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.common import BODY, GENERATE, INSTANT, Generate, Options
+from bench.load import Client, closed_loop
+from bench.procs import running
+from bench.report import Result
+
+NAME = "profile"
+HTTP_CLIENT = "HTTP client (httpx), other"
+COMPONENTS = (
+    ("(sqlalchemy/", "database (SQLAlchemy, aiosqlite, SQLite)"),
+    ("(aiosqlite/", "database (SQLAlchemy, aiosqlite, SQLite)"),
+    ("GenerationStore", "database (SQLAlchemy, aiosqlite, SQLite)"),
+    ("SafeFetcher", "image download (httpx)"),
+    ("inspect_image", "image verify (Pillow)"),
+    ("LocalImageStore", "image store (files)"),
+    ("ImageIngestor", "image ingest, other"),
+    ("ReplicateClient", "provider calls (httpx)"),
+    ("Retrier", "provider calls (httpx)"),
+    ("(httpx/", HTTP_CLIENT),
+    ("(httpcore/", HTTP_CLIENT),
+    ("PredictionRun", "provider logic"),
+    ("ReplicateProvider", "provider logic"),
+    ("JobRunner", "job runner"),
+    ("(json/", "JSON"),
+    ("(pydantic", "pydantic"),
+    ("(fastapi/", "HTTP server (uvicorn, Starlette, FastAPI)"),
+    ("(starlette/", "HTTP server (uvicorn, Starlette, FastAPI)"),
+    ("(uvicorn/", "HTTP server (uvicorn, Starlette, FastAPI)"),
+    ("(imagegen/api/", "HTTP server (uvicorn, Starlette, FastAPI)"),
+)
+
+
+def component(stack: str) -> str:
+    """The innermost component on ``stack``; HTTP client time goes to whoever made the call."""
+    for frame in reversed(stack.split(";")):
+        name = next((name for marker, name in COMPONENTS if marker in frame), None)
+        if name is not None:
+            return _caller_of_http(stack, name) if name == HTTP_CLIENT else name
+    return "event loop, other"
+
+
+def _caller_of_http(stack: str, default: str) -> str:
+    for frame in reversed(stack.split(";")):
+        if "SafeFetcher" in frame:
+            return "image download (httpx)"
+        if "ReplicateClient" in frame or "Retrier" in frame:
+            return "provider calls (httpx)"
+    return default
+
+
+def breakdown(raw: Path) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if samples.isdigit():
+            counts[component(stack)] += int(samples)
+    return counts
+
+
+async def run(options: Options) -> Result:
+    result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
+    spy = shutil.which("py-spy") or str(Path(__file__).parents[1] / ".venv/bin/py-spy")
+    if not Path(spy).exists():
+        result.note("py-spy is not installed (`pip install py-spy`): no profile")
+        return result
+    seconds = options.pick(10, 3)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running(INSTANT, {}) as (_double, server),
+    ):
+        raw = Path(tmp) / "profile.txt"
+        imagegen = Client(server.base_url)
+        await imagegen.post(GENERATE, json_body=BODY)
+        await closed_loop(Generate(imagegen), concurrency=8, duration=1.0)
+        command = [spy, "record", "--gil", "-r", "200", "-f", "raw", "-o", str(raw)]
+        command += ["-d", str(seconds), "-p", str(server.pid)]
+        spying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        samples, elapsed = await closed_loop(
+            Generate(imagegen), concurrency=16, duration=seconds + 1
+        )
+        _, err = spying.communicate(timeout=60)
+        imagegen.close()
+        if not raw.exists():
+            result.note(f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
+            return result
+        counts = breakdown(raw)
+    total = sum(counts.values())
+    rate = len(samples.ok()) / elapsed
+    for name, count in counts.most_common():
+        result.add(name, f"{100 * count / total:.0f}% of imagegen's CPU")
+    result.note(f"{total} samples at {rate:.0f} generations/s, concurrency 16")
+    return result
