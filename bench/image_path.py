@@ -13,6 +13,7 @@ the image bodies cost. Streamed, that stays flat; buffered, it grows ~4 MB per d
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from itertools import count
@@ -36,12 +37,17 @@ LIMITS = (
 )
 
 
+def _allow(files: str) -> dict[str, str]:
+    """The file server is on another port of the double's host: allowed only by name."""
+    return {"IMAGEGEN_DOWNLOAD_ALLOWED_HOSTS": json.dumps([files])}
+
+
 async def run(options: Options) -> Result:
     result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "), limits=LIMITS)
     rounds = options.pick(40, 8)
     levels = options.pick((1, 8, 32), (1, 8))
     numbers = count()
-    with file_server(SIZE) as files, running(INSTANT, {}) as (double, server):
+    with file_server(SIZE) as files, running(INSTANT, _allow(files)) as (double, server):
         imagegen = Client(server.base_url)
         bare = Client(files)
         generate = Generate(imagegen)

@@ -7,12 +7,14 @@ import hashlib
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.support.addresses import PRIVATE_ADDRESSES
 
+from imagegen.download_retry import DownloadRetry, retry_after_seconds
 from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
 from imagegen.netpolicy import Resolver
@@ -44,6 +46,21 @@ def ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=BODY)
 
 
+class FakeClock:
+    """Monotonic seconds that only ``sleep`` moves; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def make_fetcher(
     handler: Handler,
     *,
@@ -53,14 +70,22 @@ def make_fetcher(
     timeout: float = 5.0,
     resolver_calls: list[str] | None = None,
     headers: dict[str, str] | None = None,
+    clock: FakeClock | None = None,
+    retry: DownloadRetry | None = None,
+    draw: float = 0.5,
 ) -> SafeFetcher:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers)
+    clock = clock or FakeClock()
     return SafeFetcher(
         client,
         allowed_hosts=allowed,
         max_bytes=max_bytes,
         timeout=timeout,
         resolver=fake_resolver(DEFAULT_DNS if dns is None else dns, resolver_calls),
+        retry=retry,
+        sleep=clock.sleep,
+        clock=clock,
+        draw=lambda: draw,
     )
 
 
@@ -184,6 +209,30 @@ async def test_configured_loopback_host_is_allowed_without_resolving(tmp_path: P
     assert calls == []
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8766/a.png", "http://127.0.0.1/a.png"])
+async def test_other_ports_of_a_configured_host_are_refused(url: str, tmp_path: Path) -> None:
+    calls: list[str] = []
+    fetcher = make_fetcher(ok, allowed=["http://127.0.0.1:8765"], resolver_calls=calls)
+    error = await fetch_error(fetcher, url, tmp_path)
+    assert "refusing to download from 127.0.0.1: host not allowed on port" in error.message
+    assert calls == []
+
+
+async def test_redirect_to_another_port_of_a_configured_host_is_refused(tmp_path: Path) -> None:
+    fetcher = make_fetcher(redirecting("http://127.0.0.1:6379/"), allowed=["http://127.0.0.1:8765"])
+    error = await fetch_error(fetcher, "http://127.0.0.1:8765/start", tmp_path)
+    assert error.message == "refusing to download from 127.0.0.1: host not allowed on port 6379"
+
+
+async def test_host_port_entry_allows_only_that_port(tmp_path: Path) -> None:
+    fetcher = make_fetcher(ok, allowed=["cdn.example.com:8443"])
+    fetched = await fetcher.fetch("https://cdn.example.com:8443/a.png", tmp_path / "ok")
+    assert fetched.size_bytes == len(BODY)
+    (refused := tmp_path / "refused").mkdir()
+    error = await fetch_error(fetcher, "https://cdn.example.com/a.png", refused)
+    assert "host not allowed on port 443" in error.message
+
+
 # --- redirects --------------------------------------------------------------------------
 
 
@@ -242,19 +291,188 @@ async def test_missing_output_says_it_expired(status: int, tmp_path: Path) -> No
     assert "no longer available" in error.message
 
 
-async def test_server_error_status(tmp_path: Path) -> None:
-    fetcher = make_fetcher(lambda request: httpx.Response(503))
-    error = await fetch_error(fetcher, "https://replicate.delivery/a.png", tmp_path)
-    assert "HTTP 503" in error.message
+class Flaky:
+    """A handler that fails ``failures`` times (a status, or a raised transport error), then
+    answers 200 with ``BODY``; records every request."""
+
+    def __init__(
+        self, failure: int | type[httpx.TransportError], failures: int = 1, **headers: str
+    ):
+        self.failure, self.failures, self.headers = failure, failures, headers
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if len(self.requests) > self.failures:
+            return ok(request)
+        if isinstance(self.failure, int):
+            return httpx.Response(self.failure, headers=self.headers, text="upstream broke")
+        raise self.failure("simulated", request=request)
 
 
-async def test_connection_error(tmp_path: Path) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+URL = "https://replicate.delivery/pbxt/out-0.png"
 
-    error = await fetch_error(make_fetcher(refuse), "https://replicate.delivery/a.png", tmp_path)
-    assert "connection error" in error.message
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_transient_status_is_retried(status: int, tmp_path: Path) -> None:
+    handler, clock = Flaky(status), FakeClock()
+    fetched = await make_fetcher(handler, clock=clock).fetch(URL, tmp_path)
+    assert fetched.path.read_bytes() == BODY
+    assert len(handler.requests) == 2
+    assert clock.sleeps == [0.2]  # the first backoff step (no jitter at draw=0.5)
+    assert list(tmp_path.iterdir()) == [fetched.path]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.ReadTimeout,
+        httpx.ReadError,
+        httpx.WriteError,
+        httpx.RemoteProtocolError,
+        httpx.PoolTimeout,
+    ],
+)
+async def test_connection_errors_and_timeouts_are_retried(
+    error: type[httpx.TransportError], tmp_path: Path
+) -> None:
+    handler = Flaky(error, failures=2)
+    fetched = await make_fetcher(handler).fetch(URL, tmp_path)
+    assert fetched.size_bytes == len(BODY)
+    assert len(handler.requests) == 3
+
+
+async def test_reset_mid_body_is_retried_from_scratch(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"half of a"
+        raise httpx.ReadError("connection reset by peer")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(200, content=broken()) if len(calls) == 1 else ok(request)
+
+    fetched = await make_fetcher(handler).fetch(URL, tmp_path)
+    assert fetched.path.read_bytes() == BODY  # nothing of the broken body is kept
+    assert fetched.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert list(tmp_path.iterdir()) == [fetched.path]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 416, 451])
+async def test_other_client_errors_fail_fast(status: int, tmp_path: Path) -> None:
+    handler, clock = Flaky(status, failures=10), FakeClock()
+    error = await fetch_error(make_fetcher(handler, clock=clock), URL, tmp_path)
+    assert f"HTTP {status}" in error.message
+    assert "attempts" not in error.message
+    assert len(handler.requests) == 1
+    assert clock.sleeps == []
+
+
+async def test_attempts_are_bounded_and_back_off_exponentially(tmp_path: Path) -> None:
+    handler, clock = Flaky(503, failures=100), FakeClock()
+    policy = DownloadRetry(max_attempts=5, base_delay=0.5, max_delay=2.0)
+    fetcher = make_fetcher(handler, clock=clock, retry=policy, timeout=60)
+    error = await fetch_error(fetcher, URL, tmp_path)
+    assert error.message == "download from replicate.delivery failed with HTTP 503 (5 attempts)"
+    assert error.provider == "replicate.delivery"
+    assert len(handler.requests) == 5
+    assert clock.sleeps == [0.5, 1.0, 2.0, 2.0]  # capped at max_delay
+
+
+async def test_last_transport_error_is_the_cause(tmp_path: Path) -> None:
+    handler = Flaky(httpx.ConnectError, failures=100)
+    error = await fetch_error(make_fetcher(handler), URL, tmp_path)
+    assert "connection error (ConnectError) (4 attempts)" in error.message
     assert isinstance(error.__cause__, httpx.ConnectError)
+    assert len(handler.requests) == DownloadRetry().max_attempts
+
+
+@pytest.mark.parametrize(("draw", "factor"), [(0.0, 0.5), (0.999999, 1.5)])
+async def test_backoff_is_jittered(draw: float, factor: float, tmp_path: Path) -> None:
+    clock = FakeClock()
+    await make_fetcher(Flaky(502), clock=clock, draw=draw).fetch(URL, tmp_path)
+    assert clock.sleeps == [pytest.approx(0.2 * factor, rel=1e-4)]
+
+
+async def test_retries_stay_within_the_time_limit(tmp_path: Path) -> None:
+    handler, clock = Flaky(500, failures=100), FakeClock()
+    policy = DownloadRetry(max_attempts=50, base_delay=0.2, max_delay=2.0, jitter=0.0)
+    fetcher = make_fetcher(handler, clock=clock, retry=policy, timeout=3.5)
+    error = await fetch_error(fetcher, URL, tmp_path)
+    assert "HTTP 500 (5 attempts)" in error.message
+    assert clock.sleeps == [0.2, 0.4, 0.8, 1.6]  # 3 s spent: the next 2 s would pass 3.5 s
+    assert len(handler.requests) == 5
+
+
+async def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    handler, clock = Flaky(429, **{"Retry-After": "3"}), FakeClock()
+    fetched = await make_fetcher(handler, clock=clock, timeout=10).fetch(URL, tmp_path)
+    assert fetched.size_bytes == len(BODY)
+    assert clock.sleeps == [3.0]
+
+
+async def test_short_retry_after_does_not_shorten_the_backoff(tmp_path: Path) -> None:
+    handler, clock = Flaky(503, **{"Retry-After": "0"}), FakeClock()
+    await make_fetcher(handler, clock=clock).fetch(URL, tmp_path)
+    assert clock.sleeps == [0.2]
+
+
+async def test_retry_after_past_the_limit_gives_up_at_once(tmp_path: Path) -> None:
+    handler, clock = Flaky(503, failures=100, **{"Retry-After": "3600"}), FakeClock()
+    error = await fetch_error(make_fetcher(handler, clock=clock, timeout=60), URL, tmp_path)
+    assert error.message == "download from replicate.delivery failed with HTTP 503"
+    assert len(handler.requests) == 1
+    assert clock.sleeps == []
+
+
+NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        ("Fri, 27 Nov 2026 08:00:30 GMT", 30.0),
+        ("Fri, 27 Nov 2026 07:59:00 GMT", 0.0),  # a date in the past: no wait
+        ("-3", None),
+        ("nan", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, now=lambda: NOW) == seconds
+
+
+async def test_a_retry_starts_over_at_the_original_url(tmp_path: Path) -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/start":
+            return httpx.Response(302, headers={"Location": "/final.png"})
+        return httpx.Response(503) if len(paths) < 3 else ok(request)
+
+    fetched = await make_fetcher(handler).fetch("https://replicate.delivery/start", tmp_path)
+    assert fetched.url == "https://replicate.delivery/final.png"
+    assert paths == ["/start", "/final.png", "/start", "/final.png"]
+
+
+async def test_refusals_of_our_own_are_not_retried(tmp_path: Path) -> None:
+    handler = Flaky(200)
+    big = make_fetcher(lambda r: httpx.Response(200, content=b"x" * 200), max_bytes=100)
+    assert "larger than" in (await fetch_error(big, URL, tmp_path)).message
+    calls: list[str] = []
+    private = make_fetcher(handler, dns={"replicate.delivery": ["10.0.0.1"]}, resolver_calls=calls)
+    await fetch_error(private, "https://replicate.delivery/a.png", tmp_path)
+    assert calls == ["replicate.delivery"]
+    assert handler.requests == []
 
 
 # --- size and time limits ---------------------------------------------------------------
@@ -387,6 +605,32 @@ async def test_real_server_without_length_is_cut_at_the_cap(tmp_path: Path) -> N
         fetcher = SafeFetcher(client, allowed_hosts=["127.0.0.1"], max_bytes=1_000_000, timeout=10)
         error = await fetch_error(fetcher, f"http://127.0.0.1:{port}/big", tmp_path)
     assert "larger than 1000000 bytes" in error.message
+
+
+async def test_real_server_that_resets_the_first_connection(tmp_path: Path) -> None:
+    connections: list[int] = []
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        if len(connections) == 1:  # headers promise 1000 bytes; 10 come, then the socket closes
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(respond, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    policy = DownloadRetry(base_delay=0.01)
+    async with server, httpx.AsyncClient() as client:
+        fetcher = SafeFetcher(
+            client, allowed_hosts=["127.0.0.1"], max_bytes=10_000, timeout=10, retry=policy
+        )
+        fetched = await fetcher.fetch(f"http://127.0.0.1:{port}/out.png", tmp_path)
+    assert fetched.path.read_bytes() == BODY
+    assert len(connections) == 2
+    assert list(tmp_path.iterdir()) == [fetched.path]
 
 
 async def test_loopback_is_refused_unless_configured(tmp_path: Path) -> None:

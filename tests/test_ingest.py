@@ -9,7 +9,7 @@ import io
 import struct
 import urllib.parse
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -142,6 +142,35 @@ def test_pixel_limit_is_enforced_below_pillows_warning() -> None:
     with pytest.raises(ImageFetchError, match="pixel limit"):
         inspect_image(image_bytes(size=(100, 100)), max_pixels=9999)
     assert inspect_image(image_bytes(size=(100, 100)), max_pixels=10_000).width == 100
+
+
+async def test_a_download_that_fails_once_is_stored(tmp_path: Path) -> None:
+    data, attempts = image_bytes(), []
+
+    async def cut_short() -> AsyncIterator[bytes]:
+        yield data[:20]
+        raise httpx.ReadError("connection reset by peer")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        if len(attempts) == 1:
+            return httpx.Response(503, text="<html>503 Service Unavailable</html>")
+        if len(attempts) == 2:
+            return httpx.Response(200, content=cut_short())
+        return httpx.Response(200, content=data)
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    fetcher = SafeFetcher(
+        client, allowed_hosts=(), max_bytes=10**6, timeout=5, resolver=resolve_public, sleep=no_wait
+    )
+    store = LocalImageStore(tmp_path / "images")
+    stored = await ImageIngestor(store, fetcher).ingest("https://replicate.delivery/a.png")
+    assert len(attempts) == 3
+    assert stored.key == f"{hashlib.sha256(data).hexdigest()}.png"
+    assert stored_files(store) == [store.path_for(stored.key)]  # no spool of the broken body
 
 
 async def test_fetch_errors_pass_through(tmp_path: Path) -> None:

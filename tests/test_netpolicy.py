@@ -6,7 +6,8 @@ import pytest
 from tests.support.addresses import PRIVATE_ADDRESSES
 
 from imagegen.config import Settings
-from imagegen.netpolicy import HostAllowList, is_public_address
+from imagegen.errors import ConfigurationError
+from imagegen.netpolicy import HostAllowList, HostEntry, is_public_address
 
 PUBLIC_IP = "93.184.216.34"
 
@@ -15,45 +16,111 @@ PUBLIC_IP = "93.184.216.34"
 
 
 @pytest.mark.parametrize(
-    ("host", "allowed"),
+    ("host", "port", "allowed"),
     [
-        ("replicate.delivery", True),
-        ("pbxt.replicate.delivery", True),
-        ("a.b.replicate.delivery", True),
-        ("REPLICATE.DELIVERY.", True),
-        ("evil-replicate.delivery", False),
-        ("replicate.delivery.evil.com", False),
-        ("replicatedelivery", False),
-        ("cdn.example.com", True),
-        ("example.com", False),
-        ("img.media.example.org", True),
-        ("media.example.org", False),
-        ("127.0.0.1", True),
-        ("127.0.0.2", False),
+        ("replicate.delivery", 443, True),
+        ("replicate.delivery", 8443, True),  # built-ins are host-only
+        ("pbxt.replicate.delivery", 443, True),
+        ("a.b.replicate.delivery", 443, True),
+        ("REPLICATE.DELIVERY.", 443, True),
+        ("evil-replicate.delivery", 443, False),
+        ("replicate.delivery.evil.com", 443, False),
+        ("replicatedelivery", 443, False),
+        ("cdn.example.com", 443, True),
+        ("cdn.example.com", 9999, True),  # a bare host: any port
+        ("example.com", 443, False),
+        ("img.media.example.org", 443, True),
+        ("media.example.org", 443, False),
+        ("127.0.0.1", 8765, True),
+        ("127.0.0.1", 8766, False),
+        ("127.0.0.1", 80, False),
+        ("127.0.0.2", 8765, False),
+        ("files.example.net", 8443, True),
+        ("files.example.net", 443, False),
+        ("a.cdn.example.io", 443, True),
+        ("a.cdn.example.io", 80, False),
+        ("::1", 8080, True),
+        ("0:0::1", 8080, True),
+        ("::1", 8081, False),
+        ("api.openai.com", 443, True),
+        ("api.openai.com", 80, False),
     ],
 )
-def test_allow_list_matching(host: str, allowed: bool) -> None:
-    hosts = HostAllowList(configured=("cdn.example.com", ".media.example.org", "127.0.0.1"))
-    assert hosts.permits(host) is allowed
+def test_allow_list_matches_host_and_port(host: str, port: int, allowed: bool) -> None:
+    hosts = HostAllowList.of(
+        "cdn.example.com",
+        ".media.example.org",
+        "http://127.0.0.1:8765",
+        "files.example.net:8443",
+        "*.cdn.example.io:443",
+        "[::1]:8080",
+        "https://api.openai.com/v1",
+    )
+    assert hosts.permits(host, port) is allowed
 
 
-def test_only_exact_configured_hosts_are_trusted_with_private_addresses() -> None:
-    hosts = HostAllowList(configured=("http://127.0.0.1:9000", "*.media.example.org"))
-    assert hosts.trusts("127.0.0.1")
-    assert not hosts.trusts("a.media.example.org")
-    assert not hosts.trusts("replicate.delivery")
+@pytest.mark.parametrize(
+    ("text", "entry"),
+    [
+        ("http://127.0.0.1:8765", HostEntry("127.0.0.1", 8765)),
+        ("http://127.0.0.1", HostEntry("127.0.0.1", 80)),
+        ("https://Files.Example.NET./x", HostEntry("files.example.net", 443)),
+        ("https://example.com:443/", HostEntry("example.com", 443)),
+        ("127.0.0.1:9000", HostEntry("127.0.0.1", 9000)),
+        ("127.0.0.1", HostEntry("127.0.0.1", None)),
+        ("*.example.com", HostEntry(".example.com", None)),
+        (".example.com:8443", HostEntry(".example.com", 8443)),
+        ("[::1]:8080", HostEntry("::1", 8080)),
+        ("[::1]", HostEntry("::1", None)),
+        ("::1", HostEntry("::1", None)),
+        ("  ", None),
+        ("*.", None),
+    ],
+)
+def test_entry_forms(text: str, entry: HostEntry | None) -> None:
+    assert HostEntry.parse(text) == entry
+
+
+@pytest.mark.parametrize("text", ["example.com:http", "example.com:0", "h:70000", "ftp://h/"])
+def test_unreadable_entries_are_configuration_errors(text: str) -> None:
+    with pytest.raises(ConfigurationError):
+        HostEntry.parse(text)
+
+
+def test_only_exact_configured_host_and_port_are_trusted_with_private_addresses() -> None:
+    hosts = HostAllowList.of("http://127.0.0.1:9000", "*.media.example.org", "10.0.0.8")
+    assert hosts.trusts("127.0.0.1", 9000)
+    assert not hosts.trusts("127.0.0.1", 9001)
+    assert not hosts.trusts("127.0.0.1", 80)
+    assert hosts.trusts("10.0.0.8", 1234)  # a bare host is trusted on any port, as written
+    assert not hosts.trusts("a.media.example.org", 443)
+    assert not hosts.trusts("replicate.delivery", 443)
 
 
 def test_allow_list_from_settings() -> None:
     settings = Settings(
-        replicate_base_url="http://127.0.0.1:8765", download_allowed_hosts=["files.example.net"]
+        replicate_base_url="http://127.0.0.1:8765",
+        download_allowed_hosts=["files.example.net", "media.example.org:8443"],
     )
     hosts = HostAllowList.from_settings(settings, "https://api.openai.com/v1")
-    assert hosts.permits("127.0.0.1")
-    assert hosts.permits("api.openai.com")
-    assert hosts.permits("files.example.net")
-    assert hosts.permits("x.replicate.delivery")
-    assert not hosts.permits("api.replicate.com")
+    assert hosts.permits("127.0.0.1", 8765)
+    assert hosts.trusts("127.0.0.1", 8765)
+    assert not hosts.permits("127.0.0.1", 22)  # not any port of the provider's host
+    assert not hosts.trusts("127.0.0.1", 6379)
+    assert hosts.permits("api.openai.com", 443)
+    assert not hosts.permits("api.openai.com", 8443)
+    assert hosts.permits("files.example.net", 443)
+    assert hosts.permits("files.example.net", 8080)
+    assert hosts.permits("media.example.org", 8443)
+    assert not hosts.permits("media.example.org", 443)
+    assert hosts.permits("x.replicate.delivery", 443)
+    assert not hosts.permits("api.replicate.com", 443)
+
+
+def test_default_replicate_base_url_is_allowed_on_https_only() -> None:
+    hosts = HostAllowList.from_settings(Settings())
+    assert hosts.permits("api.replicate.com", 443)
+    assert not hosts.permits("api.replicate.com", 80)
 
 
 # --- addresses --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ REPLICATE_REF = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9a-f]{64})?$"
 )
 # A name that could be a catalog entry (no slash, no spaces): unknown ones are a 404, not a 400.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class Catalog:
             return route
         if self._default is not None and REPLICATE_REF.match(model):
             return Route(public_model=model, provider=self._default, upstream_model=model)
-        if self._default is None or _PLAIN_NAME.match(model):
+        if self._default is None or PLAIN_NAME.match(model):
             raise ModelNotFound(
                 f"model '{model}' is not served by this imagegen (GET /v1/models lists the "
                 "models it serves)",

@@ -1,15 +1,20 @@
 """Safe download of provider outputs to a local spool file (no SSRF, no endless bodies).
 
-- Only allow-listed hosts (``imagegen.netpolicy.HostAllowList``): ``replicate.delivery`` and its
-  subdomains, hosts of configured provider base URLs, and ``download_allowed_hosts``.
+- Only allow-listed hosts and ports (``imagegen.netpolicy.HostAllowList``): ``replicate.delivery``
+  and its subdomains, configured provider base URLs, and ``download_allowed_hosts``.
 - Never a private, loopback, link-local, multicast, reserved or unspecified address (IPv4, IPv6,
-  IPv4 inside IPv6), checking every resolved address, unless the host is an exact configured
-  entry (a self-hosted provider on 127.0.0.1). The request is pinned to the checked address
-  (Host header and TLS SNI keep the name), so a second DNS answer cannot swap in another one.
+  IPv4 inside IPv6), checking every resolved address, unless host and port are an exact
+  configured entry (a self-hosted provider on 127.0.0.1:8765). The request is pinned to the
+  checked address (Host header and TLS SNI keep the name), so a second DNS answer cannot swap in
+  another one.
 - Redirects followed by hand, at most ``max_redirects``, each hop checked by the same rules.
 - The body is streamed to a temp file while hashed; ``max_bytes`` is enforced on Content-Length
   and on the bytes received, all under one overall ``timeout``. An uncompressed body is asked
   for and a compressed one refused (a gzip bomb would expand in memory before any count).
+- A failed attempt is tried again from the original URL (every rule applies again) after a
+  connection error, reset or timeout, a 408, 429 or 5xx, a bounded number of times, with short
+  exponential backoff and jitter, honouring ``Retry-After``, all within the overall ``timeout``
+  (``imagegen.download_retry``). Never after another 4xx: a 404 or 410 means the output expired.
 - The client's auth, ``Authorization`` and ``Cookie`` are never sent to download hosts.
 
 Every failure is an ``ImageFetchError`` whose ``provider`` is the host involved.
@@ -21,19 +26,37 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import logging
 import os
+import random
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from imagegen.download_retry import DownloadRetry, is_retryable_status, retry_after_seconds
 from imagegen.errors import ImageFetchError
-from imagegen.netpolicy import HostAllowList, Resolver, is_public_address, system_resolver
+from imagegen.netpolicy import (
+    DEFAULT_PORTS,
+    HostAllowList,
+    Resolver,
+    is_public_address,
+    system_resolver,
+)
+
+log = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 STRIPPED_HEADERS = ("authorization", "cookie")
+# Transport failures worth another attempt: timeouts, connect/read/write errors, and a peer that
+# closed mid-message. Not a local protocol error, an unsupported scheme or a proxy failure.
+TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +69,21 @@ class FetchedFile:
     url: str
 
 
+class _Transient(Exception):
+    """A failed attempt worth repeating; ``error`` is what the caller gets if none succeeds."""
+
+    def __init__(self, error: ImageFetchError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
 class SafeFetcher:
     """Downloads provider outputs under the rules in this module's docstring.
 
     The caller owns and closes ``http``; ``fetch`` only borrows it, one request per hop.
+    ``retry`` bounds the attempts; ``sleep``, ``clock`` (monotonic seconds) and ``draw`` (jitter,
+    in [0, 1)) are injected so tests need not wait.
     """
 
     def __init__(
@@ -61,17 +95,25 @@ class SafeFetcher:
         timeout: float,
         resolver: Resolver = system_resolver,
         max_redirects: int = 3,
+        retry: DownloadRetry | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
         self._hosts = (
             allowed_hosts
             if isinstance(allowed_hosts, HostAllowList)
-            else HostAllowList(configured=tuple(allowed_hosts))
+            else HostAllowList.of(*allowed_hosts)
         )
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._resolver = resolver
         self._max_redirects = max_redirects
+        self._retry = retry or DownloadRetry()
+        self._sleep = sleep
+        self._clock = clock
+        self._draw = draw
 
     @property
     def max_bytes(self) -> int:
@@ -80,13 +122,28 @@ class SafeFetcher:
     async def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
         """Download ``url`` into a new temp file in ``dest_dir``; raises ``ImageFetchError``."""
         target = _parse_url(url)
+        deadline = self._clock() + self._timeout
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._follow(target, dest_dir)
+                return await self._attempts(target, dest_dir, deadline)
         except TimeoutError as exc:
             host = _host_of(target)
             message = f"download from {host} timed out after {self._timeout:g}s"
             raise ImageFetchError(message, provider=host) from exc
+
+    async def _attempts(self, url: httpx.URL, dest_dir: Path, deadline: float) -> FetchedFile:
+        attempt = 1
+        while True:
+            try:
+                return await self._follow(url, dest_dir)
+            except _Transient as failed:
+                remaining = deadline - self._clock()
+                delay = self._retry.delay(attempt, failed.retry_after, remaining, self._draw)
+                if delay is None:
+                    raise _given_up(failed.error, attempt) from failed.error.__cause__
+                log.info("download: %s; attempt %d in %.2fs", failed.error, attempt + 1, delay)
+                await self._sleep(delay)
+                attempt += 1
 
     async def _follow(self, url: httpx.URL, dest_dir: Path) -> FetchedFile:
         for _ in range(self._max_redirects + 1):
@@ -110,16 +167,15 @@ class SafeFetcher:
         raise ImageFetchError(message, provider=host)
 
     async def _build_request(self, url: httpx.URL, host: str) -> httpx.Request:
-        if not self._hosts.permits(host):
-            raise ImageFetchError(
-                f"refusing to download from {host}: host not allowed", provider=host
-            )
+        port = url.port or DEFAULT_PORTS[url.scheme]
+        if not self._hosts.permits(host, port):
+            message = f"refusing to download from {host}: host not allowed on port {port}"
+            raise ImageFetchError(message, provider=host)
         request = self._http.build_request("GET", url, headers={"Accept-Encoding": "identity"})
         for name in STRIPPED_HEADERS:
             request.headers.pop(name, None)
-        if not self._hosts.trusts(host):
-            default_port = 443 if url.scheme == "https" else 80
-            address = await self._checked_address(host, url.port or default_port)
+        if not self._hosts.trusts(host, port):
+            address = await self._checked_address(host, port)
             request.url = url.copy_with(host=address)
             request.extensions = {**request.extensions, "sni_hostname": host}
         return request
@@ -186,7 +242,11 @@ def _check_response(response: httpx.Response, host: str, max_bytes: int) -> None
         message = f"image at {host} is no longer available (HTTP {status}); provider outputs expire"
         raise ImageFetchError(message, provider=host)
     if not 200 <= status < 300:
-        raise ImageFetchError(f"download from {host} failed with HTTP {status}", provider=host)
+        message = f"download from {host} failed with HTTP {status}"
+        if is_retryable_status(status):
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            raise _Transient(ImageFetchError(message, provider=host), retry_after)
+        raise ImageFetchError(message, provider=host)
     if response.headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
         message = f"download from {host} failed: compressed responses are refused"
         raise ImageFetchError(message, provider=host)
@@ -199,12 +259,27 @@ def _too_large(host: str, max_bytes: int) -> ImageFetchError:
     return ImageFetchError(f"image from {host} is larger than {max_bytes} bytes", provider=host)
 
 
+def _given_up(error: ImageFetchError, attempts: int) -> ImageFetchError:
+    if attempts == 1:
+        return error
+    return ImageFetchError(f"{error.message} ({attempts} attempts)", provider=error.provider)
+
+
+def _transient(message: str, host: str, cause: Exception) -> _Transient:
+    error = ImageFetchError(message, provider=host)
+    error.__cause__ = cause
+    return _Transient(error)
+
+
 @contextlib.contextmanager
 def _translate_http_errors(host: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise ImageFetchError(f"download from {host} timed out", provider=host) from exc
+        raise _transient(f"download from {host} timed out", host, exc) from exc
+    except TRANSIENT_ERRORS as exc:
+        message = f"could not download from {host}: connection error ({type(exc).__name__})"
+        raise _transient(message, host, exc) from exc
     except httpx.TransportError as exc:
         message = f"could not download from {host}: connection error ({type(exc).__name__})"
         raise ImageFetchError(message, provider=host) from exc

@@ -2,6 +2,7 @@
 
 - ``main``: a 10 s deadline; schemas are not cached, so every generation reads its model (and
   model-read faults apply); downloads give up after 2 s; outputs over 1 MiB are refused;
+  downloads may reach the double's port and one closed port on 127.0.0.1 (``closed_port``);
 - ``short``: the same with a 2 s deadline, for the rows that run into it;
 - ``refused``: Replicate's base URL is a closed port.
 
@@ -12,6 +13,7 @@ private address) counts connections: no row may ever reach it. Traffic stays on 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -67,6 +69,12 @@ def sentinel() -> Iterator[Sentinel]:
 
 
 @pytest.fixture(scope="session")
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on, allowed for downloads as ``127.0.0.1:<port>``."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def fault_double() -> Iterator[DoubleProcess]:
     args = ("--token", TOKEN, "--duration", "0.1", "--queue-time", "0.05", "--max-wait", "0")
     with DoubleProcess(*args) as process:
@@ -81,7 +89,8 @@ def upstream(fault_double: DoubleProcess) -> Iterator[DoubleControl]:
     fault_double.control.reset()
 
 
-def _server(tmp: Path, base_url: str, deadline: float) -> ImagegenProcess:
+def _server(tmp: Path, base_url: str, deadline: float, closed_port: int) -> ImagegenProcess:
+    allowed = [PRIVATE_SUFFIX, f"127.0.0.1:{closed_port}"]
     return ImagegenProcess(
         tmp,
         {
@@ -93,14 +102,14 @@ def _server(tmp: Path, base_url: str, deadline: float) -> ImagegenProcess:
             "IMAGEGEN_SCHEMA_CACHE_TTL": "0",
             "IMAGEGEN_DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT),
             "IMAGEGEN_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-            "IMAGEGEN_DOWNLOAD_ALLOWED_HOSTS": f'["{PRIVATE_SUFFIX}"]',
+            "IMAGEGEN_DOWNLOAD_ALLOWED_HOSTS": json.dumps(allowed),
         },
     )
 
 
 @pytest.fixture(scope="session")
 def servers(
-    tmp_path_factory: pytest.TempPathFactory, fault_double: DoubleProcess
+    tmp_path_factory: pytest.TempPathFactory, fault_double: DoubleProcess, closed_port: int
 ) -> Iterator[dict[str, ImagegenProcess]]:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     bases = {"main": fault_double.base_url, "short": fault_double.base_url, "refused": closed}
@@ -108,7 +117,7 @@ def servers(
     try:
         for name, base in bases.items():
             tmp = tmp_path_factory.mktemp(f"imagegen-{name}")
-            started[name] = _server(tmp, base, DEADLINES[name]).start()
+            started[name] = _server(tmp, base, DEADLINES[name], closed_port).start()
         yield started
     finally:
         for process in started.values():

@@ -6,6 +6,8 @@ file host the outputs come from). Every row asserts, over real processes on loop
 - the final HTTP status and the words of the error a client sees;
 - that the request ended within the row's bound, itself within the deadline (no hang);
 - the exact number of predictions created upstream (never two for one planned prediction);
+- for the file-host rows, how many times the output file was requested (a transient failure is
+  retried a bounded number of times within the download limit; an expired file is not);
 - that no prediction is left running upstream once the request is answered (a prediction
   whose create reply was lost is ended by its ``Cancel-After``, as Replicate would);
 - that imagegen's own record of the generation has ended too;
@@ -49,6 +51,11 @@ class Row:
     settle: float = 1.0  # seconds after the answer for every prediction to be terminal
     stopped: bool = False  # the prediction must have been canceled or aborted upstream
     images: int | None = None  # for 200: how many images come back
+    downloads: int | range | None = None  # requests for output files the double saw
+
+
+def _accepted(expected: int | range) -> range:
+    return range(expected, expected + 1) if isinstance(expected, int) else expected
 
 
 def canned(route: str, status: int, body: str) -> dict[str, Any]:
@@ -230,55 +237,98 @@ ROWS: list[Row] = [
     Row("prediction-fewer-images", ({"fault": "nsfw_drop_one"},), 200, num_images=3, images=2),
     Row("prediction-all-filtered", ({"fault": "nsfw_all"},), 502, ("NSFW",)),
     # --- the file host the outputs come from -------------------------------------------------
-    Row("output-404", ({"fault": "output_404"},), 502, ("no longer available (HTTP 404)",)),
+    # (downloads are retried after resets, timeouts, 408, 429 and 5xx, up to 4 attempts with
+    # backoff of 0.2 s, 0.4 s, 0.8 s +-50% inside the 2 s download limit: 3 or 4 of them fit)
+    Row(
+        "output-404",
+        ({"fault": "output_404"},),
+        502,
+        ("no longer available (HTTP 404)",),
+        downloads=1,  # expired: never retried
+    ),
     Row(
         "output-too-large",
         ({"fault": "output_too_large", "size": 2 * MAX_IMAGE_BYTES},),
         502,
         (f"larger than {MAX_IMAGE_BYTES} bytes",),
+        downloads=1,
     ),
     Row(
         "output-too-large-chunked",
         ({"fault": "output_too_large", "size": 2 * MAX_IMAGE_BYTES, "chunked": True},),
         502,
         (f"larger than {MAX_IMAGE_BYTES} bytes",),
+        downloads=1,
     ),
-    Row("output-not-an-image", ({"fault": "output_not_image"},), 502, ("not a decodable image",)),
+    Row(
+        "output-not-an-image",
+        ({"fault": "output_not_image"},),
+        502,
+        ("not a decodable image",),
+        downloads=1,
+    ),
     Row(
         "output-host-not-allowed",
         ({"fault": "output_private_url"},),
         502,
         ("refusing to download from 10.0.0.1: host not allowed",),
+        downloads=0,
     ),
     Row(
         "output-private-address",
         ({"fault": "output_url", "url": "{sentinel}/x.png"},),
         502,
         ("private or reserved address 127.0.0.2",),
+        downloads=0,
     ),
     Row(
         "output-redirect-to-private-address",
         ({"route": "file", "status": 302, "headers": {"location": "{sentinel}/x.png"}},),
         502,
         ("private or reserved address 127.0.0.2",),
+        downloads=1,
     ),
     Row(
         "output-redirect-to-localhost",
         ({"route": "file", "status": 307, "headers": {"location": "http://localhost:{closed}/"}},),
         502,
         ("refusing to download from localhost: host not allowed",),
+        downloads=1,
+    ),
+    Row(  # the provider's host (127.0.0.1) on a port that is not the provider's
+        "output-provider-host-other-port",
+        ({"fault": "output_url", "url": "http://127.0.0.1:{closed}/x.png"},),
+        502,
+        ("refusing to download from 127.0.0.1: host not allowed on port",),
+        downloads=0,
     ),
     Row(
         "output-connection-refused",
-        ({"fault": "output_url", "url": "http://127.0.0.1:{closed}/x.png"},),
+        ({"fault": "output_url", "url": "http://127.0.0.1:{closed_allowed}/x.png"},),
         502,
-        ("could not download from 127.0.0.1: connection error",),
+        ("could not download from 127.0.0.1: connection error", "attempts"),
+        within=DOWNLOAD_TIMEOUT + SLACK,
+        downloads=0,
     ),
     Row(
-        "output-reset-mid-body",
+        "output-reset-before-headers-once",
+        ({"route": "file", "fault": "reset_connection", "when": "before_headers"},),
+        200,
+        downloads=2,
+    ),
+    Row(
+        "output-reset-mid-body-once",
         ({"route": "file", "fault": "reset_connection"},),
+        200,
+        downloads=2,
+    ),
+    Row(
+        "output-reset-mid-body-every-time",
+        ({"route": "file", "fault": "reset_connection", "times": 100},),
         502,
-        ("could not download from 127.0.0.1",),
+        ("could not download from 127.0.0.1", "attempts"),
+        within=DOWNLOAD_TIMEOUT + SLACK,
+        downloads=range(3, 5),
     ),
     Row(
         "output-read-hangs",
@@ -286,8 +336,48 @@ ROWS: list[Row] = [
         502,
         (f"timed out after {DOWNLOAD_TIMEOUT:g}s",),
         within=DOWNLOAD_TIMEOUT + SLACK,
+        downloads=1,  # the hang spends the whole download limit: no time for another attempt
     ),
-    Row("output-503", (canned("file", 503, "html"),), 502, ("failed with HTTP 503",)),
+    Row(
+        "output-slow-once",  # answers late but inside the limit
+        ({"route": "file", "fault": "slow", "seconds": DOWNLOAD_TIMEOUT / 2},),
+        200,
+        downloads=1,
+    ),
+    *(
+        Row(f"output-{status}-once", (canned("file", status, body),), 200, downloads=2)
+        for status, body in ((500, "empty"), (502, "html"), (503, "html"), (504, "html"))
+    ),
+    Row("output-408-once", (canned("file", 408, "empty"),), 200, downloads=2),
+    Row(
+        "output-503-every-time",
+        ({**canned("file", 503, "html"), "times": 100},),
+        502,
+        ("failed with HTTP 503", "attempts"),
+        within=DOWNLOAD_TIMEOUT + SLACK,
+        downloads=range(3, 5),
+    ),
+    Row(
+        "output-429-retry-after",
+        ({"route": "file", "fault": "rate_limit", "retry_after": 1},),
+        200,
+        downloads=2,
+    ),
+    Row(  # a Retry-After past the download limit: give up at once rather than wait it out
+        "output-429-retry-after-past-limit",
+        ({"route": "file", "fault": "rate_limit", "retry_after": 3600, "times": 100},),
+        502,
+        ("failed with HTTP 429",),
+        within=DOWNLOAD_TIMEOUT,
+        downloads=1,
+    ),
+    Row(
+        "output-403",
+        ({**canned("file", 403, "html"), "times": 100},),
+        502,
+        ("failed with HTTP 403",),
+        downloads=1,  # a 4xx other than 408 / 429 is not retried
+    ),
     # --- cancelling fails: last, as its cancel retries outlive the request -----------------
     Row(
         "cancel-fails-cancel-after-ends-it",
@@ -332,10 +422,15 @@ def test_fault(
     upstream: DoubleControl,
     servers: dict[str, ImagegenProcess],
     sentinel: Sentinel,
+    closed_port: int,
 ) -> None:
     if row.config:
         upstream.configure(**row.config)
-    names = {"sentinel": sentinel.url, "closed": str(free_port())}
+    names = {
+        "sentinel": sentinel.url,
+        "closed": str(free_port()),
+        "closed_allowed": str(closed_port),
+    }
     if row.faults:
         upstream.script_many([_fill(fault, names) for fault in row.faults])
     server, deadline = servers[row.server], DEADLINES[row.server]
@@ -376,6 +471,9 @@ def test_fault(
         assert all(status in STOPPED for status in statuses), statuses
     for prediction in stats["predictions"]:  # each carries Replicate's own backstop
         assert prediction["cancel_after"], prediction
+    if row.downloads is not None:
+        downloads = stats["requests"].get("file", 0)
+        assert downloads in _accepted(row.downloads), f"{downloads} requests for output files"
 
     record = _record(server, prompt)
     assert record is not None

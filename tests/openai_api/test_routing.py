@@ -124,6 +124,35 @@ def test_catalog_models_are_listed_with_their_routes(api: httpx.Client) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("model", "owner"),
+    [
+        ("dall-e-3", "openai"),
+        ("stable-diffusion-xl", "openai"),
+        ("someone/some-model", "replicate"),
+    ],
+)
+def test_a_served_model_is_retrieved(api: httpx.Client, model: str, owner: str) -> None:
+    response = api.get(f"/v1/models/{model}")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"id": model, "object": "model", "created": 0, "owned_by": owner}
+
+
+@pytest.mark.parametrize(
+    "model", ["no-such-model", "not a model", "owner/name:nothex", "a/b/c", "-x", "owner/name "]
+)
+def test_an_unknown_or_malformed_model_is_404_model_not_found(
+    api: httpx.Client, model: str
+) -> None:
+    response = api.get(f"/v1/models/{model}")
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "model"
+    assert model in error["message"]
+
+
 def test_without_passthrough_replicate_references_are_404(
     tmp_path: Path, replicate_double_server: ReplicateDouble
 ) -> None:

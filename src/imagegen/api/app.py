@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from imagegen import __version__
-from imagegen.api import errors
+from imagegen.api import errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app, settings)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
     for router in (*routers, health.router):

@@ -9,11 +9,11 @@ seed endpoint's: a string for a number, an unknown field or an out-of-range valu
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from imagegen.api.schemas import GenerateRequest
+from imagegen.api.schemas import GenerateRequest, WholeInt, whole_number
 from imagegen.catalog import Route
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
@@ -21,6 +21,7 @@ from imagegen.models import GenerationRequest
 
 ResponseFormat = Literal["url", "b64_json"]
 _SIZE = re.compile(r"^([0-9]{1,6})x([0-9]{1,6})$")
+_WHOLE = BeforeValidator(whole_number)
 
 
 class ImageGenerationRequest(BaseModel):
@@ -32,7 +33,7 @@ class ImageGenerationRequest(BaseModel):
     model: StrictStr | None = Field(
         default=None, description="A catalog name or owner/name[:version]; default: the server's."
     )
-    n: StrictInt | None = Field(default=None, description="How many images (default 1).")
+    n: WholeInt | None = Field(default=None, description="How many images (default 1).")
     size: StrictStr | None = Field(
         default=None, description='"WxH" in pixels, or "auto" (the model\'s default size).'
     )
@@ -44,12 +45,12 @@ class ImageGenerationRequest(BaseModel):
     style: StrictStr | None = Field(default=None, description="Accepted and recorded.")
     background: StrictStr | None = Field(default=None, description="Accepted and recorded.")
     moderation: StrictStr | None = Field(default=None, description="Accepted and recorded.")
-    output_compression: StrictInt | None = Field(default=None, ge=0, le=100)
+    output_compression: Annotated[StrictInt, Field(ge=0, le=100), _WHOLE] | None = None
     user: StrictStr | None = Field(default=None, description="Accepted and recorded.")
     safety_identifier: StrictStr | None = Field(default=None, description="Accepted, recorded.")
     stream: StrictBool | None = Field(default=None, description="Only false is supported.")
-    partial_images: StrictInt | None = Field(default=None, ge=0, le=3)
-    seed: StrictInt | None = Field(default=None, description="Extension: the seed.")
+    partial_images: Annotated[StrictInt, Field(ge=0, le=3), _WHOLE] | None = None
+    seed: WholeInt | None = Field(default=None, description="Extension: the seed.")
     negative_prompt: StrictStr | None = Field(default=None, description="Extension.")
 
     def recorded_options(self) -> dict[str, Any]:

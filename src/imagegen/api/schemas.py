@@ -1,12 +1,13 @@
-"""Wire models of the seed API (``/api/v1``). Strict: no coercion of strings, floats or booleans."""
+"""Wire models of the seed API (``/api/v1``). Strict: no coercion of strings, booleans or
+fractions; a whole number written as a float (``2.0``) is the integer JSON Schema says it is."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
@@ -14,6 +15,20 @@ from imagegen.jobs.records import WebhookAttempt
 from imagegen.models import Generation, GenerationRequest, JobStatus
 
 OutputFormat = Literal["png", "jpg", "jpeg", "webp"]
+
+
+def whole_number(value: object) -> object:
+    """``2.0`` -> ``2``: JSON Schema's ``integer`` admits it; ``2.5``, ``"2"`` and ``true`` stay
+    refused by the strict check that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeInt = Annotated[StrictInt, BeforeValidator(whole_number)]
+"""An integer on the wire: a JSON integer, or a float with no fractional part. Bounds go before
+the validator, ``Annotated[StrictInt, Field(ge=0), BeforeValidator(whole_number)]``, or the
+schema shows them as ``ge``/``le`` instead of ``minimum``/``maximum``."""
 WebhookEventName = Literal["start", "completed"]
 
 
@@ -24,10 +39,10 @@ class GenerateRequest(BaseModel):
 
     model: StrictStr = Field(description="owner/name or owner/name:version, or a catalog name.")
     prompt: StrictStr = Field(description="What to draw.")
-    num_images: StrictInt = Field(description="How many images (default bounds 1-10).")
-    width: StrictInt = Field(description="Width in pixels (default bounds 64-4096).")
-    height: StrictInt = Field(description="Height in pixels (default bounds 64-4096).")
-    seed: StrictInt | None = Field(default=None, description="Seed, for models that take one.")
+    num_images: WholeInt = Field(description="How many images (default bounds 1-10).")
+    width: WholeInt = Field(description="Width in pixels (default bounds 64-4096).")
+    height: WholeInt = Field(description="Height in pixels (default bounds 64-4096).")
+    seed: WholeInt | None = Field(default=None, description="Seed, for models that take one.")
     negative_prompt: StrictStr | None = Field(default=None, description="What not to draw.")
     output_format: OutputFormat | None = Field(default=None, description="Image format.")
     webhook: StrictStr | None = Field(

@@ -41,6 +41,7 @@ class DoubleState:
     def _reset(self) -> None:
         self.config = self._initial
         self.predictions: dict[str, Prediction] = {}
+        self._by_file_id: dict[str, Prediction] = {}  # a file URL's id -> its prediction
         self.files.clear()
         self.faults.clear()
         self.requests: Counter[str] = Counter()
@@ -137,6 +138,7 @@ class DoubleState:
             )
             lifecycle.plan(p, cfg.max_pixels)
             self.predictions[p.id] = p
+            self._by_file_id[p.file_id] = p
             self.creates_by_model[model.ref] += 1
             self.create_window.add(now)
             return p
@@ -164,8 +166,12 @@ class DoubleState:
             return p
 
     def file(self, key: str) -> StoredFile | None:
+        """The file at ``key`` (``<prefix>/<file id>/<name>``); only its own prediction is
+        brought up to date (its outputs may be due, or past their TTL)."""
         with self.lock:
-            for p in self.predictions.values():  # outputs may be due, or past their TTL
+            _, _, rest = key.partition("/")
+            p = self._by_file_id.get(rest.partition("/")[0])
+            if p is not None:
                 self._advance(p)
             stored = self.files.get(key, self.clock())
             if stored is not None:

@@ -16,7 +16,7 @@ from imagegen.api.deps import ServicesDep
 from imagegen.api.openai_schemas import ModelList, ModelObject, OpenAIError
 from imagegen.catalog import Catalog, Route
 from imagegen.config import Settings
-from imagegen.errors import ImagegenError
+from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound
 
 router = APIRouter(tags=["models"])
 
@@ -61,11 +61,16 @@ async def list_models(services: ServicesDep) -> ModelList:
 @router.get(
     "/v1/models/{model:path}",
     response_model=ModelObject,
-    responses={404: {"model": OpenAIError}},
+    responses={404: {"model": OpenAIError, "description": "No such model (code model_not_found)."}},
     summary="Retrieve a model (OpenAI-compatible)",
 )
 async def retrieve_model(model: str, services: ServicesDep) -> ModelObject:
-    route = services.catalog.resolve(model)
+    try:
+        route = services.catalog.resolve(model)
+    except InvalidRequest as exc:  # a malformed name names no model: OpenAI answers 404 for it
+        reason = exc.message.removeprefix("model: ")
+        message = f"model '{model}' is not served by this imagegen: {reason}"
+        raise ModelNotFound(message, model=model) from exc
     return ModelObject(id=model, owned_by=route.provider.name)
 
 
