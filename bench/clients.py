@@ -1,10 +1,12 @@
 """clients: httpx against aiohttp as imagegen's upstream HTTP client, by measurement.
 
 imagegen talks to providers through one pooled ``httpx.AsyncClient``; httpx's pool is known to
-slow down under high concurrency (encode/httpx#3215). Both clients read the same prediction
+slow down under high concurrency (encode/httpx#3215). Three clients read the same prediction
 from the double (``GET /v1/predictions/{id}``, a ~1 KB JSON body) in a closed loop, pools
-sized as ``imagegen.services`` sizes httpx's, at rising concurrency; the figure that decides is
-the CPU the client spends per request, since the double shares the machine.
+sized as ``imagegen.services`` sizes httpx's, at rising concurrency: httpx on its own transport,
+httpx on aiohttp's (``imagegen.http_transport``, what the provider clients use by default), and
+aiohttp itself. The figure that decides is the CPU the client spends per request, since the
+double shares the machine.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ async def run(options: Options) -> Result:
     result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
     try:
         import aiohttp
+
+        from imagegen.http_transport import AiohttpTransport
     except ImportError:
         result.note("aiohttp is not installed (`pip install aiohttp`): nothing to compare")
         return result
@@ -70,8 +74,10 @@ async def run(options: Options) -> Result:
             )
         url = f"{double.base_url}/v1/predictions/{created.json()['id']}"
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        over_aiohttp = AiohttpTransport(limits=limits)
         async with (
             httpx.AsyncClient(headers=headers, limits=limits) as hx,
+            httpx.AsyncClient(headers=headers, transport=over_aiohttp) as hx_aio,
             aiohttp.ClientSession(
                 headers=headers, connector=aiohttp.TCPConnector(limit=1000)
             ) as aio,
@@ -82,6 +88,11 @@ async def run(options: Options) -> Result:
                 response.json()
                 return response.status_code
 
+            async def with_httpx_over_aiohttp() -> int:
+                response = await hx_aio.get(url)
+                response.json()
+                return response.status_code
+
             async def with_aiohttp() -> int:
                 async with aio.get(url) as response:
                     await response.json()
@@ -89,20 +100,25 @@ async def run(options: Options) -> Result:
 
             for concurrency in levels:
                 measured = {}
-                for name, get in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
+                clients = (
+                    ("httpx", with_httpx),
+                    ("httpx over aiohttp", with_httpx_over_aiohttp),
+                    ("aiohttp", with_aiohttp),
+                )
+                for name, get in clients:
                     await _loop(get, min(concurrency, 16), 0.5)  # warm the pool
                     measured[name] = await _loop(get, concurrency, duration)
-                (hx_rate, hx_cpu, hx_err), (aio_rate, aio_cpu, aio_err) = (
-                    measured["httpx"],
-                    measured["aiohttp"],
-                )
+                hx_cpu, aio_cpu = measured["httpx"][1], measured["aiohttp"][1]
                 result.add(
                     f"client CPU per request, concurrency {concurrency}",
-                    f"httpx {hx_cpu * 1e6:.0f} us, aiohttp {aio_cpu * 1e6:.0f} us "
-                    f"({hx_cpu / aio_cpu:.1f}x)",
+                    ", ".join(f"{name} {m[1] * 1e6:.0f} us" for name, m in measured.items())
+                    + f" (httpx/aiohttp {hx_cpu / aio_cpu:.1f}x)",
                 )
                 result.note(
-                    f"concurrency {concurrency}: httpx {hx_rate:.0f} req/s ({hx_err} errors), "
-                    f"aiohttp {aio_rate:.0f} req/s ({aio_err} errors)"
+                    f"concurrency {concurrency}: "
+                    + ", ".join(
+                        f"{name} {rate:.0f} req/s ({errors} errors)"
+                        for name, (rate, _, errors) in measured.items()
+                    )
                 )
     return result

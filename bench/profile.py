@@ -21,11 +21,12 @@ from bench.procs import running
 from bench.report import Result
 
 NAME = "profile"
-HTTP_CLIENT = "HTTP client (httpx), other"
+HTTP_CLIENT = "HTTP client (httpx, aiohttp), other"
 COMPONENTS = (
     ("(sqlalchemy/", "database (SQLAlchemy, aiosqlite, SQLite)"),
     ("(aiosqlite/", "database (SQLAlchemy, aiosqlite, SQLite)"),
     ("GenerationStore", "database (SQLAlchemy, aiosqlite, SQLite)"),
+    ("(imagegen/db/", "database (SQLAlchemy, aiosqlite, SQLite)"),
     ("SafeFetcher", "image download (httpx)"),
     ("inspect_image", "image verify (Pillow)"),
     ("LocalImageStore", "image store (files)"),
@@ -34,6 +35,9 @@ COMPONENTS = (
     ("Retrier", "provider calls (httpx)"),
     ("(httpx/", HTTP_CLIENT),
     ("(httpcore/", HTTP_CLIENT),
+    ("(aiohttp/", HTTP_CLIENT),
+    ("(httpx_aiohttp/", HTTP_CLIENT),
+    ("(imagegen/http_transport", HTTP_CLIENT),
     ("PredictionRun", "provider logic"),
     ("ReplicateProvider", "provider logic"),
     ("JobRunner", "job runner"),

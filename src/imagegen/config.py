@@ -9,7 +9,7 @@ and from a ``.env`` file in the working directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite in the data directory."
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections kept open (as many again during a burst). SQLite "
+        "uses one writer connection and two for reads whatever this says.",
+    )
+    database_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a database transaction waits for a connection (on SQLite, for "
+        "its turn at the writer); past it the request is refused with 503 and Retry-After.",
+    )
     return_provider_urls: bool = Field(
         default=False,
         description="Return the provider's own (expiring) URLs instead of storing images.",
@@ -108,6 +120,11 @@ class Settings(BaseSettings):
     )
     poll_interval: float = Field(default=0.5, gt=0, description="Seconds between status polls.")
     http_connect_timeout: float = Field(default=5.0, gt=0)
+    provider_http_transport: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="What carries provider API calls under httpx's API: aiohttp's connection "
+        "pool (less CPU per request) or httpx's own. Downloads always use httpx's.",
+    )
     schema_cache_ttl: float = Field(default=3600.0, ge=0)
 
     # --- Image downloads ---

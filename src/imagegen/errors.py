@@ -10,6 +10,7 @@
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
+    │   └── StoreBusy             the database is at capacity (no free connection, or locked)
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
@@ -108,6 +109,15 @@ class QueueFull(ImagegenError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreBusy(QueueFull):
+    """The database is at capacity: no connection came free in time, or another writer held
+    its lock too long. The store raises it in place of the driver's error (``db/errors.py``);
+    the transaction did not happen, so the caller may retry it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class InvalidTransition(ImagegenError):

@@ -16,9 +16,11 @@ from imagegen.api.schemas import webhook_renderer
 from imagegen.catalog import Catalog
 from imagegen.catalog_file import CatalogFile, load_catalog_file
 from imagegen.config import Settings
+from imagegen.db.engine import PoolSettings
 from imagegen.db.store import open_store
 from imagegen.errors import ImagegenError
 from imagegen.fetch import SafeFetcher
+from imagegen.http_transport import AiohttpTransport
 from imagegen.ingest import ImageIngestor
 from imagegen.jobs.setup import start_runner
 from imagegen.netpolicy import HostAllowList
@@ -38,7 +40,19 @@ def provider_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        transport=provider_transport(settings, limits),
+    )
+
+
+def provider_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """aiohttp's pool under httpx's API (``imagegen.http_transport``), or None: httpx's own."""
+    if settings.provider_http_transport == "aiohttp":
+        return AiohttpTransport(limits=limits)
+    return None
 
 
 def download_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -58,7 +72,12 @@ def blocking_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        transport=provider_transport(settings, limits),
+    )
 
 
 def process_environment(env_file: Path = Path(".env")) -> dict[str, str]:
@@ -100,7 +119,7 @@ async def build_services(
     catalog_file = load_catalog_file(settings.catalog_path, settings)
     specs = provider_specs(catalog_file, process_environment() if environ is None else environ)
     async with AsyncExitStack() as stack:
-        store = await open_store(settings.resolved_database_url)
+        store = await open_store(settings.resolved_database_url, pool=database_pool(settings))
         stack.push_async_callback(store.aclose)
         image_store = LocalImageStore(settings.images_dir)
         catalog = catalog_file.to_catalog(build_providers(stack, specs, settings))
@@ -121,6 +140,10 @@ async def build_services(
             store=store,
             image_store=image_store,
         )
+
+
+def database_pool(settings: Settings) -> PoolSettings:
+    return PoolSettings(size=settings.database_pool_size, timeout=settings.database_pool_timeout)
 
 
 def public_base_url(settings: Settings) -> str:

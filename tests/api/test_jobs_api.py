@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,6 +313,25 @@ def test_a_full_queue_is_503_with_retry_after(tmp_path):
         assert int(full.headers["retry-after"]) >= 1
         assert "queue is full" in full.json()["error"]
         jobs.release()
+
+
+def test_a_locked_database_is_503_with_retry_after_not_a_500(tmp_path, monkeypatch):
+    monkeypatch.setattr("imagegen.db.engine.SQLITE_BUSY_TIMEOUT_MS", 50)
+    for jobs in running_jobs(tmp_path):
+        other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)  # another writer
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            seed = jobs.client.post(URL, json=GOOD, headers=ASYNC)
+            openai = jobs.client.post("/v1/images/generations", json={"prompt": "a cat"})
+        finally:
+            other.rollback()
+            other.close()
+        assert (seed.status_code, seed.headers["retry-after"]) == (503, "1"), seed.text
+        assert "database is locked" in seed.json()["error"]
+        assert (openai.status_code, openai.headers["retry-after"]) == (503, "1"), openai.text
+        assert openai.json()["error"]["type"] == "server_error"
+        assert openai.json()["error"]["code"] == "store_busy"
+        assert jobs.client.post(URL, json=GOOD, headers=ASYNC).status_code == 202
 
 
 def test_a_sync_request_stuck_in_the_queue_past_its_deadline_is_504(tmp_path):

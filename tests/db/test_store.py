@@ -22,7 +22,8 @@ from imagegen.db import (
     new_generation_id,
     open_store,
 )
-from imagegen.db.tables import PredictionRow, request_from_json
+from imagegen.db.rows import request_from_json
+from imagegen.db.tables import PredictionRow
 from imagegen.errors import IdempotencyKeyInUse, InvalidRequest, NotFound
 from imagegen.models import (
     Generation,
@@ -326,6 +327,28 @@ async def test_only_one_replica_claims_a_queued_job(url: str) -> None:
     finally:
         for store in stores:
             await store.aclose()
+
+
+async def test_a_generation_costs_six_statements(store: GenerationStore) -> None:
+    # The hot path: create, start, record the prediction, succeed. Each transition is one
+    # UPDATE ... RETURNING (the job is not read back); recording a prediction is one INSERT.
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not statement.startswith("BEGIN"):
+            statements.append(statement.split(None, 1)[0])
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", seen)
+    try:
+        generation = await _running(store)
+        await store.add_prediction(generation.id, PredictionRecord("p", {"prompt": "x"}, 2))
+        done = await _finish(store, generation.id, JobStatus.SUCCEEDED)
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", seen)
+
+    assert statements == ["INSERT", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
+    assert done == await store.get(generation.id)
+    assert done.predictions == (PredictionRecord("p", {"prompt": "x"}, 2),)
 
 
 # --- predictions ---

@@ -26,11 +26,17 @@ async def test_from_the_start_every_state_then_done(store, gated):
     blocker = await runner.submit(REQUEST)
     await gated.started.wait()
     job = await runner.submit(REQUEST)  # waits for the slot: queued
-    reader = asyncio.ensure_future(collect(follow(store, runner.events, job.id, heartbeat=5)))
-    while not runner.events.listeners(job.id):
+    updates = []
+
+    async def read():
+        async for update in follow(store, runner.events, job.id, heartbeat=5):
+            updates.append(update)
+
+    reader = asyncio.ensure_future(read())
+    while not updates:  # it has read the job as it is now (queued) before anything changes
         await asyncio.sleep(0.001)
     gated.release.set()
-    updates = await asyncio.wait_for(reader, 5)
+    await asyncio.wait_for(reader, 5)
     assert summary(updates) == [
         ("state", "queued"),
         ("state", "running"),

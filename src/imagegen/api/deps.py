@@ -26,20 +26,28 @@ class Services:
     image_store: ImageStore
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
+# thread pool on every request, which costs more than the work they do.
+
+
+async def get_services(request: Request) -> Services:
+    return _services(request)
+
+
+def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_base_url(request: Request) -> str:
+async def get_base_url(request: Request) -> str:
     """Where clients reach imagegen: the configured public URL, else the request's own."""
-    services = get_services(request)
+    services = _services(request)
     if services.settings.public_base_url:
         return services.settings.public_base_url
     return str(request.base_url).rstrip("/")
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Create endpoints take JSON only; anything else is a 400 naming the header."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()

@@ -11,39 +11,37 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegen.db.queries import rowcount, select_generations
-from imagegen.db.tables import GenerationRow, to_generation
+from imagegen.db.database import Database
+from imagegen.db.queries import load_generations, rowcount
+from imagegen.db.tables import GENERATIONS
 from imagegen.models import Generation, JobStatus
 
 _UNFINISHED_VALUES = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
 _RENEW_BATCH = 500  # ids per UPDATE when renewing leases
+_UNFINISHED = (
+    sa.select(GENERATIONS)
+    .where(GENERATIONS.c.status.in_(_UNFINISHED_VALUES))
+    .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
+)
 
 
 class SqlLeases:
-    """Lease queries over the store's sessions; times from ``clock`` are timezone-aware.
+    """Lease queries over the store's database; times from ``clock`` are timezone-aware.
 
     ``GenerationStore`` serves these methods as its own (``imagegen.jobs.protocols``).
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime]
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, *, clock: Callable[[], datetime]) -> None:
+        self._db = db
         self._clock = clock
 
     async def list_unfinished(self) -> builtins.list[Generation]:
         """Queued and running jobs, oldest first: what a restart must resume or fail."""
-        stmt = (
-            select_generations()
-            .where(GenerationRow.status.in_(_UNFINISHED_VALUES))
-            .order_by(GenerationRow.created_at, GenerationRow.id)
-        )
-        async with self._sessions() as session:
-            return [to_generation(row) for row in await session.scalars(stmt)]
+        return await self._db.read(partial(load_generations, stmt=_UNFINISHED))
 
     async def claim(
         self, generation_id: str, *, owner: str, until: datetime, include_own: bool = True
@@ -56,39 +54,42 @@ class SqlLeases:
         """
         now = self._clock()
         free = [
-            GenerationRow.lease_owner.is_(None),
-            GenerationRow.lease_expires_at.is_(None),
-            GenerationRow.lease_expires_at < now,
+            GENERATIONS.c.lease_owner.is_(None),
+            GENERATIONS.c.lease_expires_at.is_(None),
+            GENERATIONS.c.lease_expires_at < now,
         ]
         if include_own:
-            free.append(GenerationRow.lease_owner == owner)
+            free.append(GENERATIONS.c.lease_owner == owner)
         stmt = (
-            sa.update(GenerationRow)
+            sa.update(GENERATIONS)
             .where(
-                GenerationRow.id == generation_id,
-                GenerationRow.status.in_(_UNFINISHED_VALUES),
+                GENERATIONS.c.id == generation_id,
+                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
                 sa.or_(*free),
             )
             .values(lease_owner=owner, lease_expires_at=until)
         )
-        async with self._sessions.begin() as session:
-            return await rowcount(session, stmt) == 1
+        return await self._db.write(partial(rowcount, stmt=stmt)) == 1
 
     async def renew_leases(
         self, owner: str, generation_ids: Sequence[str], *, until: datetime
     ) -> int:
         """Extend ``owner``'s leases on these unfinished jobs; how many were extended."""
-        renewed = 0
-        async with self._sessions.begin() as session:
-            for start in range(0, len(generation_ids), _RENEW_BATCH):
+        ids = list(generation_ids)
+
+        def renew(connection: sa.Connection) -> int:
+            renewed = 0
+            for start in range(0, len(ids), _RENEW_BATCH):
                 stmt = (
-                    sa.update(GenerationRow)
+                    sa.update(GENERATIONS)
                     .where(
-                        GenerationRow.id.in_(list(generation_ids[start : start + _RENEW_BATCH])),
-                        GenerationRow.lease_owner == owner,
-                        GenerationRow.status.in_(_UNFINISHED_VALUES),
+                        GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
+                        GENERATIONS.c.lease_owner == owner,
+                        GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
                     )
                     .values(lease_expires_at=until)
                 )
-                renewed += await rowcount(session, stmt)
-        return renewed
+                renewed += rowcount(connection, stmt)
+            return renewed
+
+        return await self._db.write(renew)

@@ -1,7 +1,7 @@
-"""Bring a database up: the engine imagegen uses, and Alembic migrations run at start-up.
+"""Bring a database up: Alembic migrations, run at start-up (engines: ``db/engine.py``).
 
-SQLite files get WAL mode, a busy timeout and enforced foreign keys. Migrations ship inside the
-package (``imagegen.db:migrations``), so an installed wheel migrates without an ``alembic.ini``.
+SQLite files are put in WAL mode first. Migrations ship inside the package
+(``imagegen.db:migrations``), so an installed wheel migrates without an ``alembic.ini``.
 Replicas starting together are serialised: on PostgreSQL by a transaction-scoped advisory lock,
 on SQLite by ``BEGIN IMMEDIATE`` (which also makes SQLite's DDL transactional, so a crash
 mid-migration leaves nothing half-built).
@@ -11,50 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from imagegen.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "alembic_config", "create_engine", "migrate"]
 
 SCRIPT_LOCATION = "imagegen.db:migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WAL_ATTEMPTS = 60  # about five seconds
 # An arbitrary constant naming imagegen's migration lock among PostgreSQL advisory locks.
 _PG_MIGRATION_LOCK = 0x696D6167656E
-
-
-def create_engine(url: str | URL) -> AsyncEngine:
-    """An ``AsyncEngine`` for ``url``; for SQLite, create the file's directory and set pragmas."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True)
-    _ensure_sqlite_directory(parsed)
-    engine = create_async_engine(parsed)
-    sa.event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
-    return engine
-
-
-def _ensure_sqlite_directory(url: URL) -> None:
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # The busy timeout makes writers wait for each other instead of failing at once. WAL (set
-    # once per file by migrate) makes NORMAL synchronisation durable enough and fast.
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
 
 
 async def _use_wal(engine: AsyncEngine) -> None:

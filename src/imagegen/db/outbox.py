@@ -11,23 +11,24 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegen.db.tables import WebhookAttemptRow, WebhookDeliveryRow, to_attempt, to_delivery
+from imagegen.db.database import Database
+from imagegen.db.queries import rowcount
+from imagegen.db.rows import to_attempt, to_delivery
+from imagegen.db.tables import ATTEMPTS, DELIVERIES
 from imagegen.jobs.records import Delivery, DeliveryStatus, WebhookAttempt
 
 _PENDING = DeliveryStatus.PENDING.value
 
 
 class SqlWebhookOutbox:
-    """Outbox queries over the store's sessions; times from ``clock`` are timezone-aware."""
+    """Outbox queries over the store's database; times from ``clock`` are timezone-aware."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime]
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, *, clock: Callable[[], datetime]) -> None:
+        self._db = db
         self._clock = clock
 
     async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
@@ -36,34 +37,36 @@ class SqlWebhookOutbox:
         now = self._clock()
         until = now + timedelta(seconds=lease_seconds)
         due = (
-            sa.select(WebhookDeliveryRow.id, WebhookDeliveryRow.next_attempt_at)
-            .where(WebhookDeliveryRow.status == _PENDING, WebhookDeliveryRow.next_attempt_at <= now)
-            .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            sa.select(DELIVERIES.c.id, DELIVERIES.c.next_attempt_at)
+            .where(DELIVERIES.c.status == _PENDING, DELIVERIES.c.next_attempt_at <= now)
+            .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
             .limit(limit)
         )
-        claimed: list[str] = []
-        async with self._sessions.begin() as session:
-            for delivery_id, seen in (await session.execute(due)).all():
+
+        def claim(connection: sa.Connection) -> list[Delivery]:
+            claimed: list[str] = []
+            for delivery_id, seen in connection.execute(due).all():
                 stmt = (
-                    sa.update(WebhookDeliveryRow)
+                    sa.update(DELIVERIES)
                     .where(
-                        WebhookDeliveryRow.id == delivery_id,
-                        WebhookDeliveryRow.status == _PENDING,
-                        WebhookDeliveryRow.next_attempt_at == seen,
+                        DELIVERIES.c.id == delivery_id,
+                        DELIVERIES.c.status == _PENDING,
+                        DELIVERIES.c.next_attempt_at == seen,
                     )
                     .values(next_attempt_at=until, updated_at=now)
-                    .execution_options(synchronize_session=False)
                 )
-                if (await session.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
+                if rowcount(connection, stmt) == 1:
                     claimed.append(delivery_id)
             if not claimed:
                 return []
-            rows = await session.scalars(
-                sa.select(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id.in_(claimed))
-                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            rows = connection.execute(
+                sa.select(DELIVERIES)
+                .where(DELIVERIES.c.id.in_(claimed))
+                .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
             )
-            return [to_delivery(row) for row in rows]
+            return [to_delivery(row) for row in rows.mappings()]
+
+        return await self._db.write(claim)
 
     async def record(
         self,
@@ -76,41 +79,43 @@ class SqlWebhookOutbox:
     ) -> None:
         """Record one attempt. Not delivered and no ``retry_at``: the message is given up."""
         now = self._clock()
+        changes: dict[str, Any]
         if delivered:
             status, changes = DeliveryStatus.DELIVERED, {"delivered_at": now}
         elif retry_at is not None:
             status, changes = DeliveryStatus.PENDING, {"next_attempt_at": retry_at}
         else:
             status, changes = DeliveryStatus.FAILED, {}
-        stmt = (
-            sa.update(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.id == delivery_id)
+        update = (
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == delivery_id)
             .values(
                 status=status.value,
-                attempts=WebhookDeliveryRow.attempts + 1,
+                attempts=DELIVERIES.c.attempts + 1,
                 updated_at=now,
                 **changes,
             )
         )
-        async with self._sessions.begin() as session:
-            await session.execute(stmt)
-            session.add(
-                WebhookAttemptRow(
-                    delivery_id=delivery_id,
-                    attempted_at=now,
-                    status_code=status_code,
-                    error=error,
-                    delivered=delivered,
-                )
-            )
+        attempt = sa.insert(ATTEMPTS).values(
+            delivery_id=delivery_id,
+            attempted_at=now,
+            status_code=status_code,
+            error=error,
+            delivered=delivered,
+        )
+
+        def write(connection: sa.Connection) -> None:
+            connection.execute(update)
+            connection.execute(attempt)
+
+        await self._db.write(write)
 
     async def next_due(self) -> datetime | None:
         """When the soonest pending message is due; None when nothing is pending."""
-        stmt = sa.select(sa.func.min(WebhookDeliveryRow.next_attempt_at)).where(
-            WebhookDeliveryRow.status == _PENDING
+        stmt = sa.select(sa.func.min(DELIVERIES.c.next_attempt_at)).where(
+            DELIVERIES.c.status == _PENDING
         )
-        async with self._sessions() as session:
-            return await session.scalar(stmt)
+        return await self._db.read(lambda connection: connection.scalar(stmt))
 
     async def attempts(
         self, generation_ids: Sequence[str]
@@ -119,23 +124,31 @@ class SqlWebhookOutbox:
         if not generation_ids:
             return {}
         stmt = (
-            sa.select(WebhookAttemptRow, WebhookDeliveryRow.generation_id, WebhookDeliveryRow.event)
-            .join(WebhookDeliveryRow, WebhookAttemptRow.delivery_id == WebhookDeliveryRow.id)
-            .where(WebhookDeliveryRow.generation_id.in_(list(generation_ids)))
-            .order_by(WebhookAttemptRow.attempted_at, WebhookAttemptRow.id)
+            sa.select(ATTEMPTS, DELIVERIES.c.generation_id, DELIVERIES.c.event)
+            .join(DELIVERIES, ATTEMPTS.c.delivery_id == DELIVERIES.c.id)
+            .where(DELIVERIES.c.generation_id.in_(list(generation_ids)))
+            .order_by(ATTEMPTS.c.attempted_at, ATTEMPTS.c.id)
         )
-        found: dict[str, builtins.list[WebhookAttempt]] = {}
-        async with self._sessions() as session:
-            for row, generation_id, event in (await session.execute(stmt)).all():
-                found.setdefault(generation_id, []).append(to_attempt(row, event))
-        return found
+
+        def read(connection: sa.Connection) -> dict[str, builtins.list[WebhookAttempt]]:
+            found: dict[str, builtins.list[WebhookAttempt]] = {}
+            for row in connection.execute(stmt).mappings():
+                attempt = to_attempt(row, row["event"])
+                found.setdefault(row["generation_id"], []).append(attempt)
+            return found
+
+        return await self._db.read(read)
 
     async def deliveries(self, generation_id: str) -> builtins.list[tuple[Delivery, str]]:
         """A job's messages with their status (``pending``, ``delivered``, ``failed``)."""
         stmt = (
-            sa.select(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.generation_id == generation_id)
-            .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.id)
+            sa.select(DELIVERIES)
+            .where(DELIVERIES.c.generation_id == generation_id)
+            .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id)
         )
-        async with self._sessions() as session:
-            return [(to_delivery(row), row.status) for row in await session.scalars(stmt)]
+
+        def read(connection: sa.Connection) -> builtins.list[tuple[Delivery, str]]:
+            rows = connection.execute(stmt).mappings()
+            return [(to_delivery(row), row["status"]) for row in rows]
+
+        return await self._db.read(read)

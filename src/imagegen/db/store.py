@@ -5,16 +5,20 @@
        ├──────────┴──────► canceled
        └─────────────────► failed
 
-Transitions are single conditional UPDATEs (``... WHERE id = :id AND status IN (:allowed)``), so
-when two replicas race, exactly one wins. The loser gets :class:`InvalidTransition` carrying the
-job as it now is; a terminal job never changes again. This is deliberate: returning the current
-row instead would leave ``mark_running`` unable to tell a replica whether *it* claimed the job.
+Transitions are single conditional ``UPDATE ... RETURNING``s (``db/transitions.py``), so when
+two replicas race, exactly one wins. The loser gets :class:`InvalidTransition` carrying the job
+as it now is; a terminal job never changes again. This is deliberate: returning the current row
+instead would leave ``mark_running`` unable to tell a replica whether *it* claimed the job.
 
 A transition may owe webhook messages (``outbox=``): they are built from the job as the
 transition left it and written in the same transaction, so a crash cannot lose one
 (``imagegen.db.outbox``). Unfinished jobs carry a lease (``lease_owner``, ``lease_expires_at``):
 the instance running a job renews it, and recovery claims only jobs whose lease is its own or has
 run out (``imagegen.db.leases``).
+
+Every method is one transaction, run by a ``Database`` (``db/database.py``: on SQLite, one
+writer thread); Core statements, no ORM unit of work. A database at capacity raises
+:class:`~imagegen.errors.StoreBusy` (``db/errors.py``).
 """
 
 from __future__ import annotations
@@ -24,31 +28,34 @@ import binascii
 import builtins
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from imagegen.db.database import Database, open_database
+from imagegen.db.engine import PoolSettings
 from imagegen.db.leases import SqlLeases
 from imagegen.db.migrate import create_engine, migrate
 from imagegen.db.outbox import SqlWebhookOutbox
-from imagegen.db.queries import rowcount, select_generations
-from imagegen.db.tables import (
-    GenerationRow,
-    ImageRow,
-    PredictionRow,
-    UTCDateTime,
-    delivery_row,
-    image_rows,
-    prediction_row,
-    request_to_json,
-    to_generation,
+from imagegen.db.queries import load_generation, load_generations, not_found, rowcount
+from imagegen.db.rows import prediction_values, request_to_json, to_generation
+from imagegen.db.tables import GENERATIONS, PREDICTIONS, UTCDateTime
+from imagegen.db.transitions import Transition
+from imagegen.errors import (
+    ConfigurationError,
+    IdempotencyKeyInUse,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
 )
-from imagegen.errors import IdempotencyKeyInUse, InvalidRequest, InvalidTransition, NotFound
 from imagegen.jobs.records import Outbox
 from imagegen.models import (
     Generation,
@@ -60,18 +67,22 @@ from imagegen.models import (
 
 MAX_LIST_LIMIT = 100
 CANCELED_ERROR_CODE = "canceled"
-
-_ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
-    JobStatus.RUNNING: (JobStatus.QUEUED,),
-    JobStatus.SUCCEEDED: (JobStatus.RUNNING,),
-    JobStatus.FAILED: (JobStatus.QUEUED, JobStatus.RUNNING),
-    JobStatus.CANCELED: (JobStatus.QUEUED, JobStatus.RUNNING),
-}
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_DIALECTS = ("sqlite", "postgresql")
+_RETURNING_SQLITE = (3, 35)  # UPDATE ... RETURNING
+
+_INSERT_GENERATION = sa.insert(GENERATIONS)
+# Bound parameters in a WHERE may not share a name with a column the SET clause could name.
+_SET_PREDICTION_STATUS = sa.update(PREDICTIONS).where(
+    PREDICTIONS.c.generation_id == sa.bindparam("of_generation"),
+    PREDICTIONS.c.prediction_id == sa.bindparam("of_prediction"),
+)
+_RELEASE_KEY = sa.update(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
 
 __all__ = [
     "GenerationStore",
     "InvalidTransition",
+    "PoolSettings",
     "new_generation_id",
     "new_ulid",
     "open_store",
@@ -100,23 +111,27 @@ async def open_store(
     *,
     clock: Callable[[], datetime] = utc_now,
     new_id: Callable[[], str] = new_generation_id,
+    pool: PoolSettings | None = None,
 ) -> GenerationStore:
     """Connect to ``url``, migrate it to the latest schema, and return a store over it."""
-    engine = create_engine(url)
+    pool = pool or PoolSettings()
+    engine = create_engine(url, pool)
     try:
         await migrate(engine)
     except BaseException:
         await engine.dispose()
         raise
-    return GenerationStore(engine, clock=clock, new_id=new_id)
+    return GenerationStore(engine, clock=clock, new_id=new_id, pool=pool)
 
 
 class GenerationStore:
-    """Generations in SQL. Owns ``engine``: :meth:`aclose` disposes of it.
+    """Generations in SQL (SQLite 3.35+ or PostgreSQL). Owns ``engine``: :meth:`aclose`
+    disposes of it.
 
-    Every method raises ``sqlalchemy.exc.SQLAlchemyError`` (or the driver's ``OSError``) when the
-    database fails; lookups by id raise :class:`~imagegen.errors.NotFound`. Times from ``clock``
-    must be timezone-aware.
+    Every method raises :class:`~imagegen.errors.StoreBusy` when the database is at capacity,
+    ``sqlalchemy.exc.SQLAlchemyError`` (or the driver's ``OSError``) when it fails otherwise;
+    lookups by id raise :class:`~imagegen.errors.NotFound`. Times from ``clock`` must be
+    timezone-aware.
     """
 
     def __init__(
@@ -125,13 +140,22 @@ class GenerationStore:
         *,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_generation_id,
+        pool: PoolSettings | None = None,
     ) -> None:
+        dialect = engine.dialect.name
+        if dialect not in _DIALECTS:
+            raise ConfigurationError(f"imagegen stores jobs in SQLite or PostgreSQL, not {dialect}")
+        if dialect == "sqlite" and sqlite3.sqlite_version_info < _RETURNING_SQLITE:
+            raise ConfigurationError(
+                f"imagegen needs SQLite 3.35 or later, not {sqlite3.sqlite_version}"
+            )
         self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._db: Database = open_database(engine, pool or PoolSettings())
         self._clock = clock
         self._new_id = new_id
-        self._outbox = SqlWebhookOutbox(self._sessions, clock=clock)
-        self._leases = SqlLeases(self._sessions, clock=clock)
+        self._add_prediction = _insert_new_prediction(dialect)
+        self._outbox = SqlWebhookOutbox(self._db, clock=clock)
+        self._leases = SqlLeases(self._db, clock=clock)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -143,6 +167,7 @@ class GenerationStore:
         return self._outbox
 
     async def aclose(self) -> None:
+        await self._db.aclose()
         await self._engine.dispose()
 
     async def check(self) -> None:
@@ -151,8 +176,7 @@ class GenerationStore:
         It reads the ``generations`` table rather than ``SELECT 1``, which SQLite answers
         without opening the file at all: a missing or unreadable schema must fail readiness.
         """
-        async with self._engine.connect() as connection:
-            await connection.execute(sa.select(GenerationRow.id).limit(1))
+        await self._db.read(lambda connection: connection.execute(_CHECK).all())
 
     async def create(
         self,
@@ -177,31 +201,32 @@ class GenerationStore:
         if deadline_at is not None and deadline_at.tzinfo is None:
             raise ValueError("deadline_at must be timezone-aware")
         now = self._clock()
-        row = GenerationRow(
-            id=self._new_id(),
-            status=JobStatus.QUEUED.value,
-            model=request.model,
-            prompt=request.prompt,
-            provider=provider,
-            request=request_to_json(request),
-            created_at=now,
-            updated_at=now,
-            deadline_at=deadline_at,
-            images_missing=0,
-            provider_urls=[],
-            metadata_=dict(metadata or {}),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            webhook_url=webhook_url,
-            webhook_events=None if webhook_events is None else list(webhook_events),
-            lease_owner=lease_owner,
-            lease_expires_at=lease_expires_at,
-            predictions=[],
-            images=[],
-        )
+        values = {
+            "id": self._new_id(),
+            "status": JobStatus.QUEUED.value,
+            "model": request.model,
+            "prompt": request.prompt,
+            "provider": provider,
+            "request": request_to_json(request),
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "completed_at": None,
+            "deadline_at": deadline_at,
+            "error": None,
+            "error_code": None,
+            "images_missing": 0,
+            "provider_urls": [],
+            "metadata": dict(metadata or {}),
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "webhook_url": webhook_url,
+            "webhook_events": None if webhook_events is None else list(webhook_events),
+            "lease_owner": lease_owner,
+            "lease_expires_at": lease_expires_at,
+        }
         try:
-            async with self._sessions.begin() as session:
-                session.add(row)
+            await self._db.write(partial(_execute, _INSERT_GENERATION, values), admission=True)
         except IntegrityError:
             existing = None
             if idempotency_key is not None:
@@ -209,24 +234,23 @@ class GenerationStore:
             if existing is None:
                 raise
             raise IdempotencyKeyInUse(existing) from None
-        return to_generation(row)
+        return to_generation(values)
 
     async def release_idempotency_key(self, generation_id: str) -> None:
         """Forget the job's idempotency key (it expired), so a new job may use it."""
-        stmt = (
-            sa.update(GenerationRow)
-            .where(GenerationRow.id == generation_id)
-            .values(idempotency_key=None, updated_at=self._clock())
-        )
-        async with self._sessions.begin() as session:
-            if await rowcount(session, stmt) == 0:
-                raise _not_found(generation_id)
+        parameters = {
+            "generation_id": generation_id,
+            "idempotency_key": None,
+            "updated_at": self._clock(),
+        }
+        if await self._db.write(partial(rowcount, stmt=_RELEASE_KEY, parameters=parameters)) == 0:
+            raise not_found(generation_id)
 
     async def mark_running(self, generation_id: str, *, outbox: Outbox | None = None) -> Generation:
         """queued -> running (sets ``started_at``); the replica that gets no error owns the run."""
         now = self._clock()
-        return await self._transition(
-            generation_id, JobStatus.RUNNING, now, outbox=outbox, started_at=now
+        return await self._db.write(
+            Transition(generation_id, JobStatus.RUNNING, now, {"started_at": now}, outbox=outbox)
         )
 
     async def mark_succeeded(
@@ -242,15 +266,15 @@ class GenerationStore:
         if images_missing < 0:
             raise ValueError("images_missing must not be negative")
         now = self._clock()
-        return await self._transition(
-            generation_id,
-            JobStatus.SUCCEEDED,
-            now,
-            image_rows(generation_id, images),
-            outbox=outbox,
-            completed_at=now,
-            provider_urls=list(provider_urls),
-            images_missing=images_missing,
+        values = {
+            "completed_at": now,
+            "provider_urls": list(provider_urls),
+            "images_missing": images_missing,
+        }
+        return await self._db.write(
+            Transition(
+                generation_id, JobStatus.SUCCEEDED, now, values, tuple(images), outbox=outbox
+            )
         )
 
     async def mark_failed(
@@ -258,14 +282,9 @@ class GenerationStore:
     ) -> Generation:
         """queued | running -> failed."""
         now = self._clock()
-        return await self._transition(
-            generation_id,
-            JobStatus.FAILED,
-            now,
-            outbox=outbox,
-            completed_at=now,
-            error=error,
-            error_code=error_code,
+        values = {"completed_at": now, "error": error, "error_code": error_code}
+        return await self._db.write(
+            Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox)
         )
 
     async def mark_canceled(
@@ -274,14 +293,9 @@ class GenerationStore:
         """queued | running -> canceled; ``reason`` becomes ``error``, ``error_code`` is
         ``"canceled"``."""
         now = self._clock()
-        return await self._transition(
-            generation_id,
-            JobStatus.CANCELED,
-            now,
-            outbox=outbox,
-            completed_at=now,
-            error=reason,
-            error_code=CANCELED_ERROR_CODE,
+        values = {"completed_at": now, "error": reason, "error_code": CANCELED_ERROR_CODE}
+        return await self._db.write(
+            Transition(generation_id, JobStatus.CANCELED, now, values, outbox=outbox)
         )
 
     async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
@@ -290,39 +304,31 @@ class GenerationStore:
         Allowed in any state, so a prediction started just before a cancel can still be found
         and canceled upstream. Recording the same ``prediction_id`` again is a no-op.
         """
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            await self._require(session, generation_id)
-            if await _prediction_pk(session, generation_id, record.prediction_id) is not None:
-                return
-            session.add(prediction_row(generation_id, record, now))
+        values = prediction_values(generation_id, record, self._clock())
+        try:
+            await self._db.write(partial(_execute, self._add_prediction, values))
+        except IntegrityError as exc:  # the foreign key: no such generation
+            raise not_found(generation_id) from exc
 
     async def set_prediction_status(
         self, generation_id: str, prediction_id: str, status: str
     ) -> None:
         """Record the provider's latest status of a prediction (``processing``, ``failed``...)."""
-        stmt = (
-            sa.update(PredictionRow)
-            .where(
-                PredictionRow.generation_id == generation_id,
-                PredictionRow.prediction_id == prediction_id,
-            )
-            .values(status=status, updated_at=self._clock())
+        parameters = {
+            "of_generation": generation_id,
+            "of_prediction": prediction_id,
+            "status": status,
+            "updated_at": self._clock(),
+        }
+        updated = await self._db.write(
+            partial(rowcount, stmt=_SET_PREDICTION_STATUS, parameters=parameters)
         )
-        async with self._sessions.begin() as session:
-            updated = await rowcount(session, stmt)
         if updated == 0:
             raise NotFound(f"prediction {prediction_id!r} of {generation_id!r} not found")
 
     async def get(self, generation_id: str) -> Generation:
         """The job with its predictions and images; :class:`NotFound` when there is none."""
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select_generations().where(GenerationRow.id == generation_id)
-            )
-        if row is None:
-            raise _not_found(generation_id)
-        return to_generation(row)
+        return await self._db.read(partial(load_generation, generation_id=generation_id))
 
     async def list(
         self, *, limit: int, cursor: str | None = None
@@ -333,16 +339,16 @@ class GenerationStore:
         """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
-        order = (GenerationRow.created_at, GenerationRow.id)
-        stmt = select_generations().order_by(*(column.desc() for column in order)).limit(limit + 1)
+        order = (GENERATIONS.c.created_at, GENERATIONS.c.id)
+        stmt = sa.select(GENERATIONS).order_by(*(column.desc() for column in order))
+        stmt = stmt.limit(limit + 1)
         if cursor is not None:
             created_at, last_id = _decode_cursor(cursor)
             after = sa.tuple_(sa.literal(created_at, UTCDateTime()), sa.literal(last_id))
             stmt = stmt.where(sa.tuple_(*order) < after)
-        async with self._sessions() as session:
-            rows = (await session.scalars(stmt)).all()
-        page = [to_generation(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        found = await self._db.read(partial(load_generations, stmt=stmt))
+        page = found[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
         return page, next_cursor
 
     async def list_unfinished(self) -> builtins.list[Generation]:
@@ -365,66 +371,24 @@ class GenerationStore:
         return await self._leases.renew_leases(owner, generation_ids, until=until)
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None:
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select_generations().where(GenerationRow.idempotency_key == key)
-            )
-        return None if row is None else to_generation(row)
-
-    async def _transition(
-        self,
-        generation_id: str,
-        target: JobStatus,
-        now: datetime,
-        new_rows: Sequence[ImageRow] = (),
-        *,
-        outbox: Outbox | None = None,
-        **values: Any,
-    ) -> Generation:
-        allowed = [status.value for status in _ALLOWED_FROM[target]]
-        stmt = (
-            sa.update(GenerationRow)
-            .where(GenerationRow.id == generation_id, GenerationRow.status.in_(allowed))
-            .values(status=target.value, updated_at=now, **values)
-        )
-        async with self._sessions.begin() as session:
-            applied = await rowcount(session, stmt) == 1
-            if applied:
-                session.add_all(new_rows)
-            row = await session.scalar(
-                select_generations().where(GenerationRow.id == generation_id)
-            )
-            if row is None:
-                raise _not_found(generation_id)
-            current = to_generation(row)
-            if applied and outbox is not None:
-                session.add_all(delivery_row(new, now) for new in outbox(current))
-        if not applied:
-            raise InvalidTransition(current, target)
-        return current
-
-    @staticmethod
-    async def _require(session: AsyncSession, generation_id: str) -> None:
-        found = await session.scalar(
-            sa.select(GenerationRow.id).where(GenerationRow.id == generation_id)
-        )
-        if found is None:
-            raise _not_found(generation_id)
+        stmt = sa.select(GENERATIONS).where(GENERATIONS.c.idempotency_key == key)
+        found = await self._db.read(partial(load_generations, stmt=stmt))
+        return found[0] if found else None
 
 
-async def _prediction_pk(
-    session: AsyncSession, generation_id: str, prediction_id: str
-) -> int | None:
-    return await session.scalar(
-        sa.select(PredictionRow.id).where(
-            PredictionRow.generation_id == generation_id,
-            PredictionRow.prediction_id == prediction_id,
-        )
-    )
+_CHECK = sa.select(GENERATIONS.c.id).limit(1)
 
 
-def _not_found(generation_id: str) -> NotFound:
-    return NotFound(f"generation {generation_id!r} not found")
+def _insert_new_prediction(dialect: str) -> sa.Insert:
+    """An INSERT that does nothing when the generation has that prediction id already."""
+    keys = ["generation_id", "prediction_id"]
+    if dialect == "postgresql":
+        return postgresql.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
+
+
+def _execute(stmt: sa.Executable, parameters: Mapping[str, Any], connection: sa.Connection) -> None:
+    connection.execute(stmt, parameters)
 
 
 def _encode_cursor(last: Generation) -> str:

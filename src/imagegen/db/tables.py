@@ -1,6 +1,7 @@
-"""The persisted schema (generations, the upstream predictions they wait on, their stored
-images, the webhook outbox and its attempts) and the mapping between its rows and the core's
-frozen values.
+"""The persisted schema: generations, the upstream predictions they wait on, their stored images,
+the webhook outbox and its attempts. Declared as ORM classes (Alembic compares them with the
+migrations); the store queries the tables underneath with SQLAlchemy Core (``GENERATIONS``...),
+and ``rows.py`` maps their rows to the core's frozen values.
 
 ``migrations/versions`` must build exactly these tables; ``tests/db/test_migrations.py`` compares
 them with Alembic's autogenerate. Change a table here, then add a migration.
@@ -8,29 +9,15 @@ them with Alembic's autogenerate. Change a table here, then add a migration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from imagegen.jobs.records import (
-    Delivery,
-    DeliveryStatus,
-    NewDelivery,
-    WebhookAttempt,
-    WebhookEvent,
-)
-from imagegen.models import (
-    Generation,
-    GenerationRequest,
-    JobStatus,
-    PredictionRecord,
-    StoredImage,
-)
+from imagegen.jobs.records import DeliveryStatus
+from imagegen.models import JobStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -114,13 +101,6 @@ class GenerationRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    predictions: Mapped[list[PredictionRow]] = relationship(
-        order_by="PredictionRow.id", lazy="raise", passive_deletes=True
-    )
-    images: Mapped[list[ImageRow]] = relationship(
-        order_by="ImageRow.position", lazy="raise", passive_deletes=True
-    )
-
 
 class PredictionRow(Base):
     """An upstream prediction, written before imagegen waits on it."""
@@ -203,121 +183,9 @@ class WebhookAttemptRow(Base):
     delivered: Mapped[bool] = mapped_column(sa.Boolean)
 
 
-def delivery_row(new: NewDelivery, now: datetime) -> WebhookDeliveryRow:
-    """A pending outbox row, due at once."""
-    return WebhookDeliveryRow(
-        id=new.id,
-        generation_id=new.generation_id,
-        event=new.event.value,
-        url=new.url,
-        body=new.body,
-        status=DeliveryStatus.PENDING.value,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-        next_attempt_at=now,
-        delivered_at=None,
-    )
-
-
-def to_delivery(row: WebhookDeliveryRow) -> Delivery:
-    return Delivery(
-        id=row.id,
-        generation_id=row.generation_id,
-        event=WebhookEvent(row.event),
-        url=row.url,
-        body=row.body,
-        attempts=row.attempts,
-        created_at=row.created_at,
-    )
-
-
-def to_attempt(row: WebhookAttemptRow, event: str) -> WebhookAttempt:
-    return WebhookAttempt(
-        delivery_id=row.delivery_id,
-        event=WebhookEvent(event),
-        attempted_at=row.attempted_at,
-        status_code=row.status_code,
-        error=row.error,
-        delivered=row.delivered,
-    )
-
-
-def request_to_json(request: GenerationRequest) -> dict[str, Any]:
-    return asdict(request)
-
-
-def request_from_json(data: dict[str, Any]) -> GenerationRequest:
-    # Keys a newer or older GenerationRequest no longer knows are dropped, not fatal.
-    known = {f.name for f in fields(GenerationRequest)}
-    return GenerationRequest(**{key: value for key, value in data.items() if key in known})
-
-
-def prediction_row(generation_id: str, record: PredictionRecord, now: datetime) -> PredictionRow:
-    """A new prediction row, in the provider's initial ``starting`` status."""
-    return PredictionRow(
-        generation_id=generation_id,
-        prediction_id=record.prediction_id,
-        inputs=dict(record.inputs),
-        images_requested=record.images_requested,
-        status="starting",
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def image_rows(generation_id: str, images: Sequence[StoredImage]) -> list[ImageRow]:
-    return [
-        ImageRow(
-            generation_id=generation_id,
-            position=position,
-            key=image.key,
-            content_type=image.content_type,
-            width=image.width,
-            height=image.height,
-            size_bytes=image.size_bytes,
-            source_url=image.source_url,
-            revised_prompt=image.revised_prompt,
-        )
-        for position, image in enumerate(images)
-    ]
-
-
-def to_stored_image(row: ImageRow) -> StoredImage:
-    return StoredImage(
-        key=row.key,
-        content_type=row.content_type,
-        width=row.width,
-        height=row.height,
-        size_bytes=row.size_bytes,
-        source_url=row.source_url,
-        revised_prompt=row.revised_prompt,
-    )
-
-
-def to_generation(row: GenerationRow) -> Generation:
-    """Map a row whose ``predictions`` and ``images`` are loaded to the core's value."""
-    return Generation(
-        id=row.id,
-        status=JobStatus(row.status),
-        request=request_from_json(row.request),
-        provider=row.provider,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-        predictions=tuple(
-            PredictionRecord(p.prediction_id, p.inputs, p.images_requested) for p in row.predictions
-        ),
-        images=tuple(to_stored_image(i) for i in row.images),
-        provider_urls=tuple(row.provider_urls),
-        images_missing=row.images_missing,
-        error=row.error,
-        error_code=row.error_code,
-        metadata=row.metadata_,
-        deadline_at=row.deadline_at,
-        idempotency_key=row.idempotency_key,
-        request_hash=row.request_hash,
-        webhook_url=row.webhook_url,
-        webhook_events=tuple(row.webhook_events or ()),
-        updated_at=row.updated_at,
-    )
+# The tables themselves, for Core statements (no unit of work, no identity map).
+GENERATIONS = cast(sa.Table, GenerationRow.__table__)
+PREDICTIONS = cast(sa.Table, PredictionRow.__table__)
+IMAGES = cast(sa.Table, ImageRow.__table__)
+DELIVERIES = cast(sa.Table, WebhookDeliveryRow.__table__)
+ATTEMPTS = cast(sa.Table, WebhookAttemptRow.__table__)

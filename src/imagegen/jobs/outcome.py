@@ -24,6 +24,7 @@ _BUILDERS: dict[str, Callable[[str, Generation], errors.ImagegenError]] = {
     "prediction_failed": lambda m, g: errors.PredictionFailed(m, provider=g.provider),
     "image_fetch_error": lambda m, g: errors.ImageFetchError(m, provider=g.provider),
     "configuration_error": lambda m, g: errors.ConfigurationError(m),
+    "store_busy": lambda m, g: errors.StoreBusy(m),
 }
 
 

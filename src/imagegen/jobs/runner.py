@@ -32,7 +32,7 @@ from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
 from imagegen.jobs.records import WebhookTarget
 from imagegen.jobs.recovery import Recovery
 from imagegen.jobs.webhooks.messages import WebhookMessages
-from imagegen.jobs.work import JobWork, Plan
+from imagegen.jobs.work import STORE_RETRY_DELAYS, JobWork, Plan
 from imagegen.models import Generation, GenerationRequest, JobStatus
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class JobRunner:
         owner: str | None = None,
         lease_seconds: float = 60.0,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        store_retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -91,6 +92,7 @@ class JobRunner:
             limits=self._limits,
             ingestor=ingestor,
             closing=lambda: self._closing,
+            retry_delays=store_retry_delays,
         )
         self._recovery = Recovery(
             store,

@@ -5,14 +5,16 @@ The runner decides *what* to run (a ``Plan``); this module decides how each outc
 success, the provider's error, the deadline, a cancel, or a lost race. A lost race
 (``InvalidTransition``: another writer ended the job first) settles with what that writer
 recorded. A task cancelled because the process is shutting down writes nothing, so a restart
-resumes the job.
+resumes the job. A final write the database refuses for capacity (``StoreBusy``) is tried again
+after ``STORE_RETRY_DELAYS``; if it still fails the job is left as it is, and once its lease
+runs out recovery adopts it and settles it (``recovery.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -23,6 +25,7 @@ from imagegen.errors import (
     ImageFetchError,
     ImagegenError,
     InvalidTransition,
+    StoreBusy,
 )
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.lifecycle import Transitions
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Extra time past the deadline before the runner stops a provider that overran it.
 BACKSTOP_SECONDS = 2.0
+# Pauses before writing a job's final state again when the database was at capacity.
+STORE_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class JobWork:
         limits: ProviderLimits,
         ingestor: Ingestor | None,
         closing: Callable[[], bool],
+        retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
     ) -> None:
         self._store = store
         self._transitions = transitions
@@ -74,6 +80,7 @@ class JobWork:
         self._limits = limits
         self._ingestor = ingestor  # None: hand back the provider's own URLs
         self._closing = closing
+        self._retry_delays = tuple(retry_delays)
         self.progress: dict[str, float] = {}
 
     async def run(self, plan: Plan) -> Generation:
@@ -85,6 +92,8 @@ class JobWork:
                 return await self._finish(generation_id, result)
         except InvalidTransition as lost:
             return result_of(lost.current)
+        except _Unsettled as unsettled:  # succeeded, but the database would not record it
+            raise unsettled.error from unsettled.error.__cause__
         except TimeoutError as exc:
             error = DeadlineExceeded(
                 "the generation did not finish before its deadline and was canceled"
@@ -151,12 +160,17 @@ class JobWork:
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
-        return await self._transitions.succeeded(
+        succeeded = partial(
+            self._transitions.succeeded,
             generation_id,
             images=stored,
             provider_urls=[image.url for image in result.images],
             images_missing=result.missing + lost,
         )
+        try:
+            return await self._settle(generation_id, succeeded)
+        except StoreBusy as exc:
+            raise _Unsettled(exc) from exc
 
     async def _ingest_all(
         self, images: Sequence[ProviderImage]
@@ -188,19 +202,54 @@ class JobWork:
             message, code = str(exc), exc.code
         else:
             message, code = "internal error", "internal_error"
+        failed = partial(self._transitions.failed, generation_id, error=message, error_code=code)
         try:
-            await asyncio.shield(
-                self._transitions.failed(generation_id, error=message, error_code=code)
-            )
+            await asyncio.shield(self._settle(generation_id, failed))
         except InvalidTransition as lost:
             return result_of(lost.current)
+        except StoreBusy:
+            pass  # logged by _settle; recovery settles the job
         raise exc from cause or exc.__cause__
 
     async def _canceled(self, generation_id: str) -> Generation:
+        canceled = partial(
+            self._transitions.canceled, generation_id, reason="canceled before it finished"
+        )
         try:
-            await asyncio.shield(
-                self._transitions.canceled(generation_id, reason="canceled before it finished")
-            )
+            await asyncio.shield(self._settle(generation_id, canceled))
         except InvalidTransition as lost:  # it ended first: the cancel came too late
             return result_of(lost.current)
+        except StoreBusy:
+            pass  # logged by _settle; recovery settles the job
         raise Canceled(f"generation '{generation_id}' was canceled") from None
+
+    async def _settle(
+        self, generation_id: str, write: Callable[[], Awaitable[Generation]]
+    ) -> Generation:
+        """Write a job's final state, again after each of ``retry_delays`` while the database
+        is at capacity; the last ``StoreBusy`` propagates."""
+        for delay in self._retry_delays:
+            try:
+                return await write()
+            except StoreBusy as exc:
+                log.info(
+                    "generation %s: %s; writing its end again in %gs", generation_id, exc, delay
+                )
+            await asyncio.sleep(delay)
+        try:
+            return await write()
+        except StoreBusy:
+            log.warning(
+                "generation %s: the database would not record its end; recovery will settle it "
+                "once its lease runs out",
+                generation_id,
+            )
+            raise
+
+
+class _Unsettled(Exception):
+    """The provider's work succeeded but the database would not record it (``error``)."""
+
+    def __init__(self, error: StoreBusy) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -25,7 +25,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 router = APIRouter(tags=["images"])
 
 
-def get_image_store(request: Request) -> ImageStore:
+async def get_image_store(request: Request) -> ImageStore:
     """The store set by the app factory as ``app.state.image_store``."""
     store = getattr(request.app.state, "image_store", None)
     if store is None:

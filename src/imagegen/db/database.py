@@ -1,0 +1,150 @@
+"""Where the store's transactions run. A transaction is a plain function of a synchronous
+SQLAlchemy ``Connection`` (``Work``), run whole by ``Database.write`` or ``Database.read``;
+capacity errors come out as ``StoreBusy`` (``db/errors.py``).
+
+- PostgreSQL: on the event loop, through SQLAlchemy's asyncio layer (``run_sync``) over asyncpg.
+- SQLite: on threads, over the ``sqlite3`` driver. SQLite lets one writer in at a time, so one
+  writer thread with one connection runs every write transaction: writers wait in its queue
+  (``PoolSettings.timeout`` at most) instead of sleeping in SQLite's busy handler, and
+  "database is locked" can only come from another process. Writes for jobs already admitted go
+  first, in arrival order; a write that admits a new job (``admission``) waits until they have
+  gone, so under overload new jobs are refused before running ones stall. Reads run on threads
+  and connections of their own beside it (WAL). A transaction costs one trip between the event
+  loop and a thread; through aiosqlite, every statement cost three or four (cursor, execute,
+  fetch, close), and the database was most of imagegen's CPU per generation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from imagegen.db.engine import PoolSettings, sqlite_engine
+from imagegen.db.errors import translated
+from imagegen.db.threads import ADMISSION, SETTLING, Threads
+
+T = TypeVar("T")
+Work = Callable[[sa.Connection], T]
+
+
+class Database(Protocol):
+    """Runs ``Work`` in a transaction: committed if it returns, rolled back if it raises."""
+
+    @property
+    def dialect(self) -> str:
+        """The SQLAlchemy dialect's name: ``sqlite`` or ``postgresql``."""
+        ...
+
+    async def write(self, work: Work[T], *, admission: bool = False) -> T:
+        """``admission``: ``work`` admits a new job; it may wait behind other writes."""
+        ...
+
+    async def read(self, work: Work[T]) -> T:
+        """``work`` must not write; on SQLite it sees one snapshot of the file."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish what was submitted, then close every connection."""
+        ...
+
+
+def open_database(engine: AsyncEngine, pool: PoolSettings) -> Database:
+    if engine.dialect.name == "sqlite":
+        return SQLiteDatabase(engine.url, pool)
+    return AsyncDatabase(engine)
+
+
+class AsyncDatabase:
+    """Transactions on the event loop, over ``engine``'s pool (the caller disposes of it)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    async def write(self, work: Work[T], *, admission: bool = False) -> T:
+        with translated():  # the pool serves in arrival order, admission or not
+            async with self._engine.begin() as connection:
+                return await connection.run_sync(work)
+
+    async def read(self, work: Work[T]) -> T:
+        with translated():
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(work)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class SQLiteDatabase:
+    """One writer thread and ``pool.sqlite_readers`` reader threads on the SQLite file of
+    ``url``. Each thread opens its own connection on first use and keeps it: nobody else uses
+    it, so there is no pool checkout per transaction."""
+
+    def __init__(self, url: URL, pool: PoolSettings) -> None:
+        self._timeout = pool.timeout
+        readers = max(1, pool.sqlite_readers)
+        self._writer_engine = sqlite_engine(
+            url, connections=1, timeout=pool.timeout, begin="BEGIN IMMEDIATE"
+        )
+        self._reader_engine = sqlite_engine(
+            url, connections=readers, timeout=pool.timeout, begin="BEGIN"
+        )
+        self._writer = Threads("imagegen-db-writer", 1)
+        self._readers = Threads("imagegen-db-reader", readers)
+        self._local = threading.local()
+        self._opened: list[sa.Connection] = []
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite"
+
+    async def write(self, work: Work[T], *, admission: bool = False) -> T:
+        with translated():
+            return await self._writer.run(
+                partial(self._transaction, self._writer_engine, work, time.monotonic()),
+                priority=ADMISSION if admission else SETTLING,
+            )
+
+    async def read(self, work: Work[T]) -> T:
+        with translated():
+            return await self._readers.run(
+                partial(self._transaction, self._reader_engine, work, time.monotonic())
+            )
+
+    def _transaction(self, engine: sa.Engine, work: Work[T], queued_at: float) -> T:
+        waited = time.monotonic() - queued_at
+        if waited > self._timeout:
+            # As a pool refuses a checkout: the queue is the pool here. Nothing ran.
+            raise sa.exc.TimeoutError(
+                f"waited {waited:.1f} s for a database thread (limit {self._timeout:g} s)"
+            )
+        connection = self._connection(engine)
+        with connection.begin():
+            return work(connection)
+
+    def _connection(self, engine: sa.Engine) -> sa.Connection:
+        """This thread's connection to ``engine`` (one that failed reconnects on its next use)."""
+        mine: dict[sa.Engine, sa.Connection] = self._local.__dict__.setdefault("connections", {})
+        connection = mine.get(engine)
+        if connection is None or connection.closed:
+            connection = mine[engine] = engine.connect()
+            self._opened.append(connection)
+        return connection
+
+    async def aclose(self) -> None:
+        await self._writer.aclose()
+        await self._readers.aclose()
+        for connection in self._opened:  # their threads have stopped
+            connection.close()
+        self._writer_engine.dispose()
+        self._reader_engine.dispose()

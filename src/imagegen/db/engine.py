@@ -1,0 +1,99 @@
+"""The engines imagegen's database runs on, and how many connections they pool.
+
+PostgreSQL: one ``AsyncEngine`` (asyncpg) holding ``PoolSettings.size`` connections, and as many
+again while a burst lasts; a transaction waits ``PoolSettings.timeout`` seconds at most for one,
+then the store answers ``StoreBusy`` (503), not a 30-second hang and a 500.
+
+SQLite: the ``AsyncEngine`` (aiosqlite) runs the migrations; the store's transactions run on
+synchronous engines (``sqlite_engine``) on threads of their own (``db/database.py``). SQLite
+files get WAL mode (set by ``migrate``), a busy timeout and enforced foreign keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How many connections the store keeps, and how long a transaction waits for one.
+
+    ``size``: PostgreSQL connections kept open (as many again on demand). ``timeout``: seconds
+    a transaction may wait for a connection, or on SQLite for its turn at the writer.
+    ``sqlite_readers``: SQLite connections (and threads) for reads, beside the one writer.
+    """
+
+    size: int = 10
+    timeout: float = 5.0
+    sqlite_readers: int = 2
+
+
+def create_engine(url: str | URL, pool: PoolSettings | None = None) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url``; for SQLite, create the file's directory and set pragmas."""
+    parsed = make_url(url)
+    pool = pool or PoolSettings()
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=pool.size,
+            max_overflow=pool.size,
+            pool_timeout=pool.timeout,
+        )
+    _ensure_sqlite_directory(parsed)
+    engine = create_async_engine(parsed, pool_timeout=pool.timeout)
+    sa.event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
+    return engine
+
+
+def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> sa.Engine:
+    """A synchronous engine (the ``sqlite3`` driver) on the SQLite file of ``url``.
+
+    ``begin`` is the statement opening each transaction: ``BEGIN IMMEDIATE`` takes the write
+    lock at once (so a transaction that reads before it writes cannot fail to upgrade), a plain
+    ``BEGIN`` gives a read transaction one snapshot of the file.
+    """
+    engine = sa.create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=connections,
+        max_overflow=0,
+        pool_timeout=timeout,
+    )
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        set_sqlite_pragmas(dbapi_connection, record)
+        dbapi_connection.isolation_level = None  # the driver's own BEGINs off; ours below
+
+    def began(connection: sa.Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    sa.event.listen(engine, "connect", connected)
+    sa.event.listen(engine, "begin", began)
+    return engine
+
+
+def _ensure_sqlite_directory(url: URL) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The busy timeout makes writers wait for each other instead of failing at once. WAL (set
+    # once per file by migrate) makes NORMAL synchronisation durable enough and fast.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()

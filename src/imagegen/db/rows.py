@@ -1,0 +1,149 @@
+"""Between the tables' rows (``tables.py``) and the core's frozen values: the parameters of an
+INSERT built from a value, and a value built from a row's mapping (``Result.mappings()``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import Any
+
+from imagegen.jobs.records import (
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    WebhookAttempt,
+    WebhookEvent,
+)
+from imagegen.models import Generation, GenerationRequest, JobStatus, PredictionRecord, StoredImage
+
+Row = Mapping[Any, Any]  # a RowMapping, or the values inserted as the row
+
+
+def request_to_json(request: GenerationRequest) -> dict[str, Any]:
+    return asdict(request)
+
+
+def request_from_json(data: dict[str, Any]) -> GenerationRequest:
+    # Keys a newer or older GenerationRequest no longer knows are dropped, not fatal.
+    known = {f.name for f in fields(GenerationRequest)}
+    return GenerationRequest(**{key: value for key, value in data.items() if key in known})
+
+
+def to_generation(
+    row: Row,
+    predictions: Sequence[PredictionRecord] = (),
+    images: Sequence[StoredImage] = (),
+) -> Generation:
+    """A ``generations`` row (or the values inserted as one) with its predictions and images."""
+    return Generation(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        request=request_from_json(row["request"]),
+        provider=row["provider"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        predictions=tuple(predictions),
+        images=tuple(images),
+        provider_urls=tuple(row["provider_urls"]),
+        images_missing=row["images_missing"],
+        error=row["error"],
+        error_code=row["error_code"],
+        metadata=row["metadata"],
+        deadline_at=row["deadline_at"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+        webhook_url=row["webhook_url"],
+        webhook_events=tuple(row["webhook_events"] or ()),
+        updated_at=row["updated_at"],
+    )
+
+
+def prediction_values(
+    generation_id: str, record: PredictionRecord, now: datetime
+) -> dict[str, Any]:
+    """A new prediction, in the provider's initial ``starting`` status."""
+    return {
+        "generation_id": generation_id,
+        "prediction_id": record.prediction_id,
+        "inputs": dict(record.inputs),
+        "images_requested": record.images_requested,
+        "status": "starting",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def to_prediction(row: Row) -> PredictionRecord:
+    return PredictionRecord(row["prediction_id"], row["inputs"], row["images_requested"])
+
+
+def image_values(generation_id: str, images: Sequence[StoredImage]) -> list[dict[str, Any]]:
+    """A succeeded generation's images, numbered in output order."""
+    return [
+        {
+            "generation_id": generation_id,
+            "position": position,
+            "key": image.key,
+            "content_type": image.content_type,
+            "width": image.width,
+            "height": image.height,
+            "size_bytes": image.size_bytes,
+            "source_url": image.source_url,
+            "revised_prompt": image.revised_prompt,
+        }
+        for position, image in enumerate(images)
+    ]
+
+
+def to_stored_image(row: Row) -> StoredImage:
+    return StoredImage(
+        key=row["key"],
+        content_type=row["content_type"],
+        width=row["width"],
+        height=row["height"],
+        size_bytes=row["size_bytes"],
+        source_url=row["source_url"],
+        revised_prompt=row["revised_prompt"],
+    )
+
+
+def delivery_values(new: NewDelivery, now: datetime) -> dict[str, Any]:
+    """A pending outbox message, due at once."""
+    return {
+        "id": new.id,
+        "generation_id": new.generation_id,
+        "event": new.event.value,
+        "url": new.url,
+        "body": new.body,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+        "delivered_at": None,
+    }
+
+
+def to_delivery(row: Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        generation_id=row["generation_id"],
+        event=WebhookEvent(row["event"]),
+        url=row["url"],
+        body=row["body"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+    )
+
+
+def to_attempt(row: Row, event: str) -> WebhookAttempt:
+    return WebhookAttempt(
+        delivery_id=row["delivery_id"],
+        event=WebhookEvent(event),
+        attempted_at=row["attempted_at"],
+        status_code=row["status_code"],
+        error=row["error"],
+        delivered=row["delivered"],
+    )

@@ -1,0 +1,90 @@
+"""Threads that run blocking calls for the event loop (the SQLite store's writer and readers).
+
+A call waits in one queue, by priority and then arrival; its outcome goes back to the event loop
+that submitted it with one ``call_soon_threadsafe``. A call whose caller was cancelled before it
+started never runs; one already running runs to its end (a transaction commits or rolls back
+whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SETTLING = 0  # work on what is already running goes first
+ADMISSION = 1  # then work that admits something new
+_STOP = 2  # after everything queued
+
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+class Threads:
+    """``count`` daemon threads serving one queue."""
+
+    def __init__(self, name: str, count: int) -> None:
+        # A deque per priority (appends and pops are atomic), and one wake-up per call queued.
+        self._calls: tuple[deque[_Call | None], ...] = (deque(), deque(), deque())
+        self._wakeups: SimpleQueue[None] = SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{index}", daemon=True)
+            for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, call: Callable[[], T], *, priority: int = SETTLING) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._put(priority, (loop, future, call))
+        return await future
+
+    async def aclose(self) -> None:
+        """Run what is queued, then stop the threads."""
+        for _ in self._threads:
+            self._put(_STOP, None)
+        await asyncio.to_thread(self._join)
+
+    def _put(self, priority: int, call: _Call | None) -> None:
+        self._calls[priority].append(call)
+        self._wakeups.put(None)
+
+    def _next(self) -> _Call | None:
+        self._wakeups.get()
+        # Each wake-up stands for a call queued before it: one is there for us, in some deque
+        # (another thread may empty the one we look at first).
+        while True:
+            for calls in self._calls:
+                with contextlib.suppress(IndexError):
+                    return calls.popleft()
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while (item := self._next()) is not None:
+            loop, future, call = item
+            if future.cancelled():
+                continue
+            try:
+                outcome: tuple[Any, BaseException | None] = (call(), None)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,91 @@
+"""A guarded state transition, as one transaction: one conditional ``UPDATE ... RETURNING``.
+
+The UPDATE applies only while the job is in a state the target may follow
+(``... WHERE id = :id AND status IN (:allowed)``), so of two writers racing exactly one wins;
+the loser reads the job as the winner left it and raises ``InvalidTransition``. The winner's
+job is built from the returned row without reading it again: its images are the ones this
+transition writes (only the transition to ``succeeded`` writes images, and it is final, so a job
+has none before it), and its predictions are read only when the returned count says it has any.
+Webhook messages the transition owes are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from imagegen.db.queries import load_generation, predictions_of
+from imagegen.db.rows import delivery_values, image_values, to_generation
+from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
+from imagegen.errors import InvalidTransition
+from imagegen.jobs.records import Outbox
+from imagegen.models import Generation, JobStatus, PredictionRecord, StoredImage
+
+ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
+    JobStatus.RUNNING: (JobStatus.QUEUED,),
+    JobStatus.SUCCEEDED: (JobStatus.RUNNING,),
+    JobStatus.FAILED: (JobStatus.QUEUED, JobStatus.RUNNING),
+    JobStatus.CANCELED: (JobStatus.QUEUED, JobStatus.RUNNING),
+}
+
+# By the bound id rather than correlated: SQLite's RETURNING renders columns unqualified.
+_PREDICTION_COUNT = (
+    sa.select(sa.func.count())
+    .where(PREDICTIONS.c.generation_id == sa.bindparam("generation_id"))
+    .scalar_subquery()
+    .label("prediction_count")
+)
+# One statement per target; the SET clause comes from the parameters each execution passes.
+_UPDATES = {
+    target: sa.update(GENERATIONS)
+    .where(
+        GENERATIONS.c.id == sa.bindparam("generation_id"),
+        GENERATIONS.c.status.in_([status.value for status in allowed]),
+    )
+    .returning(*GENERATIONS.c, _PREDICTION_COUNT)
+    for target, allowed in ALLOWED_FROM.items()
+}
+_INSERT_IMAGES = sa.insert(IMAGES)
+_INSERT_DELIVERIES = sa.insert(DELIVERIES)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Move ``generation_id`` to ``target`` at ``now``, setting ``values`` (columns besides
+    ``status`` and ``updated_at``) and writing ``images`` and the messages ``outbox`` owes.
+
+    Called with a connection inside a write transaction; returns the job as it left it.
+    """
+
+    generation_id: str
+    target: JobStatus
+    now: datetime
+    values: Mapping[str, Any]
+    images: Sequence[StoredImage] = ()
+    outbox: Outbox | None = None
+
+    def __call__(self, connection: sa.Connection) -> Generation:
+        parameters = {
+            **self.values,
+            "generation_id": self.generation_id,
+            "status": self.target.value,
+            "updated_at": self.now,
+        }
+        row = connection.execute(_UPDATES[self.target], parameters).mappings().one_or_none()
+        if row is None:
+            raise InvalidTransition(load_generation(connection, self.generation_id), self.target)
+        if self.images:
+            connection.execute(_INSERT_IMAGES, image_values(self.generation_id, self.images))
+        predictions: Sequence[PredictionRecord] = ()
+        if row["prediction_count"]:
+            predictions = predictions_of(connection, [self.generation_id])[self.generation_id]
+        generation = to_generation(row, predictions, self.images)
+        if self.outbox is not None:
+            messages = [delivery_values(new, self.now) for new in self.outbox(generation)]
+            if messages:
+                connection.execute(_INSERT_DELIVERIES, messages)
+        return generation

@@ -1,0 +1,169 @@
+"""A database at capacity is ``StoreBusy`` (503 with Retry-After), never a driver error (500):
+a locked SQLite file, a queue longer than the pool timeout, a PostgreSQL pool or server with no
+connection to spare. Other database errors pass through unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import imagegen.db.engine
+from imagegen.db import GenerationStore, PoolSettings, open_store
+from imagegen.db.errors import capacity_error
+from imagegen.errors import StoreBusy
+from imagegen.models import GenerationRequest
+
+from . import POSTGRES_URL, postgres_database
+
+REQUEST = GenerationRequest(model="a/b", prompt="p", num_images=1, width=64, height=64)
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "imagegen.db"
+
+
+@pytest.fixture
+async def sqlite_store(
+    sqlite_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[GenerationStore]:
+    monkeypatch.setattr(imagegen.db.engine, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    store = await open_store(f"sqlite+aiosqlite:///{sqlite_path}", pool=PoolSettings(timeout=0.1))
+    yield store
+    await store.aclose()
+
+
+def locked(path: Path) -> sqlite3.Connection:
+    """Another process's connection, holding the file's write lock until it rolls back."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_a_sqlite_file_another_writer_keeps_locked_is_store_busy(
+    sqlite_store: GenerationStore, sqlite_path: Path
+) -> None:
+    other = locked(sqlite_path)
+    try:
+        with pytest.raises(StoreBusy) as caught:
+            await sqlite_store.create(REQUEST, provider="p")
+    finally:
+        other.rollback()
+        other.close()
+    assert caught.value.retry_after == 1.0
+    assert caught.value.code == "store_busy"
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
+    await sqlite_store.create(REQUEST, provider="p")  # the lock is gone: it works again
+
+
+async def test_a_sqlite_write_queued_past_the_pool_timeout_is_refused_and_never_runs(
+    sqlite_store: GenerationStore, sqlite_path: Path
+) -> None:
+    other = locked(sqlite_path)
+    first = asyncio.ensure_future(sqlite_store.create(REQUEST, provider="p"))
+    await asyncio.sleep(0.02)  # the writer is now waiting on the lock (busy timeout: 0.3 s)
+    second = asyncio.ensure_future(sqlite_store.create(REQUEST, provider="p", metadata={"n": 2}))
+    await asyncio.sleep(0.15)  # longer than the pool timeout
+    other.rollback()
+    other.close()
+
+    created = await first
+    with pytest.raises(StoreBusy) as caught:
+        await second
+    assert isinstance(caught.value.__cause__, sa.exc.TimeoutError)
+    page, _ = await sqlite_store.list(limit=10)
+    assert [job.id for job in page] == [created.id]
+
+
+async def test_writes_for_running_jobs_go_before_new_jobs(
+    sqlite_store: GenerationStore, sqlite_path: Path
+) -> None:
+    running = await sqlite_store.create(REQUEST, provider="p")
+    finished: list[str] = []
+
+    def queue(name: str, write: Awaitable[object]) -> asyncio.Future[object]:
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(lambda _: finished.append(name))
+        return task
+
+    other = locked(sqlite_path)
+    blocked = queue("blocked", sqlite_store.create(REQUEST, provider="p"))
+    await asyncio.sleep(0.01)  # the writer waits on the lock with it
+    new = queue("new job", sqlite_store.create(REQUEST, provider="p"))
+    await asyncio.sleep(0.01)
+    start = queue("start", sqlite_store.mark_running(running.id))
+    await asyncio.sleep(0.01)
+    other.rollback()
+    other.close()
+    await asyncio.gather(blocked, new, start)
+
+    assert finished == ["blocked", "start", "new job"]
+
+
+async def test_reads_are_not_queued_behind_a_waiting_writer(
+    sqlite_store: GenerationStore, sqlite_path: Path
+) -> None:
+    job = await sqlite_store.create(REQUEST, provider="p")
+    other = locked(sqlite_path)
+    try:
+        writing = asyncio.ensure_future(sqlite_store.create(REQUEST, provider="p"))
+        await asyncio.sleep(0.02)
+        started = time.monotonic()
+        assert await sqlite_store.get(job.id) == job
+        assert time.monotonic() - started < 0.1
+    finally:
+        other.rollback()
+        other.close()
+    await writing
+
+
+async def test_other_database_errors_pass_through(sqlite_path: Path) -> None:
+    sqlite3.connect(sqlite_path).close()  # an empty file: no tables
+    store = GenerationStore(create_async_engine(f"sqlite+aiosqlite:///{sqlite_path}"))
+    try:
+        with pytest.raises(sa.exc.OperationalError):
+            await store.get("gen_x")
+    finally:
+        await store.aclose()
+    assert capacity_error(ValueError("database is locked")) is None
+
+
+async def test_a_postgres_pool_with_no_connection_free_in_time_is_store_busy() -> None:
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=0.1))
+        try:
+            async with store.engine.connect(), store.engine.connect():  # the pool and overflow
+                started = time.monotonic()
+                with pytest.raises(StoreBusy) as caught:
+                    await store.get("gen_x")
+                assert time.monotonic() - started < 2
+            assert isinstance(caught.value.__cause__, sa.exc.TimeoutError)
+        finally:
+            await store.aclose()
+
+
+async def test_a_postgres_server_refusing_connections_is_store_busy() -> None:
+    role = f"imagegen_full_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    refused = create_async_engine(make_url(POSTGRES_URL).set(username=role, password=None))
+    store = GenerationStore(refused)
+    try:
+        with pytest.raises(StoreBusy) as caught:
+            await store.get("gen_x")
+        assert "53300" in str(caught.value)  # too_many_connections
+    finally:
+        await store.aclose()
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f"DROP ROLE {role}")
+        await admin.dispose()
