@@ -28,7 +28,6 @@ import io
 import json
 import secrets
 import socket
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tests.fakes.openai_models import MODELS, ApiError, ImageJob, validate
+from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 CONTENT_POLICY_MESSAGE = (
     "Your request was rejected as a result of our safety system. Your prompt may contain text "
@@ -343,9 +343,7 @@ def create_app(*, api_key: str | None = "sk-test", url_ttl: float = 3600.0) -> S
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind_loopback(host, port)
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -364,8 +362,7 @@ class OpenAIDouble:
     def __init__(self, *, api_key: str | None = "sk-test", url_ttl: float = 3600.0) -> None:
         self.api_key = api_key
         self.app = create_app(api_key=api_key, url_ttl=url_ttl)
-        self._server = _server(self.app)
-        self._thread: threading.Thread | None = None
+        self._runner = ThreadedServer(_server(self.app), name="the OpenAI double")
         self.port = 0
 
     @property
@@ -374,24 +371,13 @@ class OpenAIDouble:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
-        sock = _bind("127.0.0.1", 0)
+        sock = bind_loopback()
         self.port = sock.getsockname()[1]
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the OpenAI double did not start")
-            time.sleep(0.005)
+        self._runner.start(sock)
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._runner.stop()
 
     def __enter__(self) -> Self:
         return self.start()

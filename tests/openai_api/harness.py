@@ -4,15 +4,13 @@ the Replicate and OpenAI doubles, routed by a catalog file written for the test.
 from __future__ import annotations
 
 import functools
-import socket
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
+from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 from imagegen.api.app import create_app
 from imagegen.config import Settings
@@ -85,13 +83,6 @@ def settings_for(
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 class InProcessImagegen:
     """``create_app(settings)`` over ``build_services`` with ``environ`` as the key source."""
 
@@ -101,29 +92,17 @@ class InProcessImagegen:
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=1
         )
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
+        self._runner = ThreadedServer(uvicorn.Server(config), name="imagegen in-process")
         self.base_url = ""
 
     def start(self) -> Self:
-        sock = _free_socket()
+        sock = bind_loopback()
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="imagegen"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("imagegen did not start in-process")
-            time.sleep(0.005)
+        self._runner.start(sock, timeout=20)
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._runner.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import select
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,17 +23,9 @@ from tests.fakes.replicate.app import create_double_app
 from tests.fakes.replicate.config import DoubleConfig
 from tests.fakes.replicate.control import queue_faults
 from tests.fakes.replicate.state import DoubleState
+from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets whose ``proto`` is
-    # TCP (accepted ones inherit it), and without it every small reply waits out delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def _server(state: DoubleState, log_level: str) -> uvicorn.Server:
@@ -72,8 +62,7 @@ class ReplicateDouble:
     ) -> None:
         self.state = DoubleState(config, clock=clock)
         self._host, self._port, self._log_level = host, port, log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
         self.base_url = ""
 
     @property
@@ -81,28 +70,18 @@ class ReplicateDouble:
         return self.state.config
 
     def start(self) -> Self:
-        sock = _bind(self._host, self._port)
+        sock = bind_loopback(self._host, self._port)
         self.base_url = f"http://{self._host}:{sock.getsockname()[1]}"
-        self._server = _server(self.state, self._log_level)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            daemon=True,
-            name="replicate-double",
+        self._runner = ThreadedServer(
+            _server(self.state, self._log_level), name="the Replicate double"
         )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the Replicate double did not start")
-            time.sleep(0.005)
+        self._runner.start(sock)
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        if self._runner is not None:
+            self._runner.stop(timeout=5)
+        self._runner = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -272,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     fields = {k: getattr(args, k) for k in [*_CLI_FIELDS, "low_credit"]}
     config = DoubleConfig(**{k: v for k, v in fields.items() if v is not None})
-    sock = _bind(args.host, args.port)
+    sock = bind_loopback(args.host, args.port)
     server = _server(DoubleState(config), args.log_level)
 
     async def serve() -> None:
