@@ -51,13 +51,21 @@ def _missing() -> str | None:
     return None
 
 
+def skip_module_without_a_browser() -> None:
+    """Locally, without Chromium, one skip line for the whole module; never with CI set."""
+    problem = _missing()
+    if problem is not None and not _in_ci():
+        pytest.skip(
+            f"browser tests: {problem}; `apt-get install -y chromium` enables them",
+            allow_module_level=True,
+        )
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     problem = _missing()
     if problem is not None:
-        if _in_ci():
-            pytest.fail(f"CI=true and the browser tests cannot run: {problem}")
-        pytest.skip(f"browser tests: {problem}; `apt-get install -y chromium` enables them")
+        pytest.fail(f"CI is set and the browser tests cannot run: {problem}")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

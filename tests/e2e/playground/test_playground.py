@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Route, expect
 from tests.e2e.conftest import imagegen
-from tests.e2e.playground.conftest import Visit, open_visit
+from tests.e2e.playground.conftest import Visit, open_visit, skip_module_without_a_browser
+
+skip_module_without_a_browser()
+
+from playwright.sync_api import Route, expect  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
