@@ -259,3 +259,22 @@ def test_history_pages_newest_first_with_thumbnails_states_and_errors(
             expect(page).to_have_url(f"{server.base_url}/generations/{ids[-1]}")
             expect(job_state(visit)).to_have_text("succeeded")
     assert len(ids) == 5
+
+
+def test_provider_urls_are_linked_not_loaded(
+    browser: Any, double: Any, control: Any, tmp_path: Any
+) -> None:
+    env = {"IMAGEGEN_RETURN_PROVIDER_URLS": "true"}
+    with imagegen(tmp_path, double, **env) as server:  # images stay at the provider
+        with httpx.Client(base_url=server.base_url, timeout=30) as api:
+            created = api.post("/api/v1/images/generate", json=BODY).json()
+        assert created["image_urls"][0].startswith(double.base_url)
+        for visit in open_visit(browser, server.base_url):  # asserts nothing came from elsewhere
+            visit.goto(f"/generations/{created['id']}")
+            expect(job_state(visit)).to_have_text("succeeded")
+            expect(visit.page.locator("#job img")).to_have_count(0)
+            link = visit.page.get_by_role("link", name="Image 1 at the provider")
+            expect(link).to_have_attribute("href", created["image_urls"][0])
+            visit.goto("/history")
+            expect(visit.page.locator(".history-item")).to_have_count(1)
+            expect(visit.page.locator(".thumb img")).to_have_count(0)

@@ -1,14 +1,14 @@
 // The history page: every generation, newest first, a page at a time (the API's cursor).
 import { api, describeError } from "./api.js";
 import { mountKeyPanel } from "./key.js";
-import { h, stateBadge, when } from "./render.js";
+import { h, servedHere, stateBadge, when } from "./render.js";
 
 const params = new URLSearchParams(location.search);
 const limit = params.get("limit");
 const cursor = params.get("cursor");
 
 function thumbnail(generation) {
-  const image = (generation.images || [])[0];
+  const image = (generation.images || []).find((candidate) => servedHere(candidate.url));
   const target = `/generations/${encodeURIComponent(generation.id)}`;
   const content = image
     ? h("img", { src: image.url, alt: "", loading: "lazy", width: 96, height: 96 })

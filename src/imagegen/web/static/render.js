@@ -69,11 +69,27 @@ function filename(url, index, generation) {
   return `${generation.id}-${index + 1}.${extension}`;
 }
 
+/** Whether imagegen itself serves this URL (the page loads nothing from other hosts). */
+export function servedHere(url) {
+  try {
+    return new URL(url, location.href).origin === location.origin;
+  } catch {
+    return false;
+  }
+}
+
+function elsewhere(image, index) {
+  return h("figure", { class: "image elsewhere" },
+    h("a", { href: image.url, rel: "noreferrer" }, `Image ${index + 1} at the provider`),
+    h("span", { class: "meta" }, "not stored by imagegen, so not shown here"));
+}
+
 export function imagesView(generation) {
   const images = generation.images || [];
   const total = images.length;
-  return h("div", { class: "images" }, images.map((image, index) =>
-    h("figure", { class: "image" },
+  return h("div", { class: "images" }, images.map((image, index) => !servedHere(image.url)
+    ? elsewhere(image, index)
+    : h("figure", { class: "image" },
       h("a", { href: image.url, class: "image-link" },
         h("img", {
           src: image.url,
