@@ -20,6 +20,7 @@ from playwright.sync_api import Route, expect  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 MODEL = "black-forest-labs/flux-schnell"
+ASYNC = {"Prefer": "respond-async"}
 BODY = {"model": MODEL, "prompt": "a red fox", "num_images": 1, "width": 512, "height": 512}
 
 # Records every value the progress bar's aria-valuenow takes, as it changes.
@@ -160,6 +161,7 @@ def test_keyboard_only_submit(visit: Visit) -> None:
     page.keyboard.press("ArrowUp")  # the preset above 1024x1024: 768x768
     expect(page.get_by_label("Width")).to_have_value("768")
     tab_to("button[type=submit]")
+    visit.screenshot("playground-keyboard-focus")
     page.keyboard.press("Enter")
 
     expect(job_state(visit)).to_have_text("succeeded")
@@ -224,6 +226,19 @@ def test_a_generations_page(visit: Visit) -> None:
     expect(page.locator("#page-error")).to_have_text(re.compile(r"^404: .*gen_doesnotexist"))
 
 
+def test_a_generations_page_follows_it_while_it_runs(visit: Visit, control: Any) -> None:
+    control.configure(duration=3.0)
+    with httpx.Client(base_url=visit.base_url, timeout=30) as api:
+        created = api.post("/api/v1/images/generate", json=BODY, headers=ASYNC).json()
+    page = visit.page
+    visit.goto(f"/generations/{created['id']}")
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile(r"\d+"))
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    visit.screenshot("generation-running")
+    expect(job_state(visit)).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#job img")).to_have_count(1)
+
+
 def test_history_pages_newest_first_with_thumbnails_states_and_errors(
     browser: Any, double: Any, control: Any, tmp_path: Any
 ) -> None:
@@ -250,6 +265,7 @@ def test_history_pages_newest_first_with_thumbnails_states_and_errors(
             expect(failed.locator(".state")).to_have_text("failed")
             expect(failed.locator(".history-error")).to_contain_text("the model fell over")
             expect(failed.locator(".thumb img")).to_have_count(0)
+            visit.screenshot("history-older")
 
             page.get_by_role("link", name="Older").click()
             expect(items.locator(".history-prompt")).to_have_text(["picture 0"])

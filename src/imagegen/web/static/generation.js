@@ -1,7 +1,7 @@
 // A generation's own page: /generations/{id}, followed live while it runs.
 import { api, describeError } from "./api.js";
 import { JobView } from "./job.js";
-import { mountKeyPanel } from "./key.js";
+import { KEY_CHANGED, mountKeyPanel } from "./key.js";
 import { h } from "./render.js";
 
 const id = decodeURIComponent(location.pathname.replace(/^\/generations\//, ""));
@@ -22,3 +22,4 @@ async function load() {
 
 mountKeyPanel();
 load();
+window.addEventListener(KEY_CHANGED, () => load());

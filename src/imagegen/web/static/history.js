@@ -1,6 +1,6 @@
 // The history page: every generation, newest first, a page at a time (the API's cursor).
 import { api, describeError } from "./api.js";
-import { mountKeyPanel } from "./key.js";
+import { KEY_CHANGED, mountKeyPanel } from "./key.js";
 import { h, servedHere, stateBadge, when } from "./render.js";
 
 const params = new URLSearchParams(location.search);
@@ -55,3 +55,4 @@ async function load() {
 
 mountKeyPanel();
 load();
+window.addEventListener(KEY_CHANGED, () => load());

@@ -2,6 +2,8 @@
 import { h } from "./render.js";
 
 const STORAGE = "imagegen.apiKey";
+/** Dispatched on window when the key is saved or forgotten: pages reload what they show. */
+export const KEY_CHANGED = "imagegen-key-changed";
 
 export function getKey() {
   try {
@@ -42,10 +44,12 @@ export function mountKeyPanel() {
     setKey(input.value.trim());
     input.value = "";
     describe(state);
+    window.dispatchEvent(new Event(KEY_CHANGED));
   });
   clear.addEventListener("click", () => {
     setKey("");
     describe(state);
+    window.dispatchEvent(new Event(KEY_CHANGED));
   });
   describe(state);
   slot.replaceChildren(panel);

@@ -1,7 +1,7 @@
 // The playground form: creates an async generation and shows it as it runs.
 import { ApiError, api, describeError } from "./api.js";
 import { JobView } from "./job.js";
-import { mountKeyPanel } from "./key.js";
+import { KEY_CHANGED, mountKeyPanel } from "./key.js";
 import { h } from "./render.js";
 
 const form = document.getElementById("generate-form");
@@ -122,3 +122,4 @@ size.addEventListener("change", applyPreset);
 width.addEventListener("input", syncPreset);
 height.addEventListener("input", syncPreset);
 loadModels();
+window.addEventListener(KEY_CHANGED, () => loadModels());
