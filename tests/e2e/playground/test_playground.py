@@ -73,6 +73,9 @@ def test_generate_and_see_the_images(visit: Visit) -> None:
     page.get_by_role("button", name="Generate").click()
 
     expect(job_state(visit)).to_have_text("succeeded")
+    expect(page.get_by_role("status").filter(has_text="Generation")).to_have_text(
+        "Generation succeeded: 2 images"
+    )
     images = page.locator("#job img")
     expect(images).to_have_count(2)
     for index in range(2):

@@ -11,6 +11,10 @@ export class JobView {
     this.progress = null;
     this.controller = null;
     this.timer = null;
+    this.announced = null;
+    // State changes are announced here, once each; the panel itself is redrawn too often.
+    this.announcer = h("p", { class: "visually-hidden", role: "status", id: "job-announce" });
+    container.after(this.announcer);
   }
 
   /** Shows `generation` and, unless it has ended, follows its events until it does. */
@@ -74,8 +78,18 @@ export class JobView {
     this.container.replaceChildren(...parts.filter(Boolean));
     if (hadFocus && running) this.container.querySelector("#job-cancel").focus();
     this.container.dataset.status = generation.status;
+    this.announce(generation);
     this.updateProgress();
     this.tick();
+  }
+
+  announce(generation) {
+    if (this.announced === `${generation.id} ${generation.status}`) return;
+    this.announced = `${generation.id} ${generation.status}`;
+    const count = (generation.images || []).length;
+    const detail = generation.status === "succeeded" ? `: ${count} image${count === 1 ? "" : "s"}`
+      : generation.error ? `: ${generation.error}` : "";
+    this.announcer.textContent = `Generation ${generation.status}${detail}`;
   }
 
   updateProgress() {
