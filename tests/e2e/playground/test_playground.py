@@ -190,10 +190,11 @@ def test_an_api_key_is_asked_for_on_401_and_sent_as_bearer(visit: Visit) -> None
     fill_form(visit, "a locked door")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#form-error")).to_have_text(
-        "401 Unauthorized: missing or invalid API key. Set an API key (top right)."
+        '401 Unauthorized: missing or invalid API key. Enter an API key under "API key" at the top.'
     )
     expect(page.locator("#key-panel")).to_have_attribute("open", "")
     expect(page.get_by_label("API key")).to_be_focused()
+    visit.screenshot("playground-api-key")
 
     page.get_by_label("API key").fill("sk-playground")
     page.get_by_role("button", name="Save").click()

@@ -59,7 +59,7 @@ export async function api(path, { method = "GET", body, prefer } = {}) {
 /** Says what went wrong, with the status, as a person reads it. */
 export function describeError(error) {
   if (!(error instanceof ApiError) || error.status === 0) return String(error.message || error);
-  if (error.status === 401) return `401 Unauthorized: ${error.message}. Set an API key (top right).`;
+  if (error.status === 401) return `401 Unauthorized: ${error.message}. Enter an API key under "API key" at the top.`;
   return `${error.status}: ${error.message}`;
 }
 
