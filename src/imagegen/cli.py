@@ -1,4 +1,6 @@
-"""The command line: ``imagegen serve`` and ``imagegen generate``. A thin edge over the core.
+"""The command line: ``imagegen serve``, and ``generate``, ``history``, ``show``, ``cancel`` and
+``open`` against a running imagegen (``--url`` or ``IMAGEGEN_URL``; a key in
+``IMAGEGEN_API_KEY``). A thin edge over the core and the HTTP API.
 
 Start-up time counts (``imagegen serve`` should answer within a second), so each command imports
 what it needs when it runs: ``generate`` never loads the server, ``serve`` never loads the
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from imagegen.client_http import ApiClient
     from imagegen.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="imagegen: image generation API")
@@ -75,6 +78,32 @@ def serve(
     )
 
 
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar="IMAGEGEN_URL", help="Base URL of a running imagegen (IMAGEGEN_URL)."
+    ),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+TimeoutOption = Annotated[
+    float, typer.Option(help="Seconds to wait for the server to answer (each read).")
+]
+
+
+def client(url: str, timeout: float = 60.0) -> ApiClient:
+    """The API at ``url``, with the key in ``IMAGEGEN_API_KEY`` (sent as a Bearer token)."""
+    import os
+
+    from imagegen.client_http import ApiClient
+
+    return ApiClient(url, api_key=os.environ.get("IMAGEGEN_API_KEY") or None, timeout=timeout)
+
+
+def fail(exc: Exception, exit_code: int) -> typer.Exit:
+    typer.echo(f"imagegen: {exc}", err=True)
+    return typer.Exit(exit_code)
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
@@ -84,35 +113,125 @@ def generate(
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = 1,
     width: Annotated[int, typer.Option(help="Width in pixels.")] = 1024,
     height: Annotated[int, typer.Option(help="Height in pixels.")] = 1024,
+    seed: Annotated[int | None, typer.Option(help="Seed, for models that take one.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the images.")] = (
         Path(".")
     ),
-    url: Annotated[str, typer.Option(help="Base URL of a running imagegen.")] = (
-        "http://127.0.0.1:8000"
-    ),
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 600.0,
+    detach: Annotated[
+        bool, typer.Option("--async", help="Print the generation's id and return at once.")
+    ] = False,
+    url: UrlOption = DEFAULT_URL,
+    timeout: TimeoutOption = 600.0,
 ) -> None:
-    """Ask a running imagegen for images, save them, and print their paths."""
-    from imagegen.client_cli import GenerateFailed, run_generate
+    """Generate images with a running imagegen, showing progress; print where each is saved.
+
+    Ctrl-C cancels the generation (and its predictions upstream) before exiting.
+    """
+    from rich.console import Console
+
+    from imagegen.client_cli import run_generate
+    from imagegen.client_http import ClientError
+
+    body: dict[str, object] = {
+        "model": model,
+        "prompt": prompt,
+        "num_images": num_images,
+        "width": width,
+        "height": height,
+    }
+    if seed is not None:
+        body["seed"] = seed
+    if negative_prompt is not None:
+        body["negative_prompt"] = negative_prompt
+    try:
+        with client(url, timeout) as api:
+            lines = run_generate(api, body, output, detach=detach, console=Console(stderr=True))
+    except ClientError as exc:
+        raise fail(exc, exc.exit_code) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many generations.")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Where the previous page ended.")] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """List past generations, newest first."""
+    from rich.console import Console
+
+    from imagegen.client_http import ClientError
+    from imagegen.client_views import history_table
 
     try:
-        paths = run_generate(
-            base_url=url,
-            body={
-                "model": model,
-                "prompt": prompt,
-                "num_images": num_images,
-                "width": width,
-                "height": height,
-            },
-            output=output,
-            timeout=timeout,
-        )
-    except GenerateFailed as exc:
-        typer.echo(f"imagegen: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    for path in paths:
-        typer.echo(str(path))
+        with client(url) as api:
+            page = api.history(limit=limit, cursor=cursor)
+    except ClientError as exc:
+        raise fail(exc, exc.exit_code) from None
+    Console().print(history_table(page))
+    if page.get("next_cursor"):
+        typer.echo(f"more: imagegen history --limit {limit} --cursor {page['next_cursor']}")
+
+
+@app.command()
+def show(
+    generation_id: Annotated[str, typer.Argument(metavar="ID", help="The generation's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Show one generation: state, images, exact provider inputs, timing and error."""
+    import json
+
+    from rich.console import Console
+
+    from imagegen.client_http import ClientError
+    from imagegen.client_views import print_generation
+
+    try:
+        with client(url) as api:
+            job = api.generation(generation_id)
+    except ClientError as exc:
+        raise fail(exc, exc.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        print_generation(Console(), job)
+
+
+@app.command()
+def cancel(
+    generation_id: Annotated[str, typer.Argument(metavar="ID", help="The generation's id.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Cancel a generation (and its predictions upstream); one that already ended is kept."""
+    from imagegen.client_http import ClientError
+
+    try:
+        with client(url) as api:
+            job = api.cancel(generation_id)
+    except ClientError as exc:
+        raise fail(exc, exc.exit_code) from None
+    note = "" if job["status"] == "canceled" else " (it had already ended)"
+    typer.echo(f"{job['id']}: {job['status']}{note}")
+
+
+@app.command("open")
+def open_page(
+    generation_id: Annotated[str, typer.Argument(metavar="ID", help="The generation's id.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Print a generation's playground page, and open it in a browser when there is one."""
+    import contextlib
+    import webbrowser
+    from urllib.parse import quote
+
+    page = f"{url.rstrip('/')}/generations/{quote(generation_id, safe='')}"
+    typer.echo(page)
+    # No browser (a server, CI), or one that fails: the URL is printed all the same.
+    with contextlib.suppress(Exception):
+        webbrowser.open(page)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The HTTP client behind ``imagegen generate``: sends one request, shows progress, saves images."""
+"""What ``imagegen generate`` does against a running imagegen: create an async job, follow its
+events with a live display, save the images, and cancel the job upstream on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,68 +10,82 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from imagegen.client_http import ApiClient, ClientError
+from imagegen.client_progress import JobProgress
+
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
-
-
-class GenerateFailed(Exception):
-    """The server refused or failed the generation; ``exit_code`` follows the error's class."""
-
-    def __init__(self, message: str, *, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
+MAX_RECONNECTS = 5
 
 
 def run_generate(
-    *, base_url: str, body: dict[str, Any], output: Path, timeout: float
-) -> list[Path]:
-    console = Console(stderr=True)
+    api: ApiClient, body: dict[str, Any], output: Path, *, detach: bool, console: Console
+) -> list[str]:
+    """The job's id (``detach``), else the paths of its saved images.
+
+    Raises ``ClientError``: refused, failed or canceled; ``exit_code`` 130 after Ctrl-C.
+    """
+    job = api.create(body)
+    if detach:
+        return [str(job["id"])]
+    console.print(f"generation {job['id']}", highlight=False)
+    try:
+        with JobProgress(console, job["id"]) as display:
+            display.update(job["status"], job.get("progress"))
+            final = follow(api, job["id"], display)
+            elapsed = display.elapsed()
+    except KeyboardInterrupt:
+        raise cancel_after_interrupt(api, job["id"], console) from None
+    if final["status"] != "succeeded":
+        reason = final.get("error") or f"it was {final['status']}"
+        raise ClientError(f"generation {final['id']} {final['status']}: {reason}")
     output.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with (
-        httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5)
-        ) as client,
-        console.status("[bold]generating...", spinner="dots") as status,
-    ):
+    paths = [save(api, image, output, final["id"], n) for n, image in enumerate(final["images"])]
+    console.print(f"[green]{len(paths)} image(s) in {elapsed:.1f}s", highlight=False)
+    if final.get("images_missing"):
+        console.print(f"[yellow]{final['images_missing']} image(s) were not returned")
+    return [str(path) for path in paths]
+
+
+def follow(api: ApiClient, generation_id: str, display: JobProgress) -> dict[str, Any]:
+    """Shows each event until ``done``; the job in its final state. A dropped stream is
+    reopened (its first event is the job as it is now, so nothing is missed)."""
+    state, fraction, drops = "queued", None, 0
+    while True:
         try:
-            response = client.post("/api/v1/images/generate", json=body)
-        except httpx.HTTPError as exc:
-            raise GenerateFailed(f"could not reach {base_url}: {exc}") from exc
-        status.update(f"saving images ({time.monotonic() - started:.1f}s)")
-        payload = _payload(response)
-        paths = [
-            _save(client, image_url, output, payload.get("id", "image"), index)
-            for index, image_url in enumerate(payload["image_urls"])
-        ]
-    console.print(f"[green]{len(paths)} image(s) in {time.monotonic() - started:.1f}s")
-    if payload.get("images_missing"):
-        console.print(f"[yellow]{payload['images_missing']} image(s) were not returned")
-    return paths
+            for event in api.events(generation_id):
+                if event.kind == "progress":
+                    fraction = event.data.get("progress")
+                else:
+                    state = str(event.data["status"])
+                    fraction = event.data.get("progress", fraction)
+                display.update(state, fraction)
+                if event.kind == "done":
+                    return event.data
+        except httpx.TransportError as exc:
+            if drops >= MAX_RECONNECTS:
+                raise ClientError(f"lost the event stream of {generation_id}: {exc}") from exc
+        if drops >= MAX_RECONNECTS:
+            raise ClientError(f"the event stream of {generation_id} kept closing")
+        drops += 1
+        time.sleep(1)
 
 
-def _payload(response: httpx.Response) -> dict[str, Any]:
+def cancel_after_interrupt(api: ApiClient, generation_id: str, console: Console) -> ClientError:
+    """Ctrl-C: cancel the job (and its predictions upstream) before exiting."""
+    console.print(f"interrupted: canceling {generation_id}", highlight=False)
     try:
-        payload = response.json()
-    except ValueError:
-        payload = {}
-    if response.status_code >= 400:
-        message = payload.get("error") if isinstance(payload, dict) else None
-        code = 2 if 400 <= response.status_code < 500 else 1
-        raise GenerateFailed(
-            f"HTTP {response.status_code}: {message or response.text[:200]}", exit_code=code
-        )
-    if not isinstance(payload, dict) or "image_urls" not in payload:
-        raise GenerateFailed("the server sent an unexpected reply")
-    return payload
+        job = api.cancel(generation_id)
+    except ClientError as exc:
+        return ClientError(f"interrupted; the cancel failed: {exc}", exit_code=EXIT_INTERRUPTED)
+    return ClientError(
+        f"interrupted: generation {generation_id} is {job['status']}", exit_code=EXIT_INTERRUPTED
+    )
 
 
-def _save(client: httpx.Client, url: str, output: Path, stem: str, index: int) -> Path:
-    try:
-        response = client.get(url)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise GenerateFailed(f"could not download {url}: {exc}") from exc
-    content_type = response.headers.get("content-type", "").split(";")[0]
-    path = output / f"{stem}-{index}{EXTENSIONS.get(content_type, '.img')}"
-    path.write_bytes(response.content)
+def save(api: ApiClient, image: dict[str, Any], output: Path, stem: str, index: int) -> Path:
+    content = api.download(image["url"])
+    extension = EXTENSIONS.get(str(image.get("content_type")), Path(image["url"]).suffix or ".img")
+    path = output / f"{stem}-{index}{extension}"
+    path.write_bytes(content)
     return path

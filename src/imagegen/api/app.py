@@ -13,6 +13,7 @@ from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
 from imagegen.config import Settings
+from imagegen.web import routes as web
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
 
@@ -44,6 +45,6 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     openapi.install(app, settings)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
-    for router in (*routers, health.router):
+    for router in (*routers, health.router, web.router):
         app.include_router(router)
     return app
