@@ -60,8 +60,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # `make test-fast` (-m "not e2e and not faults and not fuzz") leaves them out by folder.
 
 LAYERS = {"e2e": "e2e", "faults": "faults", "fuzz": "fuzz"}
-# Per-test timeouts beyond pyproject's 120 s: a fuzzed operation makes up to a few hundred calls.
-LAYER_TIMEOUTS = {"fuzz": 600}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,5 +68,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
         if len(parts) > 1 and parts[0] in LAYERS:
             item.add_marker(LAYERS[parts[0]])
-            if parts[0] in LAYER_TIMEOUTS and item.get_closest_marker("timeout") is None:
-                item.add_marker(pytest.mark.timeout(LAYER_TIMEOUTS[parts[0]]))
