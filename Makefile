@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and make:
 #   make serve   -> creates .venv, installs imagegen, serves on 127.0.0.1:8000
 #   make test    -> creates .venv, installs imagegen with test extras, runs ruff, mypy, pytest
+#   make test-fast -> the same without the end-to-end, fault and fuzz tests (see README, Testing)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +30,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+pytest-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e and not faults and not fuzz"
+
 test: lint typecheck pytest
+
+test-fast: lint typecheck pytest-fast
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

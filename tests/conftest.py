@@ -53,3 +53,18 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("IMAGEGEN_", "REPLICATE_", "OPENAI_")):
             monkeypatch.delenv(name, raising=False)
+
+
+# ==== Suite layers ================================================================================
+# Every test under tests/e2e, tests/faults and tests/fuzz carries that layer's marker, so
+# `make test-fast` (-m "not e2e and not faults and not fuzz") leaves them out by folder.
+
+LAYERS = {"e2e": "e2e", "faults": "faults", "fuzz": "fuzz"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath / "tests"
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        if len(parts) > 1 and parts[0] in LAYERS:
+            item.add_marker(LAYERS[parts[0]])

@@ -10,10 +10,10 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import replicate
 import yaml
@@ -36,12 +36,9 @@ from tests.fakes.replicate_models import (
     TEXT_ITERATOR_OUTPUT,
     URI_LIST_OUTPUT,
 )
+from tests.support.replicate_fixtures import OPENAPI, RECORDINGS
 
-jsonschema_rs = pytest.importorskip("jsonschema_rs")
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-CASSETTES = REFERENCE / "replicate-recordings"
-needs_reference = pytest.mark.skipif(not CASSETTES.is_dir(), reason="shared/reference is absent")
+CASSETTES = RECORDINGS
 TOKEN = "r8_test"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TQDM = re.compile(r"^\s*(\d+)%\s*\|.+?\|\s*(\d+)/(\d+)")  # replicate's Prediction.progress regex
@@ -168,7 +165,7 @@ def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
 
 
 def spec_schema(path: str, method: str, status: str) -> dict[str, Any]:
-    spec = json.loads((REFERENCE / "replicate-openapi.json").read_text())
+    spec = json.loads(OPENAPI.read_text())
     response = spec["paths"][path][method]["responses"][status]
     schema: dict[str, Any] = _inline_refs(response["content"]["application/json"]["schema"], spec)
     return schema
@@ -415,7 +412,6 @@ def test_aborted_status_breaks_replicate_1_0_7(clocked: ReplicateDouble, clock: 
 # -- shapes: recordings and the OpenAPI spec ------------------------------------------------------
 
 
-@needs_reference
 def test_recorded_predictions_validate_against_the_spec() -> None:
     validator = prediction_validator(historical=True)
     bodies = recorded_predictions()
@@ -424,7 +420,6 @@ def test_recorded_predictions_validate_against_the_spec() -> None:
         assert_valid(validator, body)
 
 
-@needs_reference
 def test_double_predictions_match_the_spec_and_the_recorded_shapes(
     clocked: ReplicateDouble, capi: httpx.Client, clock: FakeClock
 ) -> None:
@@ -465,7 +460,6 @@ def test_double_predictions_match_the_spec_and_the_recorded_shapes(
                 assert json_kind(mine[key]) == json_kind(value), key
 
 
-@needs_reference
 def test_models_and_versions_match_the_recordings(api: httpx.Client) -> None:
     model_schema = jsonschema_rs.validator_for(
         spec_schema("/models/{model_owner}/{model_name}", "get", "200")

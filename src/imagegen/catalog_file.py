@@ -3,6 +3,7 @@
 ::
 
     replicate_passthrough = true      # owner/name[:version] still goes to Replicate (default)
+    builtin_models = true             # serve the built-in short names too (default)
 
     [providers.together]              # "replicate" exists implicitly (REPLICATE_API_KEY)
     kind = "openai"                   # a key of providers.registry.KINDS
@@ -17,6 +18,10 @@
     defaults = { width = 1024, height = 1024, response_format = "url" }
     max_images = 4
 
+The built-in catalog (``builtin_catalog.toml``, short names such as ``flux`` for popular
+Replicate models) is served with or without a file: a file model that takes any name or alias of a
+built-in model replaces that model, and ``builtin_models = false`` drops them all.
+
 ``load_catalog_file`` raises ``ConfigurationError`` naming the file and the key at fault.
 """
 
@@ -25,6 +30,8 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,12 +120,23 @@ class CatalogFile(_Strict):
     """The whole file."""
 
     replicate_passthrough: bool = True
+    builtin_models: bool = True
     providers: dict[str, ProviderEntry] = Field(default_factory=dict)
     models: list[ModelEntry] = Field(default_factory=list)
 
     def provider_entries(self) -> dict[str, ProviderEntry]:
         """The configured providers, with the implicit ``replicate`` one."""
         return {REPLICATE: ProviderEntry(kind=REPLICATE), **self.providers}
+
+    def served_models(self) -> list[ModelEntry]:
+        """The file's models, then the built-in ones whose names the file leaves free."""
+        if not self.builtin_models:
+            return list(self.models)
+        taken = {name for model in self.models for name in (model.name, *model.aliases)}
+        kept = [
+            model for model in builtin_models() if taken.isdisjoint((model.name, *model.aliases))
+        ]
+        return [*self.models, *kept]
 
     def to_catalog(self, providers: Mapping[str, Provider]) -> Catalog:
         """The catalog over built ``providers`` (one per ``provider_entries`` name)."""
@@ -131,10 +149,17 @@ class CatalogFile(_Strict):
                 defaults=ModelDefaults(**model.defaults.model_dump()),
                 max_images=model.max_images,
             )
-            for model in self.models
+            for model in self.served_models()
         ]
         default = providers[REPLICATE] if self.replicate_passthrough else None
         return Catalog.of(routes, default=default)
+
+
+@cache
+def builtin_models() -> tuple[ModelEntry, ...]:
+    """The models of ``builtin_catalog.toml``, shipped in the package (all on Replicate)."""
+    text = (files("imagegen") / "builtin_catalog.toml").read_text(encoding="utf-8")
+    return tuple(CatalogFile.model_validate(tomllib.loads(text)).models)
 
 
 def load_catalog_file(path: Path | None, settings: Settings) -> CatalogFile:

@@ -1,14 +1,13 @@
 """Tests of imagegen.db; the helpers here give each test a fresh SQLite file or PostgreSQL database.
 
-PostgreSQL is part of the test environment (127.0.0.1:5432 here and in CI), so an unreachable
-server fails the PostgreSQL tests with a message instead of skipping them.
-``IMAGEGEN_TEST_POSTGRES_URL`` (read at import, before any fixture clears ``IMAGEGEN_*``) points
-them at another server; its database only serves to create and drop the per-test databases.
+The PostgreSQL tests run against the server at ``IMAGEGEN_TEST_POSTGRES_URL`` (default
+127.0.0.1:5432, as in CI) when it answers, else against a private server started for the session
+(tests/support/postgres.py); they never skip. The server's database only serves to create and drop
+the per-test databases.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,17 +19,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+from tests.support.postgres import server_url
 
-POSTGRES_URL = os.environ.get(
-    "IMAGEGEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 BACKENDS = ["sqlite", "postgresql"]
+
+
+def __getattr__(name: str) -> str:
+    """``POSTGRES_URL``: the test server's URL, decided (a private server started) on first use."""
+    if name == "POSTGRES_URL":
+        return server_url()
+    raise AttributeError(name)
 
 
 @asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
     """Create an empty database on the test server, yield its URL, then drop it."""
-    server = make_url(POSTGRES_URL)
+    server = make_url(server_url())
     name = f"imagegen_test_{uuid.uuid4().hex[:16]}"
     admin = create_async_engine(
         server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"timeout": 10}
@@ -43,7 +47,7 @@ async def postgres_database() -> AsyncIterator[str]:
         where = server.render_as_string(hide_password=True)
         pytest.fail(
             f"PostgreSQL at {where} is unreachable or refused CREATE DATABASE ({exc!r}). "
-            "The database tests need it: start the server, or set IMAGEGEN_TEST_POSTGRES_URL.",
+            "The database tests need it: start the server, or unset IMAGEGEN_TEST_POSTGRES_URL.",
             pytrace=False,
         )
     try:

@@ -22,7 +22,7 @@ from imagegen.db.errors import capacity_error
 from imagegen.errors import StoreBusy
 from imagegen.models import GenerationRequest
 
-from . import POSTGRES_URL, postgres_database
+from . import postgres_database, server_url
 
 REQUEST = GenerationRequest(model="a/b", prompt="p", num_images=1, width=64, height=64)
 
@@ -153,10 +153,10 @@ async def test_a_postgres_pool_with_no_connection_free_in_time_is_store_busy() -
 
 async def test_a_postgres_server_refusing_connections_is_store_busy() -> None:
     role = f"imagegen_full_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(server_url(), isolation_level="AUTOCOMMIT")
     async with admin.connect() as connection:
         await connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
-    refused = create_async_engine(make_url(POSTGRES_URL).set(username=role, password=None))
+    refused = create_async_engine(make_url(server_url()).set(username=role, password=None))
     store = GenerationStore(refused)
     try:
         with pytest.raises(StoreBusy) as caught:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import standardwebhooks
 from tests.jobs.conftest import REQUEST, runner_for
 
 from imagegen.errors import InvalidRequest, InvalidTransition
@@ -161,6 +162,26 @@ async def test_a_delivery_is_signed_pinned_to_the_checked_address_and_keeps_its_
     verify(SPEC_SECRET, headers, request.content, now=time.time())
     assert headers["webhook-id"] == "msg_1"
     assert json.loads(request.content)["status"] == "succeeded"
+
+
+async def test_the_official_standardwebhooks_library_verifies_a_delivery_and_signs_alike():
+    sender, seen = sender_with(lambda r: httpx.Response(204))
+    await sender.send(delivery())
+    request = seen[0]
+    receiver = standardwebhooks.Webhook(SPEC_SECRET)
+    assert receiver.verify(request.content, dict(request.headers)) == json.loads(request.content)
+    tampered = request.content.replace(b"succeeded", b"failed")
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        receiver.verify(tampered, dict(request.headers))
+    # And what the library signs, imagegen's receiver-side check accepts (the spec's vector too).
+    when = datetime.fromtimestamp(SPEC_TS, UTC)
+    assert receiver.sign(SPEC_ID, when, SPEC_BODY.decode()) == SPEC_SIGNATURE
+    theirs = {
+        "webhook-id": "msg_2",
+        "webhook-timestamp": str(SPEC_TS),
+        "webhook-signature": receiver.sign("msg_2", when, SPEC_BODY.decode()),
+    }
+    verify(SPEC_SECRET, theirs, SPEC_BODY, now=SPEC_TS)
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,8 @@ def test_without_passthrough_replicate_references_are_404(
 ) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(
-        'replicate_passthrough = false\n[[models]]\nname = "flux"\nprovider = "replicate"\n'
+        "replicate_passthrough = false\nbuiltin_models = false\n"
+        '[[models]]\nname = "flux"\nprovider = "replicate"\n'
         'upstream = "black-forest-labs/flux-schnell"\n'
     )
     settings = settings_for(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from tests.support.replicate_fixtures import RECORDINGS
 
 from imagegen.config import Settings
 from imagegen.errors import (
@@ -612,10 +613,7 @@ async def test_from_settings(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) 
 
 
 def _recorded(name: str) -> list[dict[str, Any]]:
-    yaml = pytest.importorskip("yaml")
-    path = Path(__file__).resolve().parents[3] / "shared/reference/replicate-recordings" / name
-    if not path.exists():
-        pytest.skip("shared/ recordings are not beside the project")
+    path = RECORDINGS / name
     return list(yaml.safe_load(path.read_text())["interactions"])
 
 

@@ -1,25 +1,23 @@
-"""Every response Replicate really sent (shared/reference recordings) parses through imagegen's
-provider, and error replies read exactly as the official client shows them."""
+"""Every response Replicate really sent (the recordings in tests/fixtures/replicate) parses
+through imagegen's provider, and error replies read exactly as the official client shows them."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import replicate.exceptions
 import yaml
+from tests.support.replicate_fixtures import RECORDINGS
 
 from imagegen.providers.replicate.errors import error_from_response
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 
-RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "replicate-recordings"
-
 
 def interactions() -> list[tuple[str, dict[str, Any]]]:
-    assert RECORDINGS.is_dir(), f"the recordings must lie beside the project: {RECORDINGS}"
+    assert RECORDINGS.is_dir(), f"the recordings are missing: {RECORDINGS}"
     found = []
     for path in sorted(RECORDINGS.glob("*.yaml")):
         for item in yaml.safe_load(path.read_text())["interactions"]:

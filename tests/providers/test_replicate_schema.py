@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.replicate_fixtures import RECORDINGS
 
 from imagegen.errors import InvalidRequest, UnsupportedModel
 from imagegen.models import GenerationRequest
@@ -270,12 +271,8 @@ def test_the_recorded_sdxl_schema_maps(recorded_sdxl_model: dict[str, Any]) -> N
 
 @pytest.fixture
 def recorded_sdxl_model() -> dict[str, Any]:
-    """``GET /v1/models/stability-ai/sdxl`` as Replicate really answered it (shared/ recordings)."""
-    yaml = pytest.importorskip("yaml")
-    root = Path(__file__).resolve().parents[2]
-    path = root.parent / "shared/reference/replicate-recordings/models-get.yaml"
-    if not path.exists():
-        pytest.skip("shared/ recordings are not beside the project")
+    """``GET /v1/models/stability-ai/sdxl`` as Replicate really answered it (recorded)."""
+    path = RECORDINGS / "models-get.yaml"
     interaction = yaml.safe_load(path.read_text())["interactions"][0]
     return dict(json.loads(interaction["response"]["content"]))
 

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from imagegen import __version__
-from imagegen.api import errors, openapi
+from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
@@ -40,9 +40,12 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         description="A self-hostable image-generation API: one stable endpoint for "
         "text-to-image across providers, with images that do not expire.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py, with no CDN
+        redoc_url=None,
     )
     errors.install(app)
     openapi.install(app, settings)
+    docs.install(app)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
     for router in (*routers, health.router, web.router):
