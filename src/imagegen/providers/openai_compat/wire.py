@@ -164,6 +164,7 @@ def error_from_response(
     (credentials redacted, bounded); retry-after is clamped to ``max_retry_after``."""
     upstream_message, code = _error_fields(response)
     upstream_message = scrub(upstream_message)
+    code = None if code is None else scrub(code)
     message = f"{provider}: {upstream_message}"
     status = response.status_code
     if model is not None and (status == 404 or code == "model_not_found"):
