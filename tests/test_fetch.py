@@ -14,10 +14,11 @@ import httpx
 import pytest
 from tests.support.addresses import PRIVATE_ADDRESSES
 
-from imagegen.download_retry import DownloadRetry, retry_after_seconds
+from imagegen.download_retry import DownloadRetry
 from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
 from imagegen.netpolicy import Resolver
+from imagegen.retry_after import parse_retry_after
 
 Handler = Callable[[httpx.Request], httpx.Response]
 PUBLIC_IP = "93.184.216.34"
@@ -447,7 +448,7 @@ NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
     ],
 )
 def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
-    assert retry_after_seconds(header, now=lambda: NOW) == seconds
+    assert parse_retry_after(header, now=lambda: NOW) == seconds
 
 
 async def test_a_retry_starts_over_at_the_original_url(tmp_path: Path) -> None:

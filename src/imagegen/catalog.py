@@ -66,11 +66,12 @@ def _check_images(model: str, max_images: int | None, count: int, *, field: str)
 @dataclass(slots=True)
 class LimitedProvider:
     """A route's provider that refuses more images than the route allows, before any upstream
-    call (the seed endpoint's ``num_images``; the OpenAI endpoint checks ``n`` itself first)."""
+    call (the seed endpoint's ``num_images``; the OpenAI endpoint checks ``n`` itself first),
+    and that names the public model when the upstream does not know the one it maps to."""
 
     inner: Provider
     model: str
-    max_images: int
+    max_images: int | None
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -80,7 +81,13 @@ class LimitedProvider:
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult:
         _check_images(self.model, self.max_images, request.num_images, field="num_images")
-        return await self.inner.generate(request, context)
+        try:
+            return await self.inner.generate(request, context)
+        except ModelNotFound as exc:
+            if exc.model == self.model:
+                raise
+            message = f"model '{self.model}' is served by upstream model '{exc.model}': "
+            raise ModelNotFound(message + exc.message, model=self.model) from exc
 
     async def resume(
         self,
@@ -113,7 +120,7 @@ class Catalog:
         """A catalog serving each route under its public name and its aliases."""
         names: dict[str, Route] = {}
         for route in routes:
-            if route.max_images is not None:
+            if route.max_images is not None or route.upstream_model != route.public_model:
                 limited = LimitedProvider(route.provider, route.public_model, route.max_images)
                 route = replace(route, provider=limited)
             for name in (route.public_model, *route.aliases):

@@ -9,6 +9,12 @@
     kind = "openai"                   # a key of providers.registry.KINDS
     base_url = "https://api.together.xyz"
     api_key_env = "TOGETHER_API_KEY"  # secrets never live in the file: name the variable
+    max_concurrency = 8               # limits of this provider alone (optional)
+
+    [providers.replicate_team]        # a second Replicate account: its own name and limits
+    kind = "replicate"
+    api_key_env = "REPLICATE_TEAM_TOKEN"
+    creates_per_minute = 300
 
     [[models]]
     name = "flux"                     # the public name
@@ -40,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from imagegen.catalog import Catalog, ModelDefaults, Route
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
+from imagegen.jobs.limits import Limits
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import KINDS
 
@@ -53,11 +60,28 @@ class _Strict(BaseModel):
 
 
 class ProviderEntry(_Strict):
-    """``[providers.<name>]``."""
+    """``[providers.<name>]``. The limits are this provider's own (``jobs.limits``); unset ones
+    take the ``IMAGEGEN_REPLICATE_*`` settings for kind ``replicate``, none for other kinds."""
 
     kind: str
     base_url: str | None = None
     api_key_env: str | None = None
+    max_concurrency: int | None = Field(default=None, ge=0)
+    creates_per_minute: float | None = Field(default=None, gt=0)
+    create_burst: int | None = Field(default=None, ge=1)
+
+    def limits(self, settings: Settings) -> Limits:
+        """This provider's limits: its own values over the kind's defaults."""
+        replicate = self.kind == REPLICATE
+        concurrency = settings.replicate_max_concurrency if replicate else 0
+        per_minute = settings.replicate_creates_per_minute if replicate else None
+        burst = settings.replicate_create_burst if replicate else 1
+        return Limits(
+            max_concurrency=_given(self.max_concurrency, concurrency),
+            per_minute=self.creates_per_minute or per_minute,
+            burst=_given(self.create_burst, burst),
+            max_queue=settings.max_queue,
+        )
 
     @field_validator("kind")
     @classmethod
@@ -79,6 +103,10 @@ class ProviderEntry(_Strict):
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must be the name of an environment variable, e.g. OPENAI_API_KEY")
         return value
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 class DefaultsEntry(_Strict):
@@ -137,6 +165,10 @@ class CatalogFile(_Strict):
             model for model in builtin_models() if taken.isdisjoint((model.name, *model.aliases))
         ]
         return [*self.models, *kept]
+
+    def provider_limits(self, settings: Settings) -> dict[str, Limits]:
+        """Each configured provider's limits, by its name."""
+        return {name: entry.limits(settings) for name, entry in self.provider_entries().items()}
 
     def to_catalog(self, providers: Mapping[str, Provider]) -> Catalog:
         """The catalog over built ``providers`` (one per ``provider_entries`` name)."""

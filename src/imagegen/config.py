@@ -127,6 +127,22 @@ class Settings(BaseSettings):
     )
     schema_cache_ttl: float = Field(default=3600.0, ge=0)
 
+    # --- What upstreams may send back ---
+    upstream_max_response_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest reply imagegen reads from a provider API (bytes; OpenAI-compatible "
+        "replies may carry this much per image asked for). A larger one is a 502 naming this "
+        "setting, read no further.",
+    )
+    upstream_max_retry_after: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description="Longest Retry-After (seconds) imagegen honours or passes on from an "
+        "upstream; longer, negative or unreadable values are clamped or ignored.",
+    )
+
     # --- Image downloads ---
     download_timeout: float = Field(default=60.0, gt=0)
     max_image_bytes: int = Field(default=50 * 1024 * 1024, gt=0)

@@ -3,16 +3,14 @@
 A download is a GET, so any attempt may be repeated: after a connection error, a reset, a timeout,
 a 408, a 429 or a 5xx. Never after another 4xx (a 404 means the output expired: fail fast), nor
 after a refusal of imagegen's own (host, address, size, encoding). Waits grow exponentially with
-jitter, honour the server's ``Retry-After``, and never run past the download's overall time limit.
+jitter, honour the server's ``Retry-After`` (read by ``imagegen.retry_after``), and never run
+past the download's overall time limit.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -45,27 +43,3 @@ class DownloadRetry:
         if retry_after is not None:
             wait = max(wait, retry_after)
         return wait if wait < remaining else None
-
-
-def retry_after_seconds(
-    value: str | None, now: Callable[[], datetime] | None = None
-) -> float | None:
-    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None when absent or
-    unreadable. ``now`` is the wall clock an HTTP date is measured from."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from imagegen.download_retry import DownloadRetry, is_retryable_status, retry_after_seconds
+from imagegen.download_retry import DownloadRetry, is_retryable_status
 from imagegen.errors import ImageFetchError
 from imagegen.netpolicy import (
     DEFAULT_PORTS,
@@ -46,6 +46,7 @@ from imagegen.netpolicy import (
     is_public_address,
     system_resolver,
 )
+from imagegen.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def _check_response(response: httpx.Response, host: str, max_bytes: int) -> None
     if not 200 <= status < 300:
         message = f"download from {host} failed with HTTP {status}"
         if is_retryable_status(status):
-            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise _Transient(ImageFetchError(message, provider=host), retry_after)
         raise ImageFetchError(message, provider=host)
     if response.headers.get("content-encoding", "").strip().lower() not in ("", "identity"):

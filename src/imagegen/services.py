@@ -132,6 +132,7 @@ async def build_services(
             catalog=catalog,
             ingestor=build_ingestor(stack, settings, image_store, specs),
             render=webhook_renderer(public_base_url(settings)),
+            limits=catalog_file.provider_limits(settings),
         )
         yield Services(
             settings=settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from imagegen.catalog_file import CatalogFile, load_catalog_file
 from imagegen.cli import app as cli
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
-from imagegen.services import provider_specs
+from imagegen.jobs.setup import provider_limits
+from imagegen.services import build_providers, provider_specs
 
 GOOD = """
 [providers.openai]
@@ -94,6 +96,49 @@ def test_two_openai_compatible_providers_get_their_own_keys(
     assert "TOGETHER_API_KEY is not set" in caplog.text
 
 
+TWO_ACCOUNTS = """
+[providers.replicate_a]
+kind = "replicate"
+api_key_env = "REPLICATE_A_TOKEN"
+max_concurrency = 2
+creates_per_minute = 60
+
+[providers.replicate_b]
+kind = "replicate"
+api_key_env = "REPLICATE_B_TOKEN"
+
+[providers.local]
+kind = "openai"
+base_url = "http://127.0.0.1:8080"
+max_concurrency = 1
+"""
+
+
+async def test_two_replicate_accounts_are_two_providers_with_their_own_limits(
+    tmp_path: Path, settings: Settings
+) -> None:
+    catalog = load_catalog_file(write(tmp_path, TWO_ACCOUNTS), settings)
+    environ = {"REPLICATE_A_TOKEN": "r8_a", "REPLICATE_B_TOKEN": "r8_b"}
+    specs = provider_specs(catalog, environ)
+    async with AsyncExitStack() as stack:
+        providers = build_providers(stack, specs, settings)
+        assert {name: p.name for name, p in providers.items()} == {
+            "replicate": "replicate",
+            "replicate_a": "replicate_a",
+            "replicate_b": "replicate_b",
+            "local": "local",
+        }
+    limits = catalog.provider_limits(settings)
+    assert (limits["replicate_a"].max_concurrency, limits["replicate_a"].per_minute) == (2, 60)
+    assert limits["replicate_a"].burst == settings.replicate_create_burst
+    default = (settings.replicate_max_concurrency, settings.replicate_creates_per_minute)
+    assert (limits["replicate_b"].max_concurrency, limits["replicate_b"].per_minute) == default
+    assert (limits["local"].max_concurrency, limits["local"].per_minute) == (1, None)
+    runner_limits = provider_limits(settings, limits)
+    assert runner_limits("replicate_a") is not runner_limits("replicate_b")
+    assert runner_limits("replicate_a").limits.max_concurrency == 2
+
+
 BAD = [
     ("models = [", "not valid TOML"),
     ("colour = 'red'", "colour: unknown key"),
@@ -110,6 +155,8 @@ BAD = [
     ('[[models]]\nname = "m"\nupstream = "a/b"', "models[0].provider: required"),
     ('[[models]]\nname = "m"\nprovider = "nope"\nupstream = "a/b"', "unknown provider 'nope'"),
     ('[[models]]\nname = "a m"\nprovider = "replicate"\nupstream = "a/b"', "models[0].name"),
+    ("[providers.x]\nkind = 'replicate'\nmax_concurrency = -1", "providers.x.max_concurrency"),
+    ("[providers.x]\nkind = 'replicate'\ncreates_per_minute = 0", "providers.x.creates_per_min"),
     (MODEL + "max_images = 0", "models[0].max_images: Input should be greater than or equal"),
     (MODEL + "max_images = '4'", "models[0].max_images: Input should be a valid integer"),
     (MODEL + "defaults = { width = 512 }", "models[0].defaults: give both width and height"),

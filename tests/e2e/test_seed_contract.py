@@ -194,10 +194,12 @@ def test_failures_upstream_are_clear_typed_errors(api, control, fault, fields, s
     assert control.stats()["creates"]["total"] <= 1  # never a second paid prediction
 
 
-def test_unknown_model_is_replicates_404(api, control):
+def test_unknown_model_is_a_404_naming_it_with_replicates_error(api, control):
     response = generate(api, model="nobody/no-such-model")
     assert response.status_code == 404
+    assert response.headers["x-should-retry"] == "false"
     assert response.json()["error"] == (
+        "model 'nobody/no-such-model' was not found on Replicate\n"
         "ReplicateError Details:\nstatus: 404\ndetail: The requested resource could not be found."
     )
 

@@ -12,7 +12,10 @@ Test control, without auth, under ``/_double/``:
   order by the next generation requests (optionally only those for ``model``; ``times`` repeats).
   Kinds: ``content_policy`` (400), ``rate_limit`` (429, ``retry_after`` s / ``retry_after_ms``),
   ``server_error`` (``status``, default 500), ``slow`` (``delay`` s, then a normal reply),
-  ``empty`` (200, ``data: []``), ``malformed`` (200, truncated JSON). Any fault takes ``delay``.
+  ``empty`` (200, ``data: []``), ``malformed`` (200, truncated JSON), ``oversize`` (200, a JSON
+  body of ``size`` bytes, default 100 MB, streamed: never held whole), ``echo_key`` (401 whose
+  message repeats the credential it was sent, unmasked). ``retry_after_raw`` sends that exact
+  ``retry-after`` header with a ``rate_limit``. Any fault takes ``delay``.
 
 In-process: ``with OpenAIDouble(api_key="sk-test") as double: double.base_url``. As a process:
 ``python -m tests.fakes.openai_double --port N --api-key sk-test`` prints ``READY <base_url>``.
@@ -30,6 +33,7 @@ import secrets
 import socket
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from types import TracebackType
@@ -40,7 +44,7 @@ import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tests.fakes.openai_models import MODELS, ApiError, ImageJob, validate
 from tests.support.threaded_server import ThreadedServer, bind_loopback
@@ -57,8 +61,13 @@ SERVER_ERROR_MESSAGE = (
 _MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _RATE_LIMIT = 500
 FAULT_KINDS = frozenset(
-    {"content_policy", "rate_limit", "server_error", "slow", "empty", "malformed"}
+    {
+        *("content_policy", "rate_limit", "server_error", "slow", "empty", "malformed"),
+        *("oversize", "echo_key"),
+    }
 )
+OVERSIZE = 100 * 1000 * 1000
+_FILLER = b"A" * 65536
 
 
 @dataclass(slots=True)
@@ -69,7 +78,9 @@ class Fault:
     delay: float = 0.0
     retry_after: float | None = None
     retry_after_ms: float | None = None
+    retry_after_raw: str | None = None
     status: int = 500
+    size: int = OVERSIZE
 
 
 @dataclass(slots=True)
@@ -152,7 +163,30 @@ def _check_auth(request: Request, api_key: str | None) -> None:
         raise ApiError(401, msg, code="invalid_api_key")
 
 
-def _fault_reply(fault: Fault, model: str) -> Response | None:
+def _oversize(size: int) -> Response:
+    """``{"created": 1, "data": [{"b64_json": "AAAA..."}]}`` of ``size`` bytes, 64 KiB at a time;
+    the stream stops when the client goes away."""
+    head, tail = b'{"created": 1, "data": [{"b64_json": "', b'"}]}'
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        left = max(0, size - len(head) - len(tail))
+        while left > 0:
+            yield _FILLER[: min(left, len(_FILLER))]
+            left -= len(_FILLER)
+        yield tail
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def _fault_reply(fault: Fault, model: str, request: Request) -> Response | None:
+    if fault.kind == "oversize":
+        return _oversize(fault.size)
+    if fault.kind == "echo_key":
+        sent = request.headers.get("authorization", "")
+        token = sent.partition(" ")[2]
+        msg = f"Incorrect API key provided: {token}. You sent 'Authorization: {sent}'."
+        raise ApiError(401, msg, code="invalid_api_key")
     if fault.kind == "content_policy":
         raise ApiError(400, CONTENT_POLICY_MESSAGE, code="content_policy_violation")
     if fault.kind == "rate_limit":
@@ -161,6 +195,8 @@ def _fault_reply(fault: Fault, model: str) -> Response | None:
             headers["retry-after"] = f"{fault.retry_after:g}"
         if fault.retry_after_ms is not None:
             headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+        if fault.retry_after_raw is not None:
+            headers["retry-after"] = fault.retry_after_raw
         msg = (
             f"Rate limit reached for images per minute in organization org-double on model "
             f"{model}: Limit 5, Used 5, Requested 1. Please try again in 12s."
@@ -235,7 +271,7 @@ async def _generate(request: Request, state: DoubleState) -> Response:
     fault = state.take_fault(model)
     if fault is not None:
         await asyncio.sleep(fault.delay)
-        reply = _fault_reply(fault, model)
+        reply = _fault_reply(fault, model, request)
         if reply is not None:
             return reply
     return JSONResponse(_images_body(job, state, request))

@@ -50,6 +50,8 @@ class Row:
     images: int = 1
     status: int | None = None  # for UpstreamHTTPError
     refused: bool = False  # the upstream's port is closed
+    retry_after: float | None = None  # for UpstreamRateLimited: what a client is told
+    absent: str | None = None  # a text the error must not contain
 
 
 ROWS = [
@@ -95,6 +97,43 @@ ROWS = [
         images=1,
         calls=2,
     ),
+    # --- a hostile upstream --------------------------------------------------------------------
+    Row(
+        "oversize-reply",
+        (Fault("oversize", size=100_000_000),),
+        UpstreamUnavailable,
+        "IMAGEGEN_UPSTREAM_MAX_RESPONSE_BYTES",
+    ),
+    Row(
+        "echoes-the-key",
+        (Fault("echo_key"),),
+        UpstreamHTTPError,
+        "[redacted]",
+        status=401,
+        absent=API_KEY,
+    ),
+    *[
+        Row(  # clamped to 60 s: still past the deadline, so not waited for
+            f"429-retry-after-{name}",
+            (Fault("rate_limit", retry_after_raw=value),),
+            UpstreamRateLimited,
+            "Rate limit",
+            retry_after=60.0,
+        )
+        for name, value in (
+            ("huge", "99999999999999"),
+            ("http-date-far-future", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        )
+    ],
+    *[
+        Row(  # no usable hint: retried after the provider's own backoff
+            f"429-retry-after-{name}",
+            (Fault("rate_limit", retry_after_raw=value),),
+            None,
+            calls=2,
+        )
+        for name, value in (("negative", "-30"), ("garbage", "soon"), ("infinite", "1e999"))
+    ],
     Row(
         "connection-refused",
         (),
@@ -136,6 +175,11 @@ async def test_fault(row: Row, http: httpx.AsyncClient, openai_double: OpenAIDou
         if row.status is not None:
             assert isinstance(caught.value, UpstreamHTTPError)
             assert caught.value.status == row.status
+        if row.retry_after is not None:
+            assert isinstance(caught.value, UpstreamRateLimited)
+            assert caught.value.retry_after == row.retry_after
+        if row.absent is not None:
+            assert row.absent not in caught.value.message
     elapsed = time.monotonic() - started
 
     assert elapsed <= DEADLINE + SLACK, f"took {elapsed:.2f}s"

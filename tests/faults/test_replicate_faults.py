@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.fakes.replicate_double import DoubleControl
-from tests.faults.conftest import DEADLINES, DOWNLOAD_TIMEOUT, MAX_IMAGE_BYTES, Sentinel
+from tests.faults.conftest import DEADLINES, DOWNLOAD_TIMEOUT, MAX_IMAGE_BYTES, TOKEN, Sentinel
 from tests.support.imagegen_process import ImagegenProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +52,7 @@ class Row:
     stopped: bool = False  # the prediction must have been canceled or aborted upstream
     images: int | None = None  # for 200: how many images come back
     downloads: int | range | None = None  # requests for output files the double saw
+    absent: tuple[str, ...] = ()  # words neither the answer nor the stored record may contain
 
 
 def _accepted(expected: int | range) -> range:
@@ -88,6 +89,112 @@ def _server_errors(route: str) -> list[Row]:
                     Row(f"{route}-{status}-{body}-once", (canned(route, status, body),), 200)
                 )
     return rows
+
+
+CAP = "IMAGEGEN_UPSTREAM_MAX_RESPONSE_BYTES"
+MAX_RETRY_AFTER = 60  # IMAGEGEN_UPSTREAM_MAX_RETRY_AFTER's default
+ECHOED = f"your token {TOKEN} is not allowed (Authorization: Bearer {TOKEN})"
+
+
+def throttled(route: str, retry_after: str, times: int = 1) -> dict[str, Any]:
+    """A 429 whose only hint is the ``Retry-After`` header given (body without a wait)."""
+    body = {"detail": "Request was throttled.", "status": 429}
+    return {"route": route, "status": 429, "body": body, "headers": {"Retry-After": retry_after}}
+
+
+def _hostile_upstream() -> list[Row]:
+    """Replies meant to stall, exhaust or leak: oversize bodies, logs that are costly to scan,
+    absurd ``Retry-After`` values, credentials echoed back."""
+    big = 100_000_000
+    return [
+        *(
+            Row(
+                f"{route}-oversize-body{'-chunked' if chunked else ''}",
+                (
+                    {"route": route, "fault": "oversize_body", "size": big, "chunked": chunked},
+                    *(({"fault": "never_finish"},) if route == "get" else ()),
+                ),
+                502,
+                ("larger than", CAP),
+                creates=1 if route == "get" else 0,
+                stopped=route == "get",
+            )
+            for route in ("create", "get", "model")
+            for chunked in (False, True)
+        ),
+        *(
+            Row(
+                f"prediction-hostile-logs-{kind}",
+                ({"fault": "hostile_logs", "logs": kind, "size": size, "seconds": 0.5},),
+                200,
+            )
+            for kind, size in (
+                ("blank_lines", 20_000),
+                ("long_line", 4_000_000),
+                ("percent", 50_000),
+            )
+        ),
+        *(
+            Row(  # clamped to 60 s, still past the deadline: answered at once, 60 s passed on
+                f"create-429-retry-after-{name}",
+                (throttled("create", value),),
+                429,
+                ("status: 429",),
+                creates=0,
+            )
+            for name, value in (
+                ("huge", "99999999999999"),
+                ("http-date-far-future", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            )
+        ),
+        *(
+            Row(  # no usable hint: the retry waits its own short backoff, then succeeds
+                f"create-429-retry-after-{name}", (throttled("create", value),), 200
+            )
+            for name, value in (
+                ("negative", "-30"),
+                ("garbage", "soon, maybe"),
+                ("infinite", "1e999"),
+                ("http-date-in-the-past", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            )
+        ),
+        Row(
+            "get-429-retry-after-huge-until-deadline",
+            (throttled("get", "99999999999999", times=100), {"fault": "never_finish"}),
+            429,
+            ("status: 429",),
+            stopped=True,
+        ),
+        Row(
+            "create-422-echoes-the-token",
+            ({"route": "create", "status": 422, "body": {"detail": ECHOED, "status": 422}},),
+            422,
+            ("[redacted]",),
+            creates=0,
+            absent=(TOKEN,),
+        ),
+        Row(
+            "model-401-echoes-the-token-at-length",
+            (
+                {
+                    "route": "model",
+                    "status": 401,
+                    "body": {"title": "Unauthenticated", "detail": ECHOED * 500},
+                },
+            ),
+            401,
+            ("[redacted]", "(truncated)"),
+            creates=0,
+            absent=(TOKEN,),
+        ),
+        Row(
+            "prediction-fails-echoing-the-token",
+            ({"fault": "fail_prediction", "error": ECHOED},),
+            502,
+            ("[redacted]",),
+            absent=(TOKEN,),
+        ),
+    ]
 
 
 ROWS: list[Row] = [
@@ -378,6 +485,8 @@ ROWS: list[Row] = [
         ("failed with HTTP 403",),
         downloads=1,  # a 4xx other than 408 / 429 is not retried
     ),
+    # --- a hostile upstream ------------------------------------------------------------------
+    *_hostile_upstream(),
     # --- cancelling fails: last, as its cancel retries outlive the request -----------------
     Row(
         "cancel-fails-cancel-after-ends-it",
@@ -459,7 +568,9 @@ def test_fault(
         for words in row.error:
             assert words in answer["error"], answer["error"]
     if row.status == 429:
-        assert int(response.headers["retry-after"]) >= 1
+        assert 1 <= int(response.headers["retry-after"]) <= MAX_RETRY_AFTER
+    for words in row.absent:
+        assert words not in response.text
     assert elapsed <= min(row.within, deadline + BACKSTOP + SLACK), f"took {elapsed:.2f}s"
 
     stats = _settled(upstream, row.creates, row.settle)
@@ -478,4 +589,6 @@ def test_fault(
     record = _record(server, prompt)
     assert record is not None
     assert record["status"] in ({"succeeded"} if row.status == 200 else {"failed", "canceled"})
+    for words in row.absent:
+        assert words not in str(record)
     assert sentinel.connections == 0

@@ -170,7 +170,9 @@ def test_upstream_rate_limit_is_rate_limit_error_with_retry_after(
     openai_double.script(Fault("rate_limit", retry_after=90))  # longer than the deadline
     with pytest.raises(openai.RateLimitError) as info:
         sdk.images.generate(model="dall-e-3", prompt="an otter")
-    assert info.value.response.headers["retry-after"] == "90"
+    # clamped to IMAGEGEN_UPSTREAM_MAX_RETRY_AFTER (60 s), and worth retrying after it
+    assert info.value.response.headers["retry-after"] == "60"
+    assert info.value.response.headers["x-should-retry"] == "true"
     assert info.value.code == "rate_limit_exceeded"
     assert openai_double.stats()["total_calls"] == 1
 

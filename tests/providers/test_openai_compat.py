@@ -17,6 +17,7 @@ from tests.fakes.openai_fixtures import API_KEY, double_fixtures
 
 from imagegen.errors import (
     DeadlineExceeded,
+    ModelNotFound,
     PredictionFailed,
     UpstreamHTTPError,
     UpstreamRateLimited,
@@ -270,10 +271,11 @@ async def test_http_errors_keep_status_and_are_not_retried(
     assert sleep.delays == []
 
 
-async def test_unknown_model_is_404(provider: OpenAICompatProvider) -> None:
-    with pytest.raises(UpstreamHTTPError) as info:
+async def test_unknown_model_is_model_not_found_naming_it(provider: OpenAICompatProvider) -> None:
+    with pytest.raises(ModelNotFound) as info:
         await provider.generate(request("dall-e-9"), context())
-    assert info.value.status == 404
+    assert info.value.model == "dall-e-9"
+    assert "'dall-e-9'" in info.value.message
 
 
 async def test_malformed_reply_is_unavailable(

@@ -16,6 +16,7 @@ from imagegen.config import Settings
 from imagegen.errors import (
     DeadlineExceeded,
     InvalidRequest,
+    ModelNotFound,
     PredictionFailed,
     UnsupportedModel,
     UpstreamHTTPError,
@@ -325,15 +326,17 @@ async def test_a_text_model_is_refused_before_any_prediction(clock: FakeClock) -
     assert fake.creates == []
 
 
-async def test_an_unknown_model_is_the_upstream_404(clock: FakeClock) -> None:
+async def test_an_unknown_model_is_model_not_found_naming_it(clock: FakeClock) -> None:
     fake = FakeReplicate(
         problem(404, {"detail": "The requested resource could not be found.", "status": 404})
     )
-    with pytest.raises(UpstreamHTTPError) as caught:
+    with pytest.raises(ModelNotFound) as caught:
         await make_provider(fake, clock).generate(
             request("o/missing"), Events(fake, clock.now + 60).context
         )
+    assert caught.value.model == "o/missing"
     assert caught.value.message == (
+        "model 'o/missing' was not found on Replicate\n"
         "ReplicateError Details:\nstatus: 404\ndetail: The requested resource could not be found."
     )
     assert fake.creates == []

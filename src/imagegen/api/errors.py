@@ -7,6 +7,11 @@ Starlette resolves exception handlers along the class hierarchy, so one handler 
 there is one (``invalid_request_error``, ``server_error``; ``model_not_found``,
 ``rate_limit_exceeded``, an OpenAI-compatible upstream's own code such as
 ``content_policy_violation``).
+
+Every error says whether sending it again can help, in ``x-should-retry`` (which the official
+OpenAI SDKs obey before their own status rules): ``true`` for 429 and 503 (with
+``Retry-After``), ``false`` for every other 4xx, a passed deadline (504) and a failed model;
+nothing otherwise.
 """
 
 from __future__ import annotations
@@ -64,7 +69,26 @@ def retry_after(exc: errors.ImagegenError) -> str | None:
 
 
 def is_openai_route(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
+    path = request.url.path
+    return path == "/v1" or path.startswith("/v1/")
+
+
+RETRYABLE_STATUSES = frozenset({429, 503})
+# Errors a retry cannot fix although their status is 5xx: the same request would pay for the
+# same outcome again (the official SDKs retry 5xx unless told not to).
+FINAL_ERRORS: tuple[type[errors.ImagegenError], ...] = (
+    errors.DeadlineExceeded,
+    errors.PredictionFailed,
+)
+
+
+def should_retry(status: int, exc: errors.ImagegenError | None = None) -> str | None:
+    """``x-should-retry`` for an error: "true", "false", or None (let the client decide)."""
+    if status in RETRYABLE_STATUSES:
+        return "true"
+    if status < 500 or status == 504 or isinstance(exc, FINAL_ERRORS):
+        return "false"
+    return None
 
 
 def openai_type(status: int) -> str:
@@ -75,7 +99,9 @@ def openai_type(status: int) -> str:
 
 
 def error_response(request: Request, status: int, message: str, **extra: Any) -> JSONResponse:
-    headers = {k: v for k, v in extra.pop("headers", {}).items() if v is not None}
+    headers = {"x-should-retry": extra.pop("should_retry", should_retry(status))}
+    headers.update(extra.pop("headers", {}))
+    headers = {k: v for k, v in headers.items() if v is not None}
     if is_openai_route(request):
         body: dict[str, Any] = {
             "error": {
@@ -124,6 +150,7 @@ async def handle_imagegen_error(request: Request, exc: Exception) -> JSONRespons
         status,
         str(exc),
         headers={"Retry-After": retry_after(exc)},
+        should_retry=should_retry(status, exc),
         param=param_of(exc),
         code=openai_code(exc) if is_openai_route(request) else exc.code,
     )

@@ -3,6 +3,7 @@ the runner; started (recovery first) and registered for closing on the caller's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
 import httpx
@@ -21,15 +22,20 @@ from imagegen.jobs.webhooks.worker import RetrySchedule, WebhookWorker
 REPLICATE = "replicate"
 
 
-def provider_limits(settings: Settings) -> ProviderLimits:
-    """Replicate's configured limits; other providers are bounded only by the queue."""
-    replicate = Limits(
-        max_concurrency=settings.replicate_max_concurrency,
-        per_minute=settings.replicate_creates_per_minute,
-        burst=settings.replicate_create_burst,
-        max_queue=settings.max_queue,
-    )
-    return ProviderLimits({REPLICATE: replicate}, default=Limits(max_queue=settings.max_queue))
+def provider_limits(
+    settings: Settings, configured: Mapping[str, Limits] | None = None
+) -> ProviderLimits:
+    """Each provider's own limits, by its catalog name (``configured``; without it, the
+    implicit ``replicate`` from the settings); others are bounded only by the queue."""
+    if configured is None:
+        replicate = Limits(
+            max_concurrency=settings.replicate_max_concurrency,
+            per_minute=settings.replicate_creates_per_minute,
+            burst=settings.replicate_create_burst,
+            max_queue=settings.max_queue,
+        )
+        configured = {REPLICATE: replicate}
+    return ProviderLimits(configured, default=Limits(max_queue=settings.max_queue))
 
 
 def webhook_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -66,8 +72,10 @@ async def start_runner(
     catalog: Catalog,
     ingestor: Ingestor | None,
     render: Render = minimal_body,
+    limits: Mapping[str, Limits] | None = None,
 ) -> JobRunner:
-    """Build and start the runner (adopting unfinished jobs); ``stack`` closes it."""
+    """Build and start the runner (adopting unfinished jobs); ``stack`` closes it. ``limits``
+    are the providers' own, by name (``CatalogFile.provider_limits``)."""
     http = webhook_http_client(settings)
     stack.push_async_callback(http.aclose)
     worker = webhook_worker(settings, store, http)
@@ -77,7 +85,7 @@ async def start_runner(
         ingestor=ingestor,
         timeout=settings.request_timeout,
         idempotency_ttl=settings.idempotency_ttl,
-        limits=provider_limits(settings),
+        limits=provider_limits(settings, limits),
         messages=WebhookMessages(render),
         wake_webhooks=worker.wake,
         owner=settings.instance_id,

@@ -16,6 +16,7 @@ from imagegen.errors import ConfigurationError
 from imagegen.providers.base import Provider
 from imagegen.providers.openai_compat import OpenAICompatProvider
 from imagegen.providers.replicate import ReplicateProvider
+from imagegen.providers.replies import ReplyLimits
 
 OPENAI_BASE_URL = "https://api.openai.com"
 
@@ -59,6 +60,8 @@ def _replicate(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
     return ReplicateProvider(
         deps.http,
         api_token=token,
+        name=spec.name,
+        replies=ReplyLimits.from_settings(settings),
         base_url=spec.base_url or settings.replicate_base_url,
         wait_seconds=settings.replicate_wait,
         poll_interval=settings.poll_interval,
@@ -72,6 +75,7 @@ def _openai(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
         name=spec.name,
         base_url=spec.base_url or OPENAI_BASE_URL,
         api_key=spec.api_key,
+        replies=ReplyLimits.from_settings(deps.settings),
     )
 
 

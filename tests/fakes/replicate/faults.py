@@ -35,6 +35,8 @@ RESPONSE_FAULTS = frozenset(
         "timeout_504",  # 504 with an HTML body
         "rate_limit",  # 429 in Replicate's shape; ``retry_after`` (default 1)
         "insufficient_credit",  # 402 in Replicate's shape
+        "oversize_body",  # a 200/201 JSON body of ``size`` bytes (default 100 MB), streamed
+        # without being built in memory; ``chunked``: no Content-Length
     }
 )
 PREDICTION_FAULTS = frozenset(
@@ -54,11 +56,25 @@ PREDICTION_FAULTS = frozenset(
         "output_private_url",  # output is ``url`` (default http://10.0.0.1/x.png); never fetched
         "output_url",  # output is ``url`` verbatim
         "output_data_uri",  # this prediction's outputs are data: URIs
+        "hostile_logs",  # ``logs`` (blank_lines | long_line | percent) of ``size`` after the
+        # bar, while processing for ``seconds`` (default: the usual duration)
     }
 )
 DEFAULT_ERROR = "Prediction failed: the model raised an exception (simulated by the double)."
 PRIVATE_URL = "http://10.0.0.1/x.png"
 LARGE_SIZE = 60 * 1024 * 1024
+OVERSIZE_BODY = 100 * 1000 * 1000
+HostileLogs = Literal["blank_lines", "long_line", "percent"]
+
+
+def hostile_text(kind: HostileLogs, size: int) -> str:
+    """Logs meant to be expensive to scan: ``size`` blank lines, one line of ``size``
+    characters, or ``size`` lines crowded with ``%`` and ``|``."""
+    if kind == "blank_lines":
+        return "\n" * size
+    if kind == "long_line":
+        return "x" * size + "\n"
+    return (" 1%|" + "%|" * 20 + " 9" + "\n") * size
 
 
 class FaultSpec(BaseModel):
@@ -81,6 +97,7 @@ class FaultSpec(BaseModel):
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     when: Literal["mid_body", "before_headers"] = "mid_body"
+    logs: HostileLogs = "blank_lines"
 
     @model_validator(mode="after")
     def _known(self) -> Self:

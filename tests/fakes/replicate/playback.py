@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tests.fakes.replicate import problems
-from tests.fakes.replicate.faults import FaultSpec
+from tests.fakes.replicate.faults import OVERSIZE_BODY, FaultSpec
 
 if TYPE_CHECKING:
     from tests.fakes.replicate.state import DoubleState
@@ -76,6 +77,8 @@ async def _play(
         await app(scope, receive, _stalling(send, 2.0 if spec.seconds is None else spec.seconds))
     elif name == "reset_connection":
         await _reset(spec, route, receive, send)
+    elif name == "oversize_body":
+        await _oversize(spec, route)(scope, receive, send)
     else:
         await canned_response(spec, route)(scope, receive, send)
 
@@ -113,6 +116,30 @@ def _custom(spec: FaultSpec) -> Response:
         default = problems.PROBLEM_TYPE if status >= 400 else problems.JSON_TYPE
         content, media = problems.dumps(spec.body), spec.content_type or default
     return Response(content, status, spec.headers, media_type=media)
+
+
+def _oversize(spec: FaultSpec, route: str) -> Response:
+    """A JSON body of ``spec.size`` bytes, produced 64 KiB at a time (never held whole), that
+    stops when the client goes away."""
+    size = OVERSIZE_BODY if spec.size is None else spec.size
+    head, tail = b'{"id":"oversize","status":"processing","logs":"', b'"}'
+    filler = max(0, size - len(head) - len(tail))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        left = filler
+        while left > 0:
+            chunk = min(left, len(_FILLER))
+            yield _FILLER[:chunk]
+            left -= chunk
+        yield tail
+
+    headers = {} if spec.chunked else {"content-length": str(len(head) + filler + len(tail))}
+    status = 201 if route == "create" else 200
+    return StreamingResponse(body(), status, headers, media_type=problems.JSON_TYPE)
+
+
+_FILLER = b"x" * 65536
 
 
 def _stalling(send: Send, seconds: float) -> Send:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tests.fakes.replicate.faults import DEFAULT_ERROR, FaultSpec
+from tests.fakes.replicate.faults import DEFAULT_ERROR, FaultSpec, hostile_text
 from tests.fakes.replicate.outputs import FileStore, build_output, new_file_id, new_prefix
 from tests.fakes.replicate_models import ModelSpec
 
@@ -101,6 +101,8 @@ def plan(p: Prediction, max_pixels: int) -> None:
         p.finish_at = math.inf
     elif name == "never_start":
         p.start_at = p.finish_at = math.inf
+    elif name == "hostile_logs" and p.fault and p.fault.seconds is not None:
+        p.finish_at = p.start_at + p.fault.seconds  # processing (printing them) this long
 
 
 def advance(p: Prediction, now: float, store: FileStore, ttl: float, data_uris: bool) -> None:
@@ -208,6 +210,12 @@ def _metrics(p: Prediction) -> dict[str, Any]:
 
 
 def progress_logs(p: Prediction, until: float) -> str:
+    if p.fault is not None and p.fault.fault == "hostile_logs":
+        return _normal_logs(p, until) + hostile_text(p.fault.logs, p.fault.size or 20_000)
+    return _normal_logs(p, until)
+
+
+def _normal_logs(p: Prediction, until: float) -> str:
     if p.model.kind == "text":
         return ""
     lines = [f"Using seed: {p.seed}"]

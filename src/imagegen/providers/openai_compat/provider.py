@@ -10,6 +10,7 @@ import httpx
 
 from imagegen.errors import (
     DeadlineExceeded,
+    ModelNotFound,
     PredictionFailed,
     UpstreamError,
     UpstreamRateLimited,
@@ -25,6 +26,7 @@ from imagegen.providers.openai_compat.wire import (
     output_format_for,
     parse_images,
 )
+from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -74,11 +76,14 @@ class OpenAICompatProvider:
         response_format: ResponseFormat = "b64_json",
         max_retries: int = 3,
         backoff: float = 1.0,
+        replies: ReplyLimits | None = None,
     ) -> None:
         self.name = name
         self._http = http
         self._endpoint = f"{normalise_base_url(base_url)}/v1/images/generations"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._replies = replies or ReplyLimits()
+        self._scrub = Scrubber([api_key], max_chars=self._replies.max_error_chars)
         self._sleep = sleep
         self._response_format = response_format
         self._max_retries = max_retries
@@ -109,17 +114,17 @@ class OpenAICompatProvider:
         outcomes = [task.result() for task in tasks]
         images = [image for outcome in outcomes if isinstance(outcome, list) for image in outcome]
         if not images:
-            raise next(o for o in outcomes if isinstance(o, UpstreamError))
+            raise next(o for o in outcomes if not isinstance(o, list))
         return ProviderResult(images=tuple(images), requested=request.num_images)
 
     async def _batch(
         self, request: GenerationRequest, rules: ModelRules, n: int, deadline: float
-    ) -> list[ProviderImage] | UpstreamError:
+    ) -> list[ProviderImage] | UpstreamError | ModelNotFound:
         """One upstream request; its error is returned, so siblings already paid for finish."""
         body = build_body(request, rules, n, self._response_format)
         try:
             return await self._create(body, output_format_for(request, rules), deadline)
-        except UpstreamError as exc:
+        except (UpstreamError, ModelNotFound) as exc:
             return exc
 
     async def _create(
@@ -138,8 +143,14 @@ class OpenAICompatProvider:
             attempt += 1
 
     async def _once(self, body: dict[str, Any], sent_format: str | None) -> list[ProviderImage]:
+        """One POST; its reply is read up to the size cap (per image asked for: b64 images come
+        inline), its error text scrubbed of credentials, its retry-after clamped."""
+        request = self._http.build_request("POST", self._endpoint, json=body, headers=self._headers)
+        max_bytes = self._replies.max_bytes * max(1, int(body.get("n") or 1))
         try:
-            response = await self._http.post(self._endpoint, json=body, headers=self._headers)
+            response = await send_capped(
+                self._http, request, max_bytes=max_bytes, provider=self.name, action="generating"
+            )
         except httpx.ConnectError as exc:
             message = f"{self.name}: could not connect to the upstream"
             raise _NotSent(message, provider=self.name) from exc
@@ -147,7 +158,13 @@ class OpenAICompatProvider:
             message = f"{self.name}: the upstream did not answer ({type(exc).__name__})"
             raise UpstreamUnavailable(message, provider=self.name) from exc
         if not response.is_success:
-            raise error_from_response(response, self.name)
+            raise error_from_response(
+                response,
+                self.name,
+                model=str(body.get("model")),
+                scrub=self._scrub,
+                max_retry_after=self._replies.max_retry_after,
+            )
         return parse_images(response, self.name, sent_format)
 
     @staticmethod

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
-import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from imagegen.errors import (
+    ModelNotFound,
     PredictionFailed,
     UpstreamError,
     UpstreamHTTPError,
@@ -20,6 +20,7 @@ from imagegen.errors import (
 )
 from imagegen.models import GenerationRequest, ProviderImage
 from imagegen.providers.openai_compat.rules import ModelRules, size_for
+from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER, clamp, parse_retry_after, seconds_of
 
 ResponseFormat = Literal["url", "b64_json"]
 
@@ -121,26 +122,13 @@ def parse_images(
     return images
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
+def retry_after(headers: httpx.Headers, maximum: float = DEFAULT_MAX_RETRY_AFTER) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date),
+    clamped to ``maximum`` (``imagegen.retry_after``)."""
+    millis = seconds_of(headers.get("retry-after-ms"))
     if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        return clamp(millis / 1000, maximum)
+    return clamp(parse_retry_after(headers.get("retry-after")), maximum)
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str | None]:
@@ -148,29 +136,47 @@ def _error_fields(response: httpx.Response) -> tuple[str, str | None]:
     try:
         envelope = _ErrorEnvelope.model_validate_json(response.content)
     except ValidationError:
-        text = response.text.strip()[:200]
+        text = response.text.strip()[:1000]
         return text or response.reason_phrase or f"HTTP {response.status_code}", None
     if isinstance(envelope.error, str):
         return envelope.error, None
     detail = envelope.error
     code = detail.code if detail.code is not None else detail.type
     message = detail.message or response.reason_phrase or f"HTTP {response.status_code}"
-    return message, None if code is None else str(code)
+    return message, None if code is None else str(code)[:100]
 
 
-def error_from_response(response: httpx.Response, provider: str) -> UpstreamError:
-    """Translate a non-2xx reply, by status: 429 -> ``UpstreamRateLimited``, else
-    ``UpstreamHTTPError`` keeping the upstream's status."""
+def _unchanged(text: str) -> str:
+    return text
+
+
+def error_from_response(
+    response: httpx.Response,
+    provider: str,
+    *,
+    model: str | None = None,
+    scrub: Callable[[str], str] = _unchanged,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+) -> UpstreamError | ModelNotFound:
+    """Translate a non-2xx reply, by status and the upstream's code: 404 or ``model_not_found``
+    -> ``ModelNotFound`` (naming ``model``), 429 -> ``UpstreamRateLimited``, else
+    ``UpstreamHTTPError`` keeping the upstream's status. Text goes through ``scrub``
+    (credentials redacted, bounded); retry-after is clamped to ``max_retry_after``."""
     upstream_message, code = _error_fields(response)
+    upstream_message = scrub(upstream_message)
+    code = None if code is None else scrub(code)
     message = f"{provider}: {upstream_message}"
     status = response.status_code
+    if model is not None and (status == 404 or code == "model_not_found"):
+        found = f"model '{model}' was not found on {provider}: {upstream_message}"
+        return ModelNotFound(found, model=model)
     if status == 429:
         return UpstreamRateLimited(
             message,
             provider=provider,
             title=code,
             detail=upstream_message,
-            retry_after=retry_after(response.headers),
+            retry_after=retry_after(response.headers, max_retry_after),
         )
     return UpstreamHTTPError(
         message, provider=provider, status=status, title=code, detail=upstream_message

@@ -8,7 +8,7 @@ place (``retry.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +16,7 @@ import httpx
 
 from imagegen import __version__
 from imagegen.providers.replicate.errors import (
+    PROVIDER,
     error_from_response,
     malformed_reply,
     transport_error,
@@ -23,6 +24,7 @@ from imagegen.providers.replicate.errors import (
 from imagegen.providers.replicate.prediction import Prediction
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier
+from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
 
 MAX_WAIT = 60  # Replicate's sync mode holds a create for at most 60 s
 MIN_CANCEL_AFTER = 5  # Replicate rejects a Cancel-After under 5 s
@@ -42,7 +44,11 @@ def cancel_after_header(remaining: float) -> str:
 
 
 class ReplicateClient:
-    """Create, read and cancel predictions; read model and version schemas."""
+    """Create, read and cancel predictions; read model and version schemas.
+
+    Replies are bounded by ``limits``: bodies over ``max_bytes`` are ``ReplyTooLarge`` (never
+    retried), error text has the token (and any credential) redacted, retry-after is clamped.
+    """
 
     def __init__(
         self,
@@ -52,8 +58,11 @@ class ReplicateClient:
         base_url: str,
         retrier: Retrier,
         clock: Clock,
+        limits: ReplyLimits | None = None,
     ) -> None:
         self._http = http
+        self._limits = limits or ReplyLimits()
+        self._scrub = Scrubber([api_token], max_chars=self._limits.max_error_chars)
         self._base_url = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {api_token}",
@@ -89,13 +98,13 @@ class ReplicateClient:
 
         action = "creating a prediction"
         data = await self._call(build, action, deadline=deadline, idempotent=False)
-        return Prediction.parse(data, action)
+        return Prediction.parse(data, action, self._scrub)
 
     async def get(self, prediction_id: str, *, deadline: float) -> Prediction:
         action = f"reading prediction {prediction_id}"
         build = self._plain("GET", _prediction_path(prediction_id))
         data = await self._call(build, action, deadline=deadline)
-        return Prediction.parse(data, action)
+        return Prediction.parse(data, action, self._scrub)
 
     async def cancel(self, prediction_id: str, *, deadline: float) -> None:
         build = self._plain("POST", _prediction_path(prediction_id) + "/cancel")
@@ -119,12 +128,20 @@ class ReplicateClient:
         idempotent: bool = True,
     ) -> Any:
         """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
-        try:
-            response = await self._retrier.send(
-                lambda: self._http.send(build()), idempotent=idempotent, deadline=deadline
+
+        def send() -> Awaitable[httpx.Response]:
+            max_bytes = self._limits.max_bytes
+            return send_capped(
+                self._http, build(), max_bytes=max_bytes, provider=PROVIDER, action=action
             )
+
+        try:
+            response = await self._retrier.send(send, idempotent=idempotent, deadline=deadline)
         except httpx.RequestError as exc:  # transport errors, undecodable bodies, redirects
             raise transport_error(exc, action) from exc
+        if response.status_code >= 400:
+            max_retry_after = self._limits.max_retry_after
+            raise error_from_response(response, scrub=self._scrub, max_retry_after=max_retry_after)
         return _json_of(response, action)
 
 
@@ -138,8 +155,6 @@ def _prediction_path(prediction_id: str) -> str:
 
 
 def _json_of(response: httpx.Response, action: str) -> Any:
-    if response.status_code >= 400:
-        raise error_from_response(response)
     if not response.is_success:
         raise malformed_reply(action, f"unexpected HTTP status {response.status_code}")
     try:

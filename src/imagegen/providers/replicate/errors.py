@@ -8,11 +8,8 @@ users of the seed API see what they saw before: ``"ReplicateError Details:\\n"``
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -23,6 +20,7 @@ from imagegen.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER, clamp, parse_retry_after, seconds_of
 
 PROVIDER = "replicate"
 
@@ -58,63 +56,58 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _text(value: Any, scrub: Callable[[str], str]) -> str | None:
+    return None if value is None else scrub(str(value))
 
 
-def error_from_response(response: httpx.Response) -> UpstreamHTTPError:
-    """An error for a 4xx/5xx reply: ``UpstreamRateLimited`` for 429, else ``UpstreamHTTPError``."""
+def _unchanged(text: str) -> str:
+    return text
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    scrub: Callable[[str], str] = _unchanged,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+) -> UpstreamHTTPError:
+    """An error for a 4xx/5xx reply: ``UpstreamRateLimited`` for 429, else ``UpstreamHTTPError``.
+
+    Its text goes through ``scrub`` (credentials redacted, length bounded) and its retry-after is
+    clamped to ``max_retry_after``.
+    """
     body = _json_object(response)
     status = response.status_code
-    message = format_error(status, body)
-    title, detail = _text(body.get("title")), _text(body.get("detail"))
+    message = scrub(format_error(status, body))
+    title, detail = _text(body.get("title"), scrub), _text(body.get("detail"), scrub)
     if status == 429:
         return UpstreamRateLimited(
             message,
             provider=PROVIDER,
             title=title,
             detail=detail,
-            retry_after=retry_after_of(response),
+            retry_after=retry_after_of(response, max_retry_after),
         )
     return UpstreamHTTPError(message, provider=PROVIDER, status=status, title=title, detail=detail)
 
 
-def retry_after_of(response: httpx.Response) -> float | None:
-    """Seconds to wait: ``Retry-After``, else the body's ``retry_after``, else the detail text."""
-    header = _seconds_from_header(response.headers.get("retry-after"))
+def retry_after_of(
+    response: httpx.Response, maximum: float = DEFAULT_MAX_RETRY_AFTER
+) -> float | None:
+    """Seconds to wait, at most ``maximum``: ``Retry-After``, else the body's ``retry_after``,
+    else the detail text."""
+    return clamp(_retry_after_hint(response), maximum)
+
+
+def _retry_after_hint(response: httpx.Response) -> float | None:
+    header = parse_retry_after(response.headers.get("retry-after"))
     if header is not None:
         return header
     body = _json_object(response)
-    field = _non_negative(body.get("retry_after"))
+    field = seconds_of(body.get("retry_after"))
     if field is not None:
         return field
-    match = _RESETS_IN.search(str(body.get("detail") or ""))
+    match = _RESETS_IN.search(str(body.get("detail") or "")[:1000])
     return float(match[1]) if match else None
-
-
-def _non_negative(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _seconds_from_header(value: str | None) -> float | None:
-    if value is None:
-        return None
-    seconds = _non_negative(value.strip())
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def transport_error(exc: httpx.HTTPError, action: str) -> UpstreamUnavailable:

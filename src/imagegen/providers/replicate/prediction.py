@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from imagegen.errors import PredictionFailed
 from imagegen.providers.replicate.errors import malformed_reply, prediction_failed
 
-# The official client's tqdm progress pattern (replicate/prediction.py); the last match wins.
-_PROGRESS = re.compile(r"^\s*(\d+)%\s*\|.+?\|\s*(\d+)/(\d+)", re.MULTILINE)
+# The official client's tqdm progress pattern (replicate/prediction.py), made linear: one line at
+# a time, every part bounded, no ``\s`` that could run across newlines. The last match wins.
+_PROGRESS = re.compile(r"[ \t]*(\d{1,6})%[^|\n]{0,16}\|[^|\n]{0,512}\|[ \t]*(\d{1,12})/(\d{1,12})")
+_LINE_BREAK = re.compile(r"[\r\n]")
+# Progress is read from the end of the logs only: a model may print megabytes of them, and
+# they are read again on every poll.
+LOGS_TAIL = 4096
 _IMAGE_SCHEMES = ("https:", "http:", "data:")
 
 
@@ -40,8 +45,10 @@ class Prediction:
     logs: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, action: str) -> Prediction:
-        """Read a prediction reply; ``UpstreamUnavailable`` without an id or a known status."""
+    def parse(cls, data: Any, action: str, scrub: Callable[[str], str] = str) -> Prediction:
+        """Read a prediction reply; ``UpstreamUnavailable`` without an id or a known status.
+
+        The model's ``error`` text goes through ``scrub`` (credentials redacted, bounded)."""
         if not isinstance(data, dict):
             raise malformed_reply(action, "expected a JSON object")
         pid, status = data.get("id"), data.get("status")
@@ -50,13 +57,14 @@ class Prediction:
         try:
             parsed = PredictionStatus(str(status))
         except ValueError:
-            raise malformed_reply(action, f"unknown prediction status {status!r}") from None
-        logs = data.get("logs")
+            shown = repr(status)[:100]
+            raise malformed_reply(action, f"unknown prediction status {shown}") from None
+        logs, error = data.get("logs"), data.get("error")
         return cls(
-            pid,
+            pid[:200],
             parsed,
             data.get("output"),
-            data.get("error"),
+            scrub(str(error)) if error else None,
             logs if isinstance(logs, str) else None,
         )
 
@@ -67,12 +75,8 @@ class Prediction:
 
     @property
     def progress(self) -> float | None:
-        """Fraction done from the last tqdm line of the logs, if any."""
-        matches = _PROGRESS.findall(self.logs or "")
-        if not matches:
-            return None
-        _, current, total = matches[-1]
-        return min(1.0, int(current) / int(total)) if int(total) > 0 else None
+        """Fraction done from the last tqdm line of the logs, if any (see ``progress_of``)."""
+        return progress_of(self.logs or "")
 
     def failure(self) -> PredictionFailed | None:
         """The error this terminal state means for us, or None (succeeded, or still running)."""
@@ -86,6 +90,17 @@ class Prediction:
                 f"Replicate: prediction {self.id} was aborted before it started", self.id
             )
         return None
+
+
+def progress_of(logs: str) -> float | None:
+    """Fraction done from the last tqdm line within the last ``LOGS_TAIL`` characters of
+    ``logs``; time bounded whatever the logs hold (blank lines, one huge line, ``%`` signs)."""
+    for line in reversed(_LINE_BREAK.split(logs[-LOGS_TAIL:])):
+        match = _PROGRESS.match(line)
+        if match is not None:
+            current, total = int(match[2]), int(match[3])
+            return min(1.0, current / total) if total > 0 else None
+    return None
 
 
 def _strings(value: Any) -> Iterator[str]:

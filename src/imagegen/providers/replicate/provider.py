@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 
 from imagegen.config import Settings
-from imagegen.errors import PredictionFailed, UpstreamHTTPError
+from imagegen.errors import ModelNotFound, PredictionFailed, UpstreamHTTPError
 from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
-from imagegen.providers.replicate.errors import PROVIDER, no_token_error
+from imagegen.providers.replicate.errors import PROVIDER, no_token_error, retry_after_of
 from imagegen.providers.replicate.mapping import plan_predictions
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier, RetryPolicy, Sleep
@@ -22,6 +23,7 @@ from imagegen.providers.replicate.run import (
     deadline_scope,
 )
 from imagegen.providers.replicate.schema import ModelSchema, ensure_image_output, read_model_schema
+from imagegen.providers.replies import ReplyLimits
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 
@@ -36,15 +38,17 @@ class ReplicateProvider:
     ``http`` belongs to the caller, who closes it. Without ``api_token`` every call raises the
     401 error Replicate itself would give, without calling it. ``sleep`` and ``clock`` (seconds,
     on the clock of ``GenerationContext.deadline``: the event loop's by default) are injectable.
+    ``name`` is the provider's catalog name (its limits are looked up by it); ``replies`` bounds
+    what Replicate may send back (size, retry-after, error text).
     """
-
-    name = PROVIDER
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         *,
         api_token: str | None,
+        name: str = PROVIDER,
+        replies: ReplyLimits | None = None,
         base_url: str = DEFAULT_BASE_URL,
         wait_seconds: int = 60,
         poll_interval: float = 0.5,
@@ -54,6 +58,7 @@ class ReplicateProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = _loop_time,
     ) -> None:
+        self.name = name
         self._wait_seconds = wait_seconds
         self._poll_interval = poll_interval
         self._schema_cache_ttl = schema_cache_ttl
@@ -63,9 +68,20 @@ class ReplicateProvider:
         self._schemas: dict[ModelRef, tuple[float, ModelSchema]] = {}
         self._client: ReplicateClient | None = None
         if api_token:
-            retrier = Retrier(retry or RetryPolicy(), sleep=sleep, clock=clock)
+            limits = replies or ReplyLimits()
+            retrier = Retrier(
+                retry or RetryPolicy(),
+                sleep=sleep,
+                clock=clock,
+                retry_after=partial(retry_after_of, maximum=limits.max_retry_after),
+            )
             self._client = ReplicateClient(
-                http, api_token=api_token, base_url=base_url, retrier=retrier, clock=clock
+                http,
+                api_token=api_token,
+                base_url=base_url,
+                retrier=retrier,
+                clock=clock,
+                limits=limits,
             )
 
     async def generate(
@@ -136,8 +152,10 @@ class ReplicateProvider:
         try:
             data = await client.model_version(ref, deadline=deadline)
         except UpstreamHTTPError as exc:
-            if ref.version is None or exc.status != 404:
-                raise  # an unknown model is the user's 404
+            if exc.status == 404 and ref.version is None:
+                raise model_not_found(str(ref), exc) from exc
+            if exc.status != 404:
+                raise
             # An unknown or private version: let the create itself answer, as Replicate does,
             # with 422 "Invalid version or not permitted" (no prediction is made).
             return ModelSchema(None, None)
@@ -145,6 +163,12 @@ class ReplicateProvider:
         if self._schema_cache_ttl > 0:
             self._schemas[ref] = (now + self._schema_cache_ttl, schema)
         return schema
+
+
+def model_not_found(model: str, exc: UpstreamHTTPError) -> ModelNotFound:
+    """Replicate has no model ``owner/name`` (or this token cannot see it): the user's 404."""
+    message = f"model '{model}' was not found on Replicate\n{exc.message}"
+    return ModelNotFound(message, model=model)
 
 
 def _result(images: list[ProviderImage], request: GenerationRequest) -> ProviderResult:
@@ -163,4 +187,5 @@ def from_settings(settings: Settings, http: httpx.AsyncClient) -> ReplicateProvi
         wait_seconds=settings.replicate_wait,
         poll_interval=settings.poll_interval,
         schema_cache_ttl=settings.schema_cache_ttl,
+        replies=ReplyLimits.from_settings(settings),
     )

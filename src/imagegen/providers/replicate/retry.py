@@ -5,7 +5,8 @@ Reads (GET a prediction, a model, a version; cancel) are idempotent: they are re
 come after Replicate started (and bills) a prediction, so a create is retried only when it surely
 started nothing: a 429 (a throttled create starts no prediction) or a failure to connect at all
 (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``: nothing was sent). Waits honour the
-server's retry-after, grow exponentially with jitter otherwise, and never run past the deadline.
+server's retry-after (clamped: ``imagegen.retry_after``), grow exponentially with jitter
+otherwise, and never run past the deadline.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ class Retrier:
         sleep: Sleep,
         clock: Clock,
         draw: Callable[[], float] = random.random,
+        retry_after: Callable[[httpx.Response], float | None] = retry_after_of,
     ) -> None:
         self._policy = policy
+        self._retry_after = retry_after
         self._sleep = sleep
         self._clock = clock
         self._draw = draw
@@ -89,7 +92,7 @@ class Retrier:
             else:
                 if not _retryable_status(response.status_code, idempotent=idempotent):
                     return response
-                hint = retry_after_of(response) if response.status_code == 429 else None
+                hint = self._retry_after(response) if response.status_code == 429 else None
                 if not await self._pause(attempt, hint, deadline, str(response.status_code)):
                     return response
             attempt += 1
