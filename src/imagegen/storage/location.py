@@ -15,6 +15,8 @@ from pathlib import Path
 
 # S3's bucket naming rules: 3-63 of lowercase letters, digits, dots and hyphens, starting and
 # ending with a letter or digit.
+# A URL scheme (two letters or more, so a Windows drive letter is still a path) and its colon.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -45,20 +47,23 @@ def parse_storage_url(url: str) -> StorageLocation:
     url = url.strip()
     if not url:
         raise ValueError("must not be empty")
-    scheme = url.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", url) else ""
-    if scheme == "s3":
-        return _s3(url)
-    if scheme == "file":
-        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
-        if not path:
-            raise ValueError("a file:// URL needs a path, e.g. file:///srv/imagegen/images")
-        return LocalLocation(Path(path))
-    if scheme:
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return LocalLocation(Path(url))
+    name = scheme.group(1).lower()
+    if name not in ("s3", "file"):
         raise ValueError(
-            f"unsupported scheme {scheme + '://'!r}: use s3://bucket/prefix, file:///path "
-            "or a directory path"
+            f"unsupported scheme {name + ':'!r}: use s3://bucket/prefix, file:///path or a "
+            "directory path (./name for a directory whose name has a colon)"
         )
-    return LocalLocation(Path(url))
+    if not url[scheme.end() :].startswith("//"):
+        raise ValueError(f"write {name}://... (two slashes after {name + ':'!r})")
+    if name == "s3":
+        return _s3(url)
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    if not path:
+        raise ValueError("a file:// URL needs a path, e.g. file:///srv/imagegen/images")
+    return LocalLocation(Path(path))
 
 
 def _s3(url: str) -> S3Location:
