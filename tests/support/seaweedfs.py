@@ -159,13 +159,10 @@ class SeaweedFS:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        """Kill it (its graceful shutdown takes seconds; the data dir survives a kill)."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait()
         self._proc = None
 
     def __enter__(self) -> Self:
