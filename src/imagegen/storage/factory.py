@@ -52,7 +52,9 @@ def open_image_store(
         follow_redirects=False,
     )
     stack.push_async_callback(http.aclose)
-    return store_class(config, http=http, staging_dir=settings.data_dir / "staging")
+    store = store_class(config, http=http, staging_dir=settings.data_dir / "staging")
+    stack.push_async_callback(store.aclose)
+    return store
 
 
 def _s3_classes() -> tuple[type[S3Config], type[S3ImageStore]]:

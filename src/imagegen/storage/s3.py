@@ -44,6 +44,7 @@ UPLOAD_CHUNK = 256 * 1024
 UPLOAD_URL_TTL = timedelta(minutes=15)  # checked when the PUT starts; a long upload may finish
 PROBE_NAME = ".imagegen-ready"  # never a valid image key, so never served
 PROBE_TIMEOUT = 5.0
+SETTLE_SECONDS = 0.1
 
 
 class S3StorageError(OSError):
@@ -219,6 +220,14 @@ class S3ImageStore:
             await obstore.head_async(self._store, PROBE_NAME)
         except FileNotFoundError:
             await obstore.put_async(self._store, PROBE_NAME, b"ok", use_multipart=False)
+
+    async def aclose(self) -> None:
+        """Let obstore's runtime threads finish handing their last results to the event loop.
+
+        A thread still inside such a hand-off when the interpreter finalizes aborts the process
+        (pyo3 cannot unwind it), so shutdown waits a moment after the last request.
+        """
+        await asyncio.sleep(SETTLE_SECONDS)
 
     # --- uploads ---
 
