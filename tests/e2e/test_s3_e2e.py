@@ -170,6 +170,16 @@ def test_readyz_fails_while_s3_is_down_and_recovers_with_it(
             assert down.status_code == 503, down.text
             assert down.json()["checks"]["storage"].startswith("error")
             assert down.json()["checks"]["database"] == "ok"
+            unavailable = httpx.get(f"{server.base_url}/images/{key}", timeout=60)
+            assert unavailable.status_code == 503, unavailable.text
+            assert "S3" in unavailable.json()["error"]
+            assert "retry-after" in unavailable.headers
+            refused = httpx.post(
+                f"{server.base_url}/api/v1/images/generate",
+                json={**BODY, "prompt": "while S3 is down"},
+                timeout=60,
+            )
+            assert refused.status_code == 503, refused.text
 
             seaweedfs.start()
             back = wait_for_ready(server.base_url, 200)

@@ -9,7 +9,8 @@ obstore as they are. Each object carries its ``Content-Type`` and the immutable
 ``Cache-Control``, so a presigned GET answers with them too.
 
 Foreign errors are translated here: a missing object is ``NotFound``; anything else obstore or
-httpx raises becomes ``S3StorageError`` (an ``OSError``), chained to the original.
+httpx raises becomes ``S3StorageError`` (an ``OSError`` and a ``StorageUnavailable``: 503 with
+``Retry-After``), chained to the original.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import obstore
 from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import S3Store
 
-from imagegen.errors import ConfigurationError, NotFound
+from imagegen.errors import ConfigurationError, NotFound, StorageUnavailable
 from imagegen.storage.base import (
     CACHE_CONTROL,
     StoredObject,
@@ -47,8 +48,9 @@ PROBE_TIMEOUT = 5.0
 SETTLE_SECONDS = 0.1
 
 
-class S3StorageError(OSError):
-    """S3 failed (unreachable, refused, an unexpected answer); the cause is chained."""
+class S3StorageError(StorageUnavailable, OSError):
+    """S3 failed (unreachable, refused, an unexpected answer); the cause is chained. An
+    ``OSError`` as the protocol says, and ``StorageUnavailable``, so clients get a 503."""
 
 
 @dataclass(frozen=True, slots=True)
