@@ -195,3 +195,29 @@ def test_region_and_credentials_come_from_the_aws_variables() -> None:
     regional = S3Config.from_environment(location, {**env, "AWS_REGION": "ap-south-1"})
     assert regional.region == "ap-south-1"
     assert S3Config.from_environment(location, {}).region == REGION
+
+
+async def test_aws_urls_are_virtual_hosted_and_carry_the_session_token(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SESSION_TOKEN": "the-session-token",
+        "AWS_REGION": "eu-central-1",
+    }
+    temporary = S3Config.from_environment(
+        S3Location(bucket="images", prefix="p"), env, presigned_redirect=True
+    )
+    url = await S3ImageStore(temporary, http=http, staging_dir=tmp_path).redirect_url(KEY)
+    assert url is not None
+    assert url.startswith(f"https://images.s3.eu-central-1.amazonaws.com/p/{KEY}?")
+    params = httpx.URL(url).params
+    assert params["X-Amz-Security-Token"] == "the-session-token"
+    assert params["X-Amz-Credential"].startswith("ASIAEXAMPLE/")
+    assert params["X-Amz-Expires"] == "300"
+
+    dotted = S3Config.from_environment(S3Location("my.images", ""), env, presigned_redirect=True)
+    url = await S3ImageStore(dotted, http=http, staging_dir=tmp_path).redirect_url(KEY)
+    assert url is not None
+    assert url.startswith(f"https://s3.eu-central-1.amazonaws.com/my.images/{KEY}?")

@@ -103,7 +103,7 @@ class S3Config:
 
 
 def object_store(config: S3Config) -> S3Store:
-    """The obstore client for ``config``: path-style on a custom endpoint, bounded retries."""
+    """The obstore client for ``config``, with bounded timeouts and retries."""
     client: ClientConfig = {"connect_timeout": timedelta(seconds=5), "read_timeout": "30s"}
     if config.endpoint_url and config.endpoint_url.startswith("http://"):
         client["allow_http"] = True
@@ -115,10 +115,15 @@ def object_store(config: S3Config) -> S3Store:
             "max_backoff": timedelta(seconds=2),
         },
     }
-    options: dict[str, str | bool] = {"region": config.region}
+    # AWS: virtual-hosted style, as AWS recommends (path style for a dotted bucket name, which
+    # TLS cannot serve as a host name); other services: path style, which all of them speak.
+    virtual_hosted = config.endpoint_url is None and "." not in config.location.bucket
+    options: dict[str, str | bool] = {
+        "region": config.region,
+        "virtual_hosted_style_request": virtual_hosted,
+    }
     if config.endpoint_url:
         options["endpoint"] = config.endpoint_url
-        options["virtual_hosted_style_request"] = False
     if config.access_key_id and config.secret_access_key:
         options["access_key_id"] = config.access_key_id
         options["secret_access_key"] = config.secret_access_key
