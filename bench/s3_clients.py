@@ -134,7 +134,8 @@ async def _image_store(endpoint: str, bucket: str, args: argparse.Namespace) -> 
     import httpx
 
     from imagegen.storage.location import S3Location
-    from imagegen.storage.s3 import S3Config, S3ImageStore
+    from imagegen.storage.s3 import S3ImageStore
+    from imagegen.storage.s3_config import S3Config
 
     with tempfile.TemporaryDirectory() as tmp:
         location = S3Location(bucket=bucket, prefix="S3ImageStore")

@@ -19,7 +19,8 @@ from tests.support.seaweedfs import ACCESS_KEY, REGION, SeaweedFS
 from imagegen.errors import ConfigurationError, NotFound
 from imagegen.storage import ImageStore, RedirectingStore, make_key
 from imagegen.storage.location import S3Location
-from imagegen.storage.s3 import S3Config, S3ImageStore
+from imagegen.storage.s3 import S3ImageStore
+from imagegen.storage.s3_config import S3Config
 
 DATA = b"\x89PNG s3 test bytes"
 KEY = make_key(hashlib.sha256(DATA).hexdigest(), "png")

@@ -23,7 +23,8 @@ from imagegen.storage import (
     make_key,
 )
 from imagegen.storage.location import S3Location
-from imagegen.storage.s3 import S3Config, S3ImageStore
+from imagegen.storage.s3 import S3ImageStore
+from imagegen.storage.s3_config import S3Config
 
 DATA = b"stored image bytes"
 DIGEST = hashlib.sha256(DATA).hexdigest()

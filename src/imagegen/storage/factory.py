@@ -19,7 +19,8 @@ from imagegen.storage.location import LocalLocation, S3Location
 
 if TYPE_CHECKING:
     from imagegen.config import Settings
-    from imagegen.storage.s3 import S3Config, S3ImageStore
+    from imagegen.storage.s3 import S3ImageStore
+    from imagegen.storage.s3_config import S3Config
 
 INSTALL_HINT = "pip install 'imagegen[s3]'"
 
@@ -59,7 +60,8 @@ def open_image_store(
 
 def _s3_classes() -> tuple[type[S3Config], type[S3ImageStore]]:
     try:
-        from imagegen.storage.s3 import S3Config, S3ImageStore
+        from imagegen.storage.s3 import S3ImageStore
+        from imagegen.storage.s3_config import S3Config
     except ImportError as exc:
         raise ConfigurationError(
             f"IMAGEGEN_STORAGE_URL is an s3:// URL but the S3 client is not installed "
