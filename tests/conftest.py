@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.fakes.replicate_double import DoubleConfig, DoubleProcess, ReplicateDouble
+from tests.support.seaweedfs import SeaweedFS
 
 # ==== Replicate double (tests/fakes/replicate/) ===================================================
 # replicate_double_server  session: one uvicorn thread on 127.0.0.1:<free port>
@@ -42,6 +44,25 @@ def replicate_double_process() -> Iterator[DoubleProcess]:
 # ==== end of Replicate double block ===============================================================
 
 
+# ==== SeaweedFS (tests/support/seaweedfs.py) =====================================================
+# seaweedfs  session: one `weed mini` on free loopback ports, bucket "imagegen"; tests that use it
+#            take their own key prefix (s3_prefix) so they never see each other's objects
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_prefix() -> str:
+    return f"tests/{uuid.uuid4().hex[:12]}"
+
+
+# ==== end of SeaweedFS block ======================================================================
+
+
 # ==== Environment isolation =======================================================================
 # Settings read IMAGEGEN_* and provider variables: a developer's shell must not change a test.
 
@@ -51,7 +72,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("IMAGEGEN_", "REPLICATE_", "OPENAI_")):
+        if name.startswith(("IMAGEGEN_", "REPLICATE_", "OPENAI_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
 
 

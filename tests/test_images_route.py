@@ -137,3 +137,51 @@ async def test_missing_store_is_a_configuration_error(tmp_path: Path) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         with pytest.raises(ConfigurationError):
             await client.get(f"/images/{KEY}")
+
+
+class RedirectingSpyStore(SpyStore):
+    """A store that hands out direct links (as S3 does with presigned redirects on)."""
+
+    def __init__(self, root: Path, link: str | None) -> None:
+        super().__init__(root)
+        self.link = link
+
+    async def redirect_url(self, key: str) -> str | None:
+        return None if self.link is None else f"{self.link}/{key}?signature=abc"
+
+
+async def redirecting_client(store: RedirectingSpyStore) -> httpx.AsyncClient:
+    await store.put(KEY, DATA, "image/webp")
+    app = FastAPI()
+    app.include_router(images.router)
+    app.state.image_store = store
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_a_redirecting_store_answers_get_with_a_307(tmp_path: Path) -> None:
+    store = RedirectingSpyStore(tmp_path / "images", "https://bucket.example")
+    async with await redirecting_client(store) as client:
+        response = await client.get(f"/images/{KEY}")
+        assert response.status_code == 307
+        assert response.headers["location"] == f"https://bucket.example/{KEY}?signature=abc"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.content == b""
+
+        head = await client.head(f"/images/{KEY}")
+        assert head.status_code == 200, "HEAD stays here: a presigned GET URL cannot answer it"
+        assert head.headers["content-length"] == str(len(DATA))
+        assert_cache_headers(head)
+
+        cached = await client.get(f"/images/{KEY}", headers={"If-None-Match": f'"{DIGEST}"'})
+        assert cached.status_code == 304
+
+        missing = await client.get(f"/images/{'0' * 64}.png")
+        assert missing.status_code == 404, "only a stored key is redirected"
+
+
+async def test_a_store_that_declines_to_redirect_streams(tmp_path: Path) -> None:
+    store = RedirectingSpyStore(tmp_path / "images", None)
+    async with await redirecting_client(store) as client:
+        response = await client.get(f"/images/{KEY}")
+    assert response.status_code == 200
+    assert response.content == DATA

@@ -52,6 +52,18 @@ def check_catalog(settings: Settings) -> None:
         raise typer.Exit(EXIT_USAGE) from None
 
 
+def check_storage(settings: Settings) -> None:
+    """An S3 URL without the S3 client installed stops start-up with the install command."""
+    from imagegen.errors import ConfigurationError
+    from imagegen.storage.factory import require_backend
+
+    try:
+        require_backend(settings)
+    except ConfigurationError as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -65,6 +77,7 @@ def serve(
 
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
+    check_storage(settings)
     configure_logging(settings.log_level)
     application = create_app(settings)
     uvicorn.run(

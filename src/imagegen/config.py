@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagegen.jobs.webhooks.signing import decode_secret
+from imagegen.storage.location import LocalLocation, StorageLocation, parse_storage_url
 
 
 class Settings(BaseSettings):
@@ -90,6 +91,28 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a database transaction waits for a connection (on SQLite, for "
         "its turn at the writer); past it the request is refused with 503 and Retry-After.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where images are stored: s3://bucket/prefix (S3 or any S3-compatible "
+        "service; credentials and region from the AWS_* variables), file:///path or a "
+        "directory. Default: the images directory in the data directory.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 endpoint of an S3-compatible service (MinIO, SeaweedFS, R2...); "
+        "default: AWS S3.",
+    )
+    s3_presigned_redirect: bool = Field(
+        default=False,
+        description="Answer GET /images/{key} with a 307 to a presigned S3 URL instead of "
+        "streaming the image through imagegen.",
+    )
+    s3_presigned_expiry: int = Field(
+        default=300,
+        ge=1,
+        le=604800,
+        description="Seconds a presigned image URL stays valid (S3 allows at most 7 days).",
     )
     return_provider_urls: bool = Field(
         default=False,
@@ -226,7 +249,15 @@ class Settings(BaseSettings):
             raise ValueError("every delay must be positive")
         return value
 
-    @field_validator("replicate_base_url", "public_base_url")
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_storage_url(value)  # ValueError says what is wrong
+        return value.strip()
+
+    @field_validator("replicate_base_url", "public_base_url", "s3_endpoint_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         if value is None:
@@ -260,3 +291,10 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def storage_location(self) -> StorageLocation:
+        """Where images live: ``IMAGEGEN_STORAGE_URL``, else ``images_dir``."""
+        if self.storage_url is None:
+            return LocalLocation(self.images_dir)
+        return parse_storage_url(self.storage_url)

@@ -10,7 +10,8 @@
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
-    │   └── StoreBusy             the database is at capacity (no free connection, or locked)
+    │   ├── StoreBusy             the database is at capacity (no free connection, or locked)
+    │   └── StorageUnavailable    the image store (S3) is unreachable or refused a request
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
@@ -117,6 +118,14 @@ class StoreBusy(QueueFull):
     the transaction did not happen, so the caller may retry it."""
 
     def __init__(self, message: str, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class StorageUnavailable(QueueFull):
+    """The image store could not be used (S3 unreachable, or it refused the request); the
+    backend raises it in place of its client's error, chained to it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 2.0) -> None:
         super().__init__(message, retry_after=retry_after)
 
 

@@ -26,7 +26,8 @@ from imagegen.jobs.setup import start_runner
 from imagegen.netpolicy import HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
-from imagegen.storage.local import LocalImageStore
+from imagegen.storage.base import ImageStore
+from imagegen.storage.factory import open_image_store
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +115,16 @@ def provider_specs(catalog: CatalogFile, environ: Mapping[str, str]) -> list[Pro
 async def build_services(
     settings: Settings, *, environ: Mapping[str, str] | None = None
 ) -> AsyncIterator[Services]:
-    """Everything the app needs; ``environ`` holds the catalog's provider keys (default: the
-    process environment and ``.env``). A bad catalog file raises ``ConfigurationError``."""
+    """Everything the app needs; ``environ`` holds the catalog's provider keys and the ``AWS_*``
+    variables of S3 storage (default: the process environment and ``.env``). A bad catalog
+    file raises ``ConfigurationError``."""
     catalog_file = load_catalog_file(settings.catalog_path, settings)
-    specs = provider_specs(catalog_file, process_environment() if environ is None else environ)
+    environ = process_environment() if environ is None else environ
+    specs = provider_specs(catalog_file, environ)
     async with AsyncExitStack() as stack:
         store = await open_store(settings.resolved_database_url, pool=database_pool(settings))
         stack.push_async_callback(store.aclose)
-        image_store = LocalImageStore(settings.images_dir)
+        image_store = open_image_store(settings, environ, stack)
         catalog = catalog_file.to_catalog(build_providers(stack, specs, settings))
         _check_default_model(catalog, settings)
         # Limits, the webhook worker, and recovery of the jobs a stopped process left unfinished.
@@ -171,7 +174,7 @@ def build_providers(
 def build_ingestor(
     stack: AsyncExitStack,
     settings: Settings,
-    image_store: LocalImageStore,
+    image_store: ImageStore,
     specs: Sequence[ProviderSpec],
 ) -> ImageIngestor | None:
     """Downloads outputs from the providers' hosts; None when provider URLs are returned."""

@@ -15,7 +15,7 @@ from typing import Self
 import httpx
 
 # Variables a developer's shell may hold that would leak into the server under test.
-_SCRUB_PREFIXES = ("IMAGEGEN_", "REPLICATE_", "OPENAI_")
+_SCRUB_PREFIXES = ("IMAGEGEN_", "REPLICATE_", "OPENAI_", "AWS_")
 
 
 def free_port() -> int:

@@ -1,9 +1,14 @@
-"""Durable image storage: one ``ImageStore`` protocol (``base``), one module per backend."""
+"""Durable image storage: one ``ImageStore`` protocol (``base``), one module per backend.
+
+The S3 backend (``imagegen.storage.s3``) needs the ``s3`` extra and is imported only when
+configured (``imagegen.storage.factory``)."""
 
 from imagegen.storage.base import (
+    CACHE_CONTROL,
     CONTENT_TYPES,
     KEY_PATTERN,
     ImageStore,
+    RedirectingStore,
     StoredObject,
     content_type_for_key,
     etag_for_key,
@@ -14,10 +19,12 @@ from imagegen.storage.base import (
 from imagegen.storage.local import LocalImageStore
 
 __all__ = [
+    "CACHE_CONTROL",
     "CONTENT_TYPES",
     "KEY_PATTERN",
     "ImageStore",
     "LocalImageStore",
+    "RedirectingStore",
     "StoredObject",
     "content_type_for_key",
     "etag_for_key",

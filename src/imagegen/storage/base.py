@@ -2,8 +2,9 @@
 
 Keys are ``<sha256 hex>.<ext>`` (``ext`` one of png, jpg, webp, gif, taken from the decoded
 format), so the same bytes always get the same key and a key never changes meaning: stored
-objects are immutable and safe to cache forever. Every backend (local disk now, S3 later)
-implements ``ImageStore``; callers never build paths or object names themselves.
+objects are immutable and safe to cache forever. Every backend (local disk, S3) implements
+``ImageStore``; callers never build paths or object names themselves. A backend that can hand
+clients a direct link instead of streaming the bytes itself also implements ``RedirectingStore``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif)$")
+
+#: Stored images never change under their key: caches may keep them for a year, unrevalidated.
+CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 CONTENT_TYPES: dict[str, str] = {
     "png": "image/png",
@@ -114,4 +118,16 @@ class ImageStore(Protocol):
 
     async def check(self) -> None:
         """Readiness probe: raises ``imagegen.errors.ConfigurationError`` if unusable."""
+        ...
+
+
+@runtime_checkable
+class RedirectingStore(Protocol):
+    """A store whose objects clients may fetch directly (a presigned S3 URL)."""
+
+    async def redirect_url(self, key: str) -> str | None:
+        """A short-lived URL to GET the stored ``key`` from, or None to stream it instead.
+
+        Called only for a key the store has just reported as present.
+        """
         ...

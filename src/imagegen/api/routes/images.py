@@ -8,6 +8,10 @@ Keys are content-addressed (``<sha256>.<ext>``) and immutable, so responses carr
 ``ETag`` (the quoted sha256) and ``Cache-Control: immutable``, and ``If-None-Match`` gets a 304.
 Anything under ``/images/`` that is not a well-formed key, including encoded slashes and
 ``..`` segments, is a JSON 404 and never reaches the store.
+
+A store that hands out direct links (``RedirectingStore``: S3 with presigned redirects on)
+answers a GET for a present key with a 307 to a short-lived URL instead of the bytes; HEAD and
+304s are still answered here, with the same headers as a streamed image.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from imagegen.errors import ConfigurationError, NotFound
-from imagegen.storage.base import ImageStore, StoredObject, is_valid_key
-
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+from imagegen.storage.base import (
+    CACHE_CONTROL,
+    ImageStore,
+    RedirectingStore,
+    StoredObject,
+    is_valid_key,
+)
 
 router = APIRouter(tags=["images"])
 
@@ -39,6 +47,7 @@ _IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "The image.", "content": {t: {} for t in _IMAGE_TYPES}},
     304: {"description": "The client's cached copy (If-None-Match) is current."},
+    307: {"description": "Fetch the image from this short-lived URL (presigned S3 redirects)."},
     404: {
         "description": "No such image, or not a valid key.",
         "content": {"application/json": {"example": {"error": "image not found"}}},
@@ -72,6 +81,9 @@ async def _serve(key: str, request: Request, store: ImageStore) -> Response:
     headers["Content-Length"] = str(stored.size_bytes)
     if request.method == "HEAD":
         return Response(headers=headers, media_type=stored.content_type)
+    if isinstance(store, RedirectingStore) and (url := await store.redirect_url(key)):
+        # The link expires: the redirect itself must not be cached like the image.
+        return Response(status_code=307, headers={"Location": url, "Cache-Control": "no-store"})
     return StreamingResponse(store.iter_bytes(key), headers=headers, media_type=stored.content_type)
 
 
