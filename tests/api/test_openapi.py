@@ -24,6 +24,7 @@ from imagegen.errors import InvalidRequest, ModelNotFound
 CREATE_ROUTES = {
     "/api/v1/images/generate": "ErrorResponse",
     "/v1/images/generations": "OpenAIError",
+    "/v1/images/edits": "OpenAIError",
 }
 
 

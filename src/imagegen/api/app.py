@@ -11,7 +11,7 @@ from imagegen import __version__
 from imagegen.api import errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.routes import generations, health, images, models, openai, seed
+from imagegen.api.routes import edits, generations, health, images, models, openai, seed
 from imagegen.config import Settings
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
@@ -43,7 +43,14 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     errors.install(app)
     openapi.install(app, settings)
     app.add_middleware(RequestIdMiddleware)
-    routers = (seed.router, openai.router, models.router, generations.router, images.router)
+    routers = (
+        seed.router,
+        openai.router,
+        edits.router,
+        models.router,
+        generations.router,
+        images.router,
+    )
     for router in (*routers, health.router):
         app.include_router(router)
     return app

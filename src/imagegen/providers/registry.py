@@ -16,6 +16,7 @@ from imagegen.errors import ConfigurationError
 from imagegen.providers.base import Provider
 from imagegen.providers.openai_compat import OpenAICompatProvider
 from imagegen.providers.replicate import ReplicateProvider
+from imagegen.storage.base import ImageStore
 
 OPENAI_BASE_URL = "https://api.openai.com"
 
@@ -41,11 +42,13 @@ class ProviderDeps:
 
     ``http`` has short reads, for APIs that are polled (Replicate); ``blocking_http`` waits as
     long as a generation may take, for APIs that answer only when the image is done.
+    ``images`` is the store input images (edits) are read from; None: edits are refused.
     """
 
     settings: Settings
     http: httpx.AsyncClient
     blocking_http: httpx.AsyncClient
+    images: ImageStore | None = None
 
 
 Factory = Callable[[ProviderSpec, ProviderDeps], Provider]
@@ -63,6 +66,7 @@ def _replicate(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
         wait_seconds=settings.replicate_wait,
         poll_interval=settings.poll_interval,
         schema_cache_ttl=settings.schema_cache_ttl,
+        images=deps.images,
     )
 
 
@@ -72,6 +76,7 @@ def _openai(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
         name=spec.name,
         base_url=spec.base_url or OPENAI_BASE_URL,
         api_key=spec.api_key,
+        images=deps.images,
     )
 
 
