@@ -24,13 +24,13 @@ router = APIRouter(tags=["openai"])
 _FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["image", "prompt"],
+    "additionalProperties": False,
     "properties": {
         "image": {
-            "description": "The image(s) to edit: PNG, JPEG or WebP; `image[]` for several.",
-            "oneOf": [
-                {"type": "string", "format": "binary"},
-                {"type": "array", "items": {"type": "string", "format": "binary"}},
-            ],
+            "type": "string",
+            "format": "binary",
+            "description": "The image to edit: PNG, JPEG or WebP (send `image[]` parts for "
+            "several).",
         },
         "mask": {
             "type": "string",
@@ -42,6 +42,23 @@ _FORM_SCHEMA: dict[str, Any] = {
         "n": {"type": "integer"},
         "size": {"type": "string", "description": '"WxH", or "auto": the image\'s own size.'},
         "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+        "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
+        "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+        "partial_images": {"type": "integer", "minimum": 0, "maximum": 3},
+        "stream": {"type": "boolean"},
+        "seed": {"type": "integer", "description": "Extension: the seed."},
+        "negative_prompt": {"type": "string", "description": "Extension."},
+        **{
+            name: {"type": "string", "description": "Accepted and recorded."}
+            for name in (
+                "quality",
+                "background",
+                "moderation",
+                "input_fidelity",
+                "user",
+                "safety_identifier",
+            )
+        },
     },
 }
 
