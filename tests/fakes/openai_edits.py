@@ -26,6 +26,16 @@ def _size_of(data: bytes, param: str, index: int) -> tuple[int, int]:
         raise ApiError(400, message, param=param, code="invalid_image_file") from None
 
 
+def _transparent_fraction(data: bytes) -> float | None:
+    """The share of fully transparent pixels of a mask; None when it has no alpha channel."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode not in ("RGBA", "LA"):
+            return None
+        alpha = image.getchannel("A")
+        clear = alpha.histogram()[0]
+        return clear / (image.width * image.height)
+
+
 async def read_edit(request: Request) -> tuple[ImageJob, dict[str, Any]]:
     """The validated job, and what the double records about the request."""
     form = await request.form()
@@ -52,6 +62,12 @@ async def read_edit(request: Request) -> tuple[ImageJob, dict[str, Any]]:
         raise ApiError(400, "Missing required parameter: 'image'.", param="image")
     sizes = [_size_of(data, "image", i) for i, data in enumerate(images)]
     mask_size = None if mask is None else _size_of(mask, "mask", 0)
+    clear = None if mask is None else _transparent_fraction(mask)
+    if clear is None and mask is not None:
+        message = (
+            "Invalid input image - format must be in ['RGBA', 'LA'], got a mask without alpha."
+        )
+        raise ApiError(400, message, param="mask", code="invalid_image_format")
     if mask_size is not None and mask_size != sizes[0]:
         message = "Invalid mask image format - mask size does not match image size"
         raise ApiError(400, message, param="mask", code="invalid_image_format")
@@ -69,5 +85,6 @@ async def read_edit(request: Request) -> tuple[ImageJob, dict[str, Any]]:
         "endpoint": "edits",
         "image_sizes": [list(size) for size in sizes],
         "mask_size": None if mask_size is None else list(mask_size),
+        "mask_transparent": clear,
     }
     return job, record

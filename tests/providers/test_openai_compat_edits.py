@@ -69,6 +69,7 @@ async def test_an_edit_is_openais_multipart_request(openai_double, http, store) 
     assert sent["endpoint"] == "edits"
     assert sent["image_sizes"] == [[256, 256]]
     assert sent["mask_size"] == [256, 256]
+    assert sent["mask_transparent"] == 1.0  # all white: all clear, OpenAI's way
     assert (sent["model"], sent["prompt"], sent["n"], sent["size"]) == (
         "dall-e-2",
         "add a red hat",

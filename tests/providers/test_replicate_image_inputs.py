@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
@@ -256,3 +257,20 @@ async def test_the_double_refuses_an_input_it_cannot_open(double) -> None:
     assert response.status_code == 422
     assert response.json()["invalid_fields"][0]["field"] == "input.input_image"
     assert double.state.stats()["creates"]["total"] == 0
+
+
+async def test_an_openai_style_mask_reaches_replicate_white_where_clear(
+    provider, store, double
+) -> None:
+    image = await put(store, make_image(8, 4), 8, 4)
+    clear = Image.new("RGBA", (8, 4), (0, 0, 0, 255))
+    clear.paste((0, 0, 0, 0), (0, 0, 4, 4))  # repaint the left half, OpenAI's way
+    out = io.BytesIO()
+    clear.save(out, "PNG")
+    mask = await put(store, out.getvalue(), 8, 4)
+    await provider.generate(request(FILL, image, mask=mask, width=8, height=4), context())
+    (prediction,) = double.state.stats()["predictions"]
+    sent = base64.b64decode(prediction["input"]["mask"].split(",", 1)[1])
+    with Image.open(io.BytesIO(sent)) as received:
+        values = list(received.convert("L").tobytes())
+    assert values == ([255] * 4 + [0] * 4) * 4  # white where it was clear

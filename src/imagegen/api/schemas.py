@@ -63,8 +63,9 @@ class GenerateRequest(BaseModel):
     )
     mask: StrictStr | None = Field(
         default=None,
-        description="Where to repaint (inpainting), as image: the image's size; white areas are "
-        "repainted on Replicate models, transparent ones on OpenAI's.",
+        description="Where to repaint (inpainting), as image, of the image's size: its "
+        "transparent areas (OpenAI's way) or, in a mask without transparency, its white areas "
+        "(Replicate's way); imagegen translates it for the upstream.",
     )
 
     def input_sources(self) -> tuple[list[InputSource], InputSource | None]:

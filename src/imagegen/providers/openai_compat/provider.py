@@ -18,6 +18,7 @@ from imagegen.errors import (
 from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.input_bytes import read_input
+from imagegen.providers.masks import to_transparent_repaint
 from imagegen.providers.openai_compat.rules import ModelRules, batches, rules_for
 from imagegen.providers.openai_compat.wire import (
     ResponseFormat,
@@ -135,6 +136,11 @@ class OpenAICompatProvider:
         if request.mask is not None:
             data = await read_input(self._images, request.mask, self.name)
             mask = (data, request.mask.content_type)
+            # OpenAI repaints where the mask is transparent; a black-and-white mask (white:
+            # repaint, Replicate's way) is translated.
+            converted = await asyncio.to_thread(to_transparent_repaint, data)
+            if converted is not None:
+                mask = (converted, "image/png")
         return edit_files(images, mask)
 
     async def _batch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from imagegen.models import (
 )
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.input_bytes import read_input
+from imagegen.providers.masks import to_white_repaint
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.errors import PROVIDER, no_token_error
 from imagegen.providers.replicate.image_inputs import ImageFields, image_fields
@@ -158,11 +160,17 @@ class ReplicateProvider:
             urls = [await self._input_url(client, image, deadline) for image in request.images]
             values[fields.image] = urls if fields.many else urls[0]
         if fields.mask is not None and request.mask is not None:
-            values[fields.mask] = await self._input_url(client, request.mask, deadline)
+            values[fields.mask] = await self._input_url(client, request.mask, deadline, mask=True)
         return values
 
-    async def _input_url(self, client: ReplicateClient, image: StoredImage, deadline: float) -> str:
+    async def _input_url(
+        self, client: ReplicateClient, image: StoredImage, deadline: float, *, mask: bool = False
+    ) -> str:
         data = await read_input(self._images, image, PROVIDER)
+        if mask:  # Replicate's models repaint where the mask is white, OpenAI's where clear
+            converted = await asyncio.to_thread(to_white_repaint, data)
+            if converted is not None:
+                data, image = converted, replace(image, content_type="image/png")
         return await input_url(client, image, data, deadline=deadline)
 
     async def _schema(self, client: ReplicateClient, ref: ModelRef, deadline: float) -> ModelSchema:
