@@ -148,3 +148,15 @@ def test_bad_seed_inputs_are_400s_naming_the_field(client, world, extra, field) 
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith(field)
     assert world.provider.calls == []
+
+
+def test_a_retried_edit_with_its_idempotency_key_is_the_same_job(client, world) -> None:
+    headers = {"Idempotency-Key": "edit-1"}
+    first = client.post(EDITS, data={"prompt": "a hat"}, files=files(PHOTO), headers=headers)
+    # Another multipart boundary (httpx draws one per request), the same content.
+    again = client.post(EDITS, data={"prompt": "a hat"}, files=files(PHOTO), headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert len(world.provider.calls) == 1
+    other = client.post(EDITS, data={"prompt": "a cap"}, files=files(PHOTO), headers=headers)
+    assert other.status_code == 422  # the key reused with another request

@@ -9,6 +9,7 @@ model as ``/v1/images/generations`` (``ImageGenerationRequest``). The body is re
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ _MAX_FIELD_BYTES = 64 * 1024
 @dataclass(slots=True)
 class EditForm:
     """The form, read: the fields as ``ImageGenerationRequest`` takes them, the files, and a
-    digest of everything (for ``Idempotency-Key``)."""
+    digest of its content (for ``Idempotency-Key``)."""
 
     fields: dict[str, Any] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
@@ -84,12 +85,13 @@ async def read_edit_form(request: Request, *, max_bytes: int, max_files: int) ->
         form = await parser.parse()
     except MultiPartException as exc:
         raise InvalidRequest(f"image: {exc.message}", field="image") from exc
-    result = EditForm(digest=hashlib.sha256(body).hexdigest())
+    result = EditForm()
     try:
         for name, value in form.multi_items():
             await _add(result, name, value)
     finally:
         await form.close()
+    result.digest = _digest(result)
     if not result.images:
         raise InvalidRequest("image: required (one or more image files)", field="image")
     if len(result.images) > 1:  # name each by its index, so errors say which one
@@ -126,6 +128,18 @@ async def _add(form: EditForm, name: str, value: str | UploadFile) -> None:
         form.fields[name] = value
     else:
         raise InvalidRequest(f"{name}: unknown parameter", field=name)
+
+
+def _digest(form: EditForm) -> str:
+    """The form's content, whatever its boundary or part order: the fields, then each file's
+    digest in order (a retried request must match its first attempt)."""
+    files = [hashlib.sha256(source.data or b"").hexdigest() for source in form.images]
+    mask = None if form.mask is None else hashlib.sha256(form.mask.data or b"").hexdigest()
+    canonical = json.dumps(
+        {"fields": form.fields, "options": form.options, "images": files, "mask": mask},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _integer(name: str, value: str) -> int:
