@@ -274,3 +274,31 @@ async def test_an_openai_style_mask_reaches_replicate_white_where_clear(
     with Image.open(io.BytesIO(sent)) as received:
         values = list(received.convert("L").tobytes())
     assert values == ([255] * 4 + [0] * 4) * 4  # white where it was clear
+
+
+async def test_the_doubles_files_api_as_replicate_documents_it(double) -> None:
+    data = make_image(20, 10)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=double.base_url, headers=auth) as http:
+        created = await http.post(
+            "/v1/files",
+            files={"content": ("cat.png", data, "image/png")},
+            data={"filename": "cat.png", "type": "image/png", "metadata": '{"k": 1}'},
+        )
+        assert created.status_code == 201
+        body = created.json()
+        assert {"id", "urls", "content_type", "size", "checksums", "metadata"} <= set(body)
+        assert (body["size"], body["content_type"], body["metadata"]) == (
+            len(data),
+            "image/png",
+            {"k": 1},
+        )
+        assert body["checksums"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert body["urls"]["get"] == f"{double.base_url}/v1/files/{body['id']}"
+        assert (await http.get(f"/v1/files/{body['id']}")).json() == body
+        assert (await http.get(f"/v1/files/{body['id']}/download")).content == data
+        missing = await http.get("/v1/files/nope")
+        assert missing.status_code == 404
+        assert (await http.post("/v1/files", data={"x": "1"})).status_code == 400
+        anonymous = await http.get(f"/v1/files/{body['id']}", headers={"Authorization": ""})
+        assert anonymous.status_code == 401
