@@ -37,7 +37,7 @@ class Web:
     """The internet as the fetcher sees it: one image per path, and where names resolve."""
 
     def __init__(self) -> None:
-        self.files: dict[str, bytes] = {"/cat.png": PNG}
+        self.files: dict[str, bytes] = {"/cat.png": PNG, "/huge.png": PNG + bytes(200_000)}
         self.addresses: dict[str, list[str]] = {"images.example.com": [PUBLIC]}
         self.requests: list[httpx.Request] = []
 
@@ -123,6 +123,12 @@ async def test_image_and_mask_of_the_same_size(images: InputImages) -> None:
         ([InputSource("image", text="https://images.example.com/gone.png")], None, "image", "404"),
         ([InputSource("image", text="https://127.0.0.1/cat.png")], None, "image", "private"),
         (
+            [InputSource("image", text="https://images.example.com/huge.png")],
+            None,
+            "image",
+            "larger",
+        ),
+        (
             [InputSource("image", data=PNG)],
             InputSource("mask", data=make_image(32, 32)),
             "mask",
@@ -149,6 +155,7 @@ async def test_image_and_mask_of_the_same_size(images: InputImages) -> None:
         "unresolvable",
         "not-found",
         "private-address",
+        "url-too-large",
         "mask-size",
         "mask-not-an-image",
         "mask-alone",
