@@ -174,6 +174,27 @@ class Settings(BaseSettings):
         description="Extra hosts imagegen may download provider outputs from.",
     )
 
+    # --- Input images (edits, image-to-image) ---
+    max_input_image_bytes: int = Field(
+        default=25 * 1024 * 1024, gt=0, description="Largest input image (upload, data URL, URL)."
+    )
+    max_input_pixels: int = Field(
+        default=4096 * 4096, gt=0, description="Most pixels (width x height) of an input image."
+    )
+    max_input_images: int = Field(
+        default=16, ge=1, description="Most input images one request may send (the mask aside)."
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Largest multipart body of POST /v1/images/edits, all files together.",
+    )
+    input_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts input image URLs may use although private or loopback (and over "
+        "plain http): entries as for download_allowed_hosts. Any public https host is allowed.",
+    )
+
     # --- Jobs: queue and provider limits, recovery, events ---
     max_queue: int = Field(
         default=1000,

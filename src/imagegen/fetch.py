@@ -42,6 +42,7 @@ from imagegen.errors import ImageFetchError
 from imagegen.netpolicy import (
     DEFAULT_PORTS,
     HostAllowList,
+    HostPolicy,
     Resolver,
     is_public_address,
     system_resolver,
@@ -91,7 +92,7 @@ class SafeFetcher:
         self,
         http: httpx.AsyncClient,
         *,
-        allowed_hosts: HostAllowList | Iterable[str],
+        allowed_hosts: HostPolicy | Iterable[str],
         max_bytes: int,
         timeout: float,
         resolver: Resolver = system_resolver,
@@ -102,10 +103,10 @@ class SafeFetcher:
         draw: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
-        self._hosts = (
-            allowed_hosts
-            if isinstance(allowed_hosts, HostAllowList)
-            else HostAllowList.of(*allowed_hosts)
+        self._hosts: HostPolicy = (
+            HostAllowList.of(*allowed_hosts)
+            if isinstance(allowed_hosts, Iterable)
+            else allowed_hosts
         )
         self._max_bytes = max_bytes
         self._timeout = timeout

@@ -35,6 +35,15 @@ class GenerationRequest:
     seed: int | None = None
     negative_prompt: str | None = None
     output_format: str | None = None
+    #: Input images (image-to-image, edits), already verified and stored; ``mask`` marks what
+    #: to repaint (inpainting) and has the first image's size.
+    images: tuple[StoredImage, ...] = ()
+    mask: StoredImage | None = None
+
+    @property
+    def inputs(self) -> tuple[StoredImage, ...]:
+        """Every input image, the mask last."""
+        return self.images if self.mask is None else (*self.images, self.mask)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ the public-address test that downloads (``imagegen.fetch``) and webhooks
   the host exactly, ``.example.com`` (or ``*.example.com``) any subdomain. Only exact configured
   entries are trusted with private addresses (a self-hosted provider on 127.0.0.1), and only on
   their port: a provider at ``http://127.0.0.1:8765`` does not open 127.0.0.1's other ports.
+- ``AnyPublicHost``: the policy for input images users name by URL: any host, at public
+  addresses only, except exact configured entries (trusted with private addresses).
 - ``is_public_address``: a globally routable unicast address, never private, loopback,
   link-local, multicast, reserved or unspecified, IPv4 inside IPv6 (mapped, 6to4, Teredo,
   NAT64) included.
@@ -22,7 +24,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
@@ -170,3 +172,32 @@ class HostAllowList:
         acceptable."""
         host = normalise_host(host)
         return any(e.matches(host, port) for e in self.configured if not e.is_suffix)
+
+
+class HostPolicy(Protocol):
+    """What a downloader asks before each hop: may it go there, and may that host's name
+    resolve to a private address (``HostAllowList`` and ``AnyPublicHost`` answer)."""
+
+    def permits(self, host: str, port: int) -> bool: ...
+
+    def trusts(self, host: str, port: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnyPublicHost:
+    """Any host on any port, but only at public addresses (every resolved address is checked
+    and the connection pinned, as for outputs), except exact ``trusted`` entries, which may be
+    private (an operator's own image server, or a test double on loopback)."""
+
+    trusted: HostAllowList = HostAllowList(builtin=())
+
+    @classmethod
+    def of(cls, *trusted: str) -> AnyPublicHost:
+        """Raises ``ConfigurationError`` for an entry it cannot read."""
+        return cls(HostAllowList.of(*trusted, builtin=()))
+
+    def permits(self, host: str, port: int) -> bool:
+        return True
+
+    def trusts(self, host: str, port: int) -> bool:
+        return self.trusted.trusts(host, port)

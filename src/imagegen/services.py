@@ -22,8 +22,9 @@ from imagegen.errors import ImagegenError
 from imagegen.fetch import SafeFetcher
 from imagegen.http_transport import AiohttpTransport
 from imagegen.ingest import ImageIngestor
+from imagegen.inputs import InputImages, InputReader
 from imagegen.jobs.setup import start_runner
-from imagegen.netpolicy import HostAllowList
+from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
 from imagegen.storage.base import ImageStore
@@ -125,7 +126,7 @@ async def build_services(
         store = await open_store(settings.resolved_database_url, pool=database_pool(settings))
         stack.push_async_callback(store.aclose)
         image_store = open_image_store(settings, environ, stack)
-        catalog = catalog_file.to_catalog(build_providers(stack, specs, settings))
+        catalog = catalog_file.to_catalog(build_providers(stack, specs, settings, image_store))
         _check_default_model(catalog, settings)
         # Limits, the webhook worker, and recovery of the jobs a stopped process left unfinished.
         runner = await start_runner(
@@ -143,6 +144,7 @@ async def build_services(
             catalog=catalog,
             store=store,
             image_store=image_store,
+            inputs=build_inputs(stack, settings, image_store),
         )
 
 
@@ -156,13 +158,18 @@ def public_base_url(settings: Settings) -> str:
 
 
 def build_providers(
-    stack: AsyncExitStack, specs: Sequence[ProviderSpec], settings: Settings
+    stack: AsyncExitStack,
+    specs: Sequence[ProviderSpec],
+    settings: Settings,
+    image_store: ImageStore | None = None,
 ) -> dict[str, Provider]:
-    """One provider per spec, by name, over shared HTTP clients; ``stack`` closes them all."""
+    """One provider per spec, by name, over shared HTTP clients; ``stack`` closes them all.
+    ``image_store`` is where providers read the input images of edits from."""
     deps = ProviderDeps(
         settings=settings,
         http=_owned(stack, provider_http_client(settings)),
         blocking_http=_owned(stack, blocking_http_client(settings)),
+        images=image_store,
     )
     providers: dict[str, Provider] = {}
     for spec in specs:
@@ -188,6 +195,26 @@ def build_ingestor(
         timeout=settings.download_timeout,
     )
     return ImageIngestor(image_store, fetcher)
+
+
+def build_inputs(stack: AsyncExitStack, settings: Settings, image_store: ImageStore) -> InputImages:
+    """Input images named by URL come from any public https host (users' images live
+    anywhere), never from private addresses, except hosts in ``input_allowed_hosts``."""
+    policy = AnyPublicHost.of(*settings.input_allowed_hosts)
+    fetcher = SafeFetcher(
+        _owned(stack, download_http_client(settings)),
+        allowed_hosts=policy,
+        max_bytes=settings.max_input_image_bytes,
+        timeout=settings.download_timeout,
+    )
+    reader = InputReader(
+        fetcher,
+        staging_dir=image_store.staging_dir,
+        max_bytes=settings.max_input_image_bytes,
+        max_pixels=settings.max_input_pixels,
+        trusted=policy.trusted,
+    )
+    return InputImages(reader, image_store, max_images=settings.max_input_images)
 
 
 def _owned(stack: AsyncExitStack, client: httpx.AsyncClient) -> httpx.AsyncClient:

@@ -19,6 +19,7 @@ from imagegen.config import Settings
 from imagegen.db import GenerationStore, open_store
 from imagegen.jobs.runner import JobRunner
 from imagegen.jobs.setup import start_runner
+from imagegen.services import build_inputs
 from imagegen.storage.local import LocalImageStore
 
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItaW1hZ2VnZW4tdGVzdHMtMzI="  # 32 bytes
@@ -56,6 +57,7 @@ class FakeWorld:
                 catalog=catalog,
                 store=self.store,
                 image_store=self.image_store,
+                inputs=build_inputs(stack, settings, self.image_store),
             )
 
 

@@ -16,7 +16,7 @@ from tests.fakes.scripted_provider import ScriptedProvider
 from imagegen.api.app import create_app
 from imagegen.api.deps import Services
 from imagegen.api.openai_schemas import ImageGenerationRequest
-from imagegen.api.openapi import int_range_pattern, model_name_pattern, size_pattern
+from imagegen.api.openapi import NOT_BLANK, int_range_pattern, model_name_pattern, size_pattern
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest, ModelNotFound
@@ -24,6 +24,7 @@ from imagegen.errors import InvalidRequest, ModelNotFound
 CREATE_ROUTES = {
     "/api/v1/images/generate": "ErrorResponse",
     "/v1/images/generations": "OpenAIError",
+    "/v1/images/edits": "OpenAIError",
 }
 
 
@@ -123,10 +124,16 @@ def test_seed_request_carries_the_settings_bounds() -> None:
     for side in ("width", "height"):
         assert (props[side]["minimum"], props[side]["maximum"]) == (128, 2048)
     assert (props["prompt"]["minLength"], props["prompt"]["maxLength"]) == (1, 99)
-    assert props["prompt"]["pattern"] == r"\S"
+    assert props["prompt"]["pattern"] == NOT_BLANK
     assert branch(props["negative_prompt"])["maxLength"] == 99
     assert (branch(props["seed"])["minimum"], branch(props["seed"])["maximum"]) == (0, 2**32 - 1)
     assert props["model"]["pattern"] == model_name_pattern()
+
+
+@pytest.mark.parametrize("blank", [" ", "\t\n", "\x85", "\x1c\x1f", "\u3000\xa0"])
+def test_a_prompt_python_strips_to_nothing_does_not_match_the_pattern(blank: str) -> None:
+    assert not blank.strip()
+    assert re.search(NOT_BLANK, blank) is None
 
 
 def test_openai_request_carries_the_settings_bounds() -> None:

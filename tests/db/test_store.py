@@ -557,3 +557,40 @@ def test_new_generation_id_is_a_time_ordered_ulid() -> None:
 def test_a_stored_request_ignores_fields_this_version_does_not_know() -> None:
     data = {"model": "m", "prompt": "p", "num_images": 1, "width": 8, "height": 8, "future": 1}
     assert request_from_json(data) == GenerationRequest("m", "p", 1, 8, 8)
+
+
+# --- input images ---
+
+
+async def test_input_images_are_kept_with_the_job_and_indexed_by_key(
+    store: GenerationStore,
+) -> None:
+    photo = StoredImage("a" * 64 + ".png", "image/png", 640, 480, 5000, "https://example.com/p.png")
+    mask = StoredImage("b" * 64 + ".png", "image/png", 640, 480, 300)
+    request = replace(REQUEST, images=(photo,), mask=mask)
+    created = await store.create(request, provider="replicate")
+    running = await store.mark_running(created.id)
+    assert created.request == request
+    assert running.request.images == (photo,)
+    assert (await store.get(created.id)).request.mask == mask
+
+    async with store.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                sa.text(
+                    "SELECT position, role, key, width, source_url FROM input_images "
+                    "WHERE generation_id = :id ORDER BY position"
+                ),
+                {"id": created.id},
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (0, "image", photo.key, 640, photo.source_url),
+        (1, "mask", mask.key, 640, None),
+    ]
+
+
+def test_a_request_stored_before_input_images_reads_without_them() -> None:
+    old = {"model": "m", "prompt": "p", "num_images": 1, "width": 64, "height": 64}
+    assert request_from_json(old).images == ()
+    assert request_from_json(old).mask is None

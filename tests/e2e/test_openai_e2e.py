@@ -15,6 +15,7 @@ import openai
 import pytest
 from PIL import Image
 from tests.e2e.conftest import imagegen
+from tests.fakes.images import make_image
 from tests.fakes.replicate_double import DoubleProcess
 from tests.support.imagegen_process import ImagegenProcess
 
@@ -33,6 +34,11 @@ api_key_env = "E2E_OPENAI_KEY"
 name = "dall-e-3"
 provider = "openai"
 upstream = "dall-e-3"
+
+[[models]]
+name = "gpt-image-1"
+provider = "openai"
+upstream = "gpt-image-1"
 
 [[models]]
 name = "flux"
@@ -110,6 +116,28 @@ def test_url_and_b64_json_through_both_upstreams(sdk: openai.OpenAI, server, con
     sizes = [Image.open(io.BytesIO(base64.b64decode(d.b64_json or ""))).size for d in inline.data]
     assert sizes == [(512, 512), (512, 512)]
     assert control.stats()["creates"]["total"] == 1
+
+
+def test_an_edit_reaches_an_openai_compatible_upstream_as_its_multipart_edit(
+    sdk: openai.OpenAI, openai_process: OpenAIDoubleProcess, server
+) -> None:
+    photo = make_image(512, 512, "png", (40, 40, 200))
+    mask = make_image(512, 512, "png", (255, 255, 255))
+    result = sdk.images.edit(
+        model="gpt-image-1",
+        image=[("a.png", photo, "image/png"), ("b.png", make_image(64, 32), "image/png")],
+        mask=("mask.png", mask, "image/png"),
+        prompt="a yellow boat",
+    )
+    assert result.data is not None
+    url = result.data[0].url
+    assert url is not None
+    assert url.startswith(f"{server.base_url}/images/")
+    (sent,) = openai_process.stats()["requests"]  # type: ignore[misc]
+    assert sent["endpoint"] == "edits"
+    assert sent["image_sizes"] == [[512, 512], [64, 32]]
+    assert sent["mask_size"] == [512, 512]
+    assert sent["size"] == "1024x1024"  # the model's nearest size to the image's own
 
 
 def test_typed_errors_and_request_ids(sdk: openai.OpenAI, control) -> None:

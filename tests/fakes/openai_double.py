@@ -1,6 +1,7 @@
 """A faithful stand-in for the OpenAI Images API (and OpenAI-compatible servers), over real HTTP.
 
-Serves ``POST /v1/images/generations``, ``GET /v1/models[/{id}]`` and ``GET /files/<id>.<ext>``
+Serves ``POST /v1/images/generations``, ``POST /v1/images/edits`` (``openai_edits``),
+``GET /v1/models[/{id}]`` and ``GET /files/<id>.<ext>``
 (the expiring URLs that ``response_format=url`` returns). Model rules live in ``openai_models``.
 
 Test control, without auth, under ``/_double/``:
@@ -46,6 +47,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from tests.fakes.openai_edits import read_edit
 from tests.fakes.openai_models import MODELS, ApiError, ImageJob, validate
 from tests.support.threaded_server import ThreadedServer, bind_loopback
 
@@ -277,6 +279,20 @@ async def _generate(request: Request, state: DoubleState) -> Response:
     return JSONResponse(_images_body(job, state, request))
 
 
+async def _edit(request: Request, state: DoubleState) -> Response:
+    _check_auth(request, state.api_key)
+    job, record = await read_edit(request)
+    state.calls[job.spec.id] += 1
+    state.requests.append(record)
+    fault = state.take_fault(job.spec.id)
+    if fault is not None:
+        await asyncio.sleep(fault.delay)
+        reply = _fault_reply(fault, job.spec.id)
+        if reply is not None:
+            return reply
+    return JSONResponse(_images_body(job, state, request))
+
+
 def _model_entry(model_id: str) -> dict[str, Any]:
     spec = MODELS[model_id]
     return {"id": spec.id, "object": "model", "created": 1698785189, "owned_by": spec.owned_by}
@@ -368,6 +384,7 @@ def create_app(*, api_key: str | None = "sk-test", url_ttl: float = 3600.0) -> S
     state = DoubleState(api_key=api_key, url_ttl=url_ttl)
     routes = [
         Route("/v1/images/generations", _api(state, _generate), methods=["POST"]),
+        Route("/v1/images/edits", _api(state, _edit), methods=["POST"]),
         Route("/v1/models", _api(state, _models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", _api(state, _models), methods=["GET"]),
         _files_route(state),

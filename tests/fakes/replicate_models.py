@@ -20,6 +20,8 @@ IMAGEN_REF = "google/imagen-4"
 SDXL_REF = "stability-ai/sdxl"
 SDXL_LIGHTNING_REF = "bytedance/sdxl-lightning-4step"
 GRANITE_REF = "ibm-granite/granite-3.0-8b-instruct"
+KONTEXT_REF = "black-forest-labs/flux-kontext-pro"
+FILL_REF = "black-forest-labs/flux-fill-pro"
 
 SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
 SDXL_OLD_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
@@ -243,6 +245,9 @@ class ModelSpec:
     paper_url: str | None = None
     license_url: str | None = None
     run_count: int = 0
+    #: Inputs that carry images: the double decodes what arrives there (a data URL or a file it
+    #: served) and refuses anything else with a 422, as a model would fail to open it.
+    image_inputs: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -342,6 +347,25 @@ def _imagen_size(params: Mapping[str, Any]) -> tuple[int, int]:
 
 def _width_height(params: Mapping[str, Any]) -> tuple[int, int]:
     return int(params.get("width", 1024)), int(params.get("height", 1024))
+
+
+#: Where the double puts the decoded size of the first input image among a prediction's params.
+INPUT_SIZE = "__input_size"
+
+
+def _kontext_size(params: Mapping[str, Any]) -> tuple[int, int]:
+    """``match_input_image``: the input's own size (1024x1024 without one); else the ratio's."""
+    aspect = str(params.get("aspect_ratio", "match_input_image"))
+    if aspect == "match_input_image":
+        size = params.get(INPUT_SIZE)
+        return (int(size[0]), int(size[1])) if size else (1024, 1024)
+    return FLUX_ASPECT_RATIOS[aspect]
+
+
+def _fill_size(params: Mapping[str, Any]) -> tuple[int, int]:
+    """Inpainting keeps the image's size."""
+    size = params.get(INPUT_SIZE) or (1024, 1024)
+    return int(size[0]), int(size[1])
 
 
 def _text_size(params: Mapping[str, Any]) -> tuple[int, int]:
@@ -618,6 +642,7 @@ SDXL = ModelSpec(
     github_url="https://github.com/replicate/cog-sdxl",
     paper_url="https://arxiv.org/abs/2307.01952",
     run_count=66_336_540,
+    image_inputs=("image", "mask"),
 )
 
 SDXL_LIGHTNING = ModelSpec(
@@ -699,8 +724,123 @@ GRANITE = ModelSpec(
     run_count=1_000_000,
 )
 
+_KONTEXT_ASPECTS = ["match_input_image", *FLUX_ASPECT_RATIOS]
+_SAFETY_DESC = (
+    "Safety tolerance, 0 is most strict and 6 is most permissive. 2 is currently the maximum "
+    "allowed when input images are used."
+)
+
+# Shaped like black-forest-labs/flux-kontext-pro's published schema: the image goes in
+# ``input_image``; ``aspect_ratio`` defaults to ``match_input_image``.
+KONTEXT = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-kontext-pro",
+    official=True,
+    description="A state-of-the-art text-based image editing model that delivers high-quality "
+    "outputs with excellent prompt following and consistent results for transforming images "
+    "through natural language",
+    input_schema=_input(
+        {
+            "prompt": _str(
+                "Prompt",
+                0,
+                "Text description of what you want to generate, or the instruction on how to "
+                "edit the given image.",
+            ),
+            "input_image": _str(
+                "Input Image",
+                1,
+                "Image to use as reference. Must be jpeg, png, gif, or webp.",
+                uri=True,
+            ),
+            "aspect_ratio": _choice(
+                "aspect_ratio",
+                2,
+                "Aspect ratio of the generated image. Use 'match_input_image' to match the "
+                "aspect ratio of the input image.",
+                "match_input_image",
+            ),
+            "seed": _int("Seed", 3, "Random seed. Set for reproducible generation"),
+            "output_format": _choice(
+                "output_format", 4, "Output format for the generated image", "png"
+            ),
+            "safety_tolerance": _int("Safety Tolerance", 5, _SAFETY_DESC, 2, 0, 6),
+            "prompt_upsampling": _bool(
+                "Prompt Upsampling", 6, "Automatic prompt improvement", False
+            ),
+        },
+        ["prompt"],
+    ),
+    output_schema=URI_OUTPUT,
+    enums={"aspect_ratio": _KONTEXT_ASPECTS, "output_format": ["jpg", "png"]},
+    versions=(_official_version(KONTEXT_REF, "2025-05-29T17:25:57.121212Z", "0.14.4"),),
+    kind="image",
+    sizer=_kontext_size,
+    default_format="png",
+    run_count=20_000_000,
+    image_inputs=("input_image",),
+)
+
+# Shaped like black-forest-labs/flux-fill-pro: ``image`` is required, ``mask`` optional.
+FILL = ModelSpec(
+    owner="black-forest-labs",
+    name="flux-fill-pro",
+    official=True,
+    description="Professional inpainting and outpainting model with state-of-the-art "
+    "performance. Edit or extend images with natural-looking results.",
+    input_schema=_input(
+        {
+            "image": _str(
+                "Image",
+                0,
+                "The image to inpaint. Can contain alpha mask. If the image width or height are "
+                "not multiples of 32, they will be scaled to the closest multiple of 32. If the "
+                "image dimensions don't fit within 1440x1440, it will be scaled down to fit.",
+                uri=True,
+            ),
+            "mask": _str(
+                "Mask",
+                1,
+                "A black-and-white image that describes the part of the image to inpaint. "
+                "Black areas will be preserved while white areas will be inpainted.",
+                uri=True,
+            ),
+            "prompt": _str("Prompt", 2, "The description of the changes you want to make."),
+            "steps": _int("Steps", 3, "Number of diffusion steps.", 50, 15, 50),
+            "guidance": _num(
+                "Guidance",
+                4,
+                "Controls the balance between adherence to the text as well as image prompt and "
+                "image quality/diversity.",
+                60,
+                1.5,
+                100,
+            ),
+            "seed": _int("Seed", 5, "Random seed. Set for reproducible generation"),
+            "output_format": _choice("output_format", 6, "Format of the output images.", "jpg"),
+            "safety_tolerance": _int("Safety Tolerance", 7, _SAFETY_DESC, 2, 1, 6),
+            "prompt_upsampling": _bool(
+                "Prompt Upsampling",
+                8,
+                "Automatically modify the prompt for more creative generation",
+                False,
+            ),
+        },
+        ["image"],
+    ),
+    output_schema=URI_OUTPUT,
+    enums={"output_format": ["jpg", "png"]},
+    versions=(_official_version(FILL_REF, "2024-11-20T20:52:08.464433Z", "0.11.1"),),
+    kind="image",
+    sizer=_fill_size,
+    default_format="jpg",
+    run_count=3_000_000,
+    image_inputs=("image", "mask"),
+)
+
 MODELS: dict[str, ModelSpec] = {
-    m.ref: m for m in (FLUX_SCHNELL, FLUX_PRO, IMAGEN_4, SDXL, SDXL_LIGHTNING, GRANITE)
+    m.ref: m
+    for m in (FLUX_SCHNELL, FLUX_PRO, IMAGEN_4, SDXL, SDXL_LIGHTNING, GRANITE, KONTEXT, FILL)
 }
 
 #: The text the granite double "generates", as the chunks it streams.

@@ -12,7 +12,8 @@ are facts about the world rather than about the request (schemathesis' defaults)
 documented 422s of the create routes (``NOT_ABOUT_THE_REQUEST``: Replicate's answer for a
 well-formed ``owner/name:version`` it does not know, or a model that makes no images); and a 400
 for a list ``cursor`` the server never issued (``OPAQUE``): a cursor is opaque, no schema can
-say which strings the server handed out.
+say which strings the server handed out; and a 400 naming an input image (``IMAGE_FIELDS``):
+no schema can say which bytes decode as an image.
 """
 
 from __future__ import annotations
@@ -58,11 +59,22 @@ KNOWN_UNDOCUMENTED: dict[tuple[str, int], str] = {}
 #: request's shape: (operation, status) -> why. Not held against positive_data_acceptance.
 NOT_ABOUT_THE_REQUEST: dict[tuple[str, int], str] = {
     (create, 422): "a version Replicate does not know, or a model that makes no images"
-    for create in ("POST /api/v1/images/generate", "POST /v1/images/generations")
+    for create in (
+        "POST /api/v1/images/generate",
+        "POST /v1/images/generations",
+        "POST /v1/images/edits",
+    )
 }
 #: Query parameters whose valid values only the server knows: (operation, parameter). A 400 that
 #: names the parameter is not held against positive_data_acceptance.
 OPAQUE = {("GET /api/v1/generations", "cursor")}
+#: Input images: whether some bytes (or what a URL serves) are an image, no schema can say. A
+#: 400 naming the field is not held against positive_data_acceptance.
+IMAGE_FIELDS = {
+    (label, name)
+    for label in ("POST /api/v1/images/generate", "POST /v1/images/edits")
+    for name in ("image", "mask")
+}
 RAN: dict[tuple[str, str], int] = {}
 
 
@@ -93,6 +105,8 @@ def _not_about_the_request(label: str, case: Any, response: Any) -> bool:
         return True
     if response.status_code != 400:
         return False
+    if any(op == label and f"{name}:" in response.text for op, name in IMAGE_FIELDS):
+        return True
     sent = case.query or {}
     return any(op == label and name in sent and name in response.text for op, name in OPAQUE)
 

@@ -11,7 +11,7 @@ from imagegen import __version__
 from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.routes import generations, health, images, models, openai, seed
+from imagegen.api.routes import edits, generations, health, images, models, openai, seed
 from imagegen.config import Settings
 from imagegen.web import routes as web
 
@@ -47,7 +47,14 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     openapi.install(app, settings)
     docs.install(app)
     app.add_middleware(RequestIdMiddleware)
-    routers = (seed.router, openai.router, models.router, generations.router, images.router)
+    routers = (
+        seed.router,
+        openai.router,
+        edits.router,
+        models.router,
+        generations.router,
+        images.router,
+    )
     for router in (*routers, health.router, web.router):
         app.include_router(router)
     return app

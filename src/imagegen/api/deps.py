@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
+from imagegen.inputs import InputImages
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.runner import JobRunner
 from imagegen.storage.base import ImageStore
@@ -24,6 +25,7 @@ class Services:
     catalog: Catalog
     store: GenerationStore
     image_store: ImageStore
+    inputs: InputImages
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its

@@ -36,8 +36,9 @@ VALIDATION_ERROR_DESCRIPTION = (
 )
 MAX_SEED = 2**32 - 1
 SIZE_DIGITS = 6  # a side of OpenAI's "WxH" has at most this many digits (openai_schemas._SIZE)
-# Something besides whitespace: a blank prompt or model is refused.
-NOT_BLANK = r"\S"
+# Something besides whitespace: a blank prompt or model is refused. Python's whitespace (what
+# ``str.strip`` removes) is JSON Schema's (ECMA-262) ``\s`` plus U+001C..U+001F and U+0085.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 # http(s)://host, no credentials (``jobs.webhooks.address.check_webhook_url``).
 WEBHOOK_URL = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#][^\s]*)?\s*$"
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
@@ -71,7 +72,24 @@ def document(schema: Schema, settings: Settings) -> Schema:
                 _constrain(properties[name], constraints)
     if GenerateRequest.__name__ in components:
         _document_webhooks(components[GenerateRequest.__name__], settings)
+    _constrain_forms(schema, settings)
     return schema
+
+
+#: Routes whose body is a form (described inline, not by a model) checked as a model is.
+FORM_BOUNDS: dict[str, type[BaseModel]] = {"/v1/images/edits": ImageGenerationRequest}
+
+
+def _constrain_forms(schema: Schema, settings: Settings) -> None:
+    bounds = _bounds(settings)
+    for path, model in FORM_BOUNDS.items():
+        for operation in schema.get("paths", {}).get(path, {}).values():
+            content = operation.get("requestBody", {}).get("content", {})
+            form = content.get("multipart/form-data", {}).get("schema", {})
+            properties = form.get("properties", {})
+            for name, constraints in bounds[model].items():
+                if name in properties:
+                    _constrain(properties[name], constraints)
 
 
 # --- validation errors -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, S
 
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
+from imagegen.inputs import InputSource
 from imagegen.jobs.records import WebhookAttempt
 from imagegen.models import Generation, GenerationRequest, JobStatus
 
@@ -55,6 +56,23 @@ class GenerateRequest(BaseModel):
         description='Which events to send: "start" (running), "completed" (any final state). '
         'Default ["completed"].',
     )
+    image: StrictStr | None = Field(
+        default=None,
+        description="An input image (edits, image-to-image): a data: URL, or an https URL "
+        "imagegen downloads (public hosts only; PNG, JPEG or WebP).",
+    )
+    mask: StrictStr | None = Field(
+        default=None,
+        description="Where to repaint (inpainting), as image, of the image's size: its "
+        "transparent areas (OpenAI's way) or, in a mask without transparency, its white areas "
+        "(Replicate's way); imagegen translates it for the upstream.",
+    )
+
+    def input_sources(self) -> tuple[list[InputSource], InputSource | None]:
+        """The request's input images and mask, to read and store (``imagegen.inputs``)."""
+        images = [] if self.image is None else [InputSource("image", text=self.image)]
+        mask = None if self.mask is None else InputSource("mask", text=self.mask)
+        return images, mask
 
     def to_domain(self, settings: Settings) -> GenerationRequest:
         """Check the configurable bounds and build the core request; errors name the field."""
@@ -122,6 +140,20 @@ class GenerateResponse(BaseModel):
     )
 
 
+class InputImageInfo(BaseModel):
+    """An input image of the generation, stored as outputs are."""
+
+    role: Literal["image", "mask"]
+    url: str
+    width: int
+    height: int
+    content_type: str
+    size_bytes: int
+    source_url: str | None = Field(
+        default=None, description="Where imagegen downloaded it from (URL inputs only)."
+    )
+
+
 class ErrorResponse(BaseModel):
     error: str
 
@@ -178,6 +210,10 @@ class GenerationInfo(BaseModel):
         default_factory=dict,
         description="What imagegen recorded about the request (endpoint, OpenAI options).",
     )
+    inputs: list[InputImageInfo] = Field(
+        default_factory=list,
+        description="The input images (edits, image-to-image), the mask last.",
+    )
 
 
 class GenerationPage(BaseModel):
@@ -200,6 +236,25 @@ def image_infos(generation: Generation, base_url: str) -> list[ImageInfo]:
             for image in generation.images
         ]
     return [ImageInfo(url=url) for url in generation.provider_urls]
+
+
+def input_infos(generation: Generation, base_url: str) -> list[InputImageInfo]:
+    request = generation.request
+    roles = [("image", image) for image in request.images]
+    if request.mask is not None:
+        roles.append(("mask", request.mask))
+    return [
+        InputImageInfo(
+            role=role,
+            url=f"{base_url}/images/{image.key}",
+            width=image.width,
+            height=image.height,
+            content_type=image.content_type,
+            size_bytes=image.size_bytes,
+            source_url=image.source_url,
+        )
+        for role, image in roles
+    ]
 
 
 def generation_urls(generation_id: str, base_url: str) -> GenerationUrls:
@@ -242,6 +297,7 @@ def generation_info(
         error=generation.error,
         error_code=generation.error_code,
         metadata=dict(generation.metadata),
+        inputs=input_infos(generation, base_url),
         progress=progress,
         urls=generation_urls(generation.id, base_url),
         webhook=generation.webhook_url,

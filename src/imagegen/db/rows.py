@@ -27,7 +27,16 @@ def request_to_json(request: GenerationRequest) -> dict[str, Any]:
 def request_from_json(data: dict[str, Any]) -> GenerationRequest:
     # Keys a newer or older GenerationRequest no longer knows are dropped, not fatal.
     known = {f.name for f in fields(GenerationRequest)}
-    return GenerationRequest(**{key: value for key, value in data.items() if key in known})
+    values = {key: value for key, value in data.items() if key in known}
+    values["images"] = tuple(_stored_from_json(item) for item in values.get("images") or ())
+    mask = values.get("mask")
+    values["mask"] = None if mask is None else _stored_from_json(mask)
+    return GenerationRequest(**values)
+
+
+def _stored_from_json(data: Mapping[str, Any]) -> StoredImage:
+    known = {f.name for f in fields(StoredImage)}
+    return StoredImage(**{key: value for key, value in data.items() if key in known})
 
 
 def to_generation(
@@ -94,6 +103,25 @@ def image_values(generation_id: str, images: Sequence[StoredImage]) -> list[dict
             "revised_prompt": image.revised_prompt,
         }
         for position, image in enumerate(images)
+    ]
+
+
+def input_image_values(generation_id: str, request: GenerationRequest) -> list[dict[str, Any]]:
+    """The request's input images, numbered in request order, the mask last."""
+    roles = ["image"] * len(request.images) + (["mask"] if request.mask is not None else [])
+    return [
+        {
+            "generation_id": generation_id,
+            "position": position,
+            "role": role,
+            "key": image.key,
+            "content_type": image.content_type,
+            "width": image.width,
+            "height": image.height,
+            "size_bytes": image.size_bytes,
+            "source_url": image.source_url,
+        }
+        for position, (role, image) in enumerate(zip(roles, request.inputs, strict=True))
     ]
 
 

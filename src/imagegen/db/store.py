@@ -46,8 +46,13 @@ from imagegen.db.leases import SqlLeases
 from imagegen.db.migrate import create_engine, migrate
 from imagegen.db.outbox import SqlWebhookOutbox
 from imagegen.db.queries import load_generation, load_generations, not_found, rowcount
-from imagegen.db.rows import prediction_values, request_to_json, to_generation
-from imagegen.db.tables import GENERATIONS, PREDICTIONS, UTCDateTime
+from imagegen.db.rows import (
+    input_image_values,
+    prediction_values,
+    request_to_json,
+    to_generation,
+)
+from imagegen.db.tables import GENERATIONS, INPUT_IMAGES, PREDICTIONS, UTCDateTime
 from imagegen.db.transitions import Transition
 from imagegen.errors import (
     ConfigurationError,
@@ -72,6 +77,7 @@ _DIALECTS = ("sqlite", "postgresql")
 _RETURNING_SQLITE = (3, 35)  # UPDATE ... RETURNING
 
 _INSERT_GENERATION = sa.insert(GENERATIONS)
+_INSERT_INPUT_IMAGES = sa.insert(INPUT_IMAGES)
 # Bound parameters in a WHERE may not share a name with a column the SET clause could name.
 _SET_PREDICTION_STATUS = sa.update(PREDICTIONS).where(
     PREDICTIONS.c.generation_id == sa.bindparam("of_generation"),
@@ -201,8 +207,9 @@ class GenerationStore:
         if deadline_at is not None and deadline_at.tzinfo is None:
             raise ValueError("deadline_at must be timezone-aware")
         now = self._clock()
+        generation_id = self._new_id()
         values = {
-            "id": self._new_id(),
+            "id": generation_id,
             "status": JobStatus.QUEUED.value,
             "model": request.model,
             "prompt": request.prompt,
@@ -225,8 +232,9 @@ class GenerationStore:
             "lease_owner": lease_owner,
             "lease_expires_at": lease_expires_at,
         }
+        inputs = input_image_values(generation_id, request)
         try:
-            await self._db.write(partial(_execute, _INSERT_GENERATION, values), admission=True)
+            await self._db.write(partial(_insert_job, values, inputs), admission=True)
         except IntegrityError:
             existing = None
             if idempotency_key is not None:
@@ -389,6 +397,15 @@ def _insert_new_prediction(dialect: str) -> sa.Insert:
 
 def _execute(stmt: sa.Executable, parameters: Mapping[str, Any], connection: sa.Connection) -> None:
     connection.execute(stmt, parameters)
+
+
+def _insert_job(
+    values: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], connection: sa.Connection
+) -> None:
+    """The job and the keys of its input images, in one transaction."""
+    connection.execute(_INSERT_GENERATION, values)
+    if inputs:
+        connection.execute(_INSERT_INPUT_IMAGES, list(inputs))
 
 
 def _encode_cursor(last: Generation) -> str:

@@ -140,6 +140,28 @@ class ImageRow(Base):
     revised_prompt: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class InputImageRow(Base):
+    """One stored input image of a generation (edits, image-to-image), in request order; the
+    mask, if any, comes last with ``role = 'mask'``. The generation's request carries the same
+    images for the runner; this table indexes their keys, so storage clean-up can ask whether a
+    content-addressed key is still referenced by an input as well as by an output."""
+
+    __tablename__ = "input_images"
+    __table_args__ = (sa.CheckConstraint("role IN ('image', 'mask')", name="role"),)
+
+    generation_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    key: Mapped[str] = mapped_column(sa.String(512), index=True)
+    content_type: Mapped[str] = mapped_column(sa.String(100))
+    width: Mapped[int] = mapped_column(sa.Integer)
+    height: Mapped[int] = mapped_column(sa.Integer)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    source_url: Mapped[str | None] = mapped_column(sa.Text)
+
+
 _DELIVERY_STATUSES = ", ".join(f"'{status.value}'" for status in DeliveryStatus)
 
 
@@ -187,5 +209,6 @@ class WebhookAttemptRow(Base):
 GENERATIONS = cast(sa.Table, GenerationRow.__table__)
 PREDICTIONS = cast(sa.Table, PredictionRow.__table__)
 IMAGES = cast(sa.Table, ImageRow.__table__)
+INPUT_IMAGES = cast(sa.Table, InputImageRow.__table__)
 DELIVERIES = cast(sa.Table, WebhookDeliveryRow.__table__)
 ATTEMPTS = cast(sa.Table, WebhookAttemptRow.__table__)

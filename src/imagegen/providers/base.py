@@ -43,6 +43,10 @@ class GenerationContext:
 class Provider(Protocol):
     """An upstream that turns a ``GenerationRequest`` into image URLs.
 
+    A request with ``images`` (and perhaps a ``mask``) is an edit; their bytes are in the image
+    store the provider was built with. A model that cannot take them (or needs an image the
+    request lacks) is ``UnsupportedModel``, raised before anything is paid for.
+
     ``generate`` raises only ``imagegen.errors`` types (``UpstreamError`` and its subclasses,
     ``UnsupportedModel``, ``InvalidRequest``, ``ConfigurationError``). If the task running it is
     cancelled (deadline, user cancel, client disconnect), the provider cancels every upstream

@@ -17,6 +17,7 @@ from imagegen.providers.base import Provider
 from imagegen.providers.openai_compat import OpenAICompatProvider
 from imagegen.providers.replicate import ReplicateProvider
 from imagegen.providers.replies import ReplyLimits
+from imagegen.storage.base import ImageStore
 
 OPENAI_BASE_URL = "https://api.openai.com"
 
@@ -42,11 +43,13 @@ class ProviderDeps:
 
     ``http`` has short reads, for APIs that are polled (Replicate); ``blocking_http`` waits as
     long as a generation may take, for APIs that answer only when the image is done.
+    ``images`` is the store input images (edits) are read from; None: edits are refused.
     """
 
     settings: Settings
     http: httpx.AsyncClient
     blocking_http: httpx.AsyncClient
+    images: ImageStore | None = None
 
 
 Factory = Callable[[ProviderSpec, ProviderDeps], Provider]
@@ -66,6 +69,7 @@ def _replicate(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
         wait_seconds=settings.replicate_wait,
         poll_interval=settings.poll_interval,
         schema_cache_ttl=settings.schema_cache_ttl,
+        images=deps.images,
     )
 
 
@@ -76,6 +80,7 @@ def _openai(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
         base_url=spec.base_url or OPENAI_BASE_URL,
         api_key=spec.api_key,
         replies=ReplyLimits.from_settings(deps.settings),
+        images=deps.images,
     )
 
 

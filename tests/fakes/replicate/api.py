@@ -11,8 +11,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from tests.fakes.replicate import problems
+from tests.fakes.replicate import problems, uploads
 from tests.fakes.replicate.config import parse_duration, parse_prefer
+from tests.fakes.replicate.inputs import check_image_inputs
 from tests.fakes.replicate.predictions import Prediction, View, render
 from tests.fakes.replicate.state import DoubleState
 from tests.fakes.replicate.validation import validate_envelope, validate_input
@@ -62,6 +63,13 @@ class ReplicateApi:
             ),
             Route("/v1/predictions/{id}", gate("get", self.get), methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", gate("cancel", self.cancel), methods=["POST"]),
+            Route("/v1/files", gate("files", self.create_file), methods=["POST"]),
+            Route("/v1/files/{file_id}", gate("files", self.get_file), methods=["GET"]),
+            Route(
+                "/v1/files/{file_id}/download",
+                gate("files", self.download_file),
+                methods=["GET"],
+            ),
             Route("/v1/models/{owner}/{name}", gate("model", self.get_model), methods=["GET"]),
             Route(
                 "/v1/models/{owner}/{name}/versions",
@@ -156,6 +164,9 @@ class ReplicateApi:
         invalid = validate_input(model, given)
         if invalid:
             return problems.validation_failed(invalid)
+        invalid, image_inputs = check_image_inputs(model, given, self.state.uploads)
+        if invalid:
+            return problems.validation_failed(invalid)
         cancel_after = request.headers.get("cancel-after")
         lifetime = None
         if cancel_after is not None:
@@ -178,6 +189,7 @@ class ReplicateApi:
             cancel_after=cancel_after,
             prefer=prefer,
             deployment=deployment,
+            image_inputs=image_inputs,
         )
         wait = parse_prefer(prefer)
         if wait is None or prefer is None:
@@ -201,6 +213,19 @@ class ReplicateApi:
                 return False
             await asyncio.sleep(min(0.01, left))
         return True
+
+    # -- files --------------------------------------------------------------------------------
+
+    async def create_file(self, request: Request) -> Response:
+        cfg = self.state.config
+        api_base = cfg.public_base_url or str(request.base_url).rstrip("/")
+        return await uploads.create_file(request, self.state.uploads, api_base)
+
+    async def get_file(self, request: Request) -> Response:
+        return await uploads.get_file(request, self.state.uploads)
+
+    async def download_file(self, request: Request) -> Response:
+        return await uploads.download_file(request, self.state.uploads)
 
     # -- reads and cancel ---------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ class Prediction:
     error: str | None = None
     logs: str | None = ""
     data_removed: bool = False
+    #: The image inputs as the model opened them: ``{input: {"width", "height", "via"}}``.
+    image_inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_terminal(self) -> bool:

@@ -15,7 +15,8 @@ from tests.fakes.replicate.faults import FaultBook
 from tests.fakes.replicate.outputs import FileStore, StoredFile
 from tests.fakes.replicate.predictions import Prediction
 from tests.fakes.replicate.ratelimit import Take, TokenBucket, WindowPeak
-from tests.fakes.replicate_models import ModelSpec
+from tests.fakes.replicate.uploads import UploadStore
+from tests.fakes.replicate_models import INPUT_SIZE, ModelSpec
 
 RATE_CLASSES = {"create": "create", "get": "get"}  # every other /v1 route counts as "other"
 
@@ -34,6 +35,7 @@ class DoubleState:
         self.lock = threading.RLock()
         self.faults = FaultBook()
         self.files = FileStore()
+        self.uploads = UploadStore()
         self._reset()
 
     # -- control ------------------------------------------------------------------------------
@@ -43,6 +45,7 @@ class DoubleState:
         self.predictions: dict[str, Prediction] = {}
         self._by_file_id: dict[str, Prediction] = {}  # a file URL's id -> its prediction
         self.files.clear()
+        self.uploads.clear()
         self.faults.clear()
         self.requests: Counter[str] = Counter()
         self.creates_by_model: Counter[str] = Counter()
@@ -109,10 +112,15 @@ class DoubleState:
         cancel_after: str | None = None,
         prefer: str | None = None,
         deployment: str | None = None,
+        image_inputs: dict[str, dict[str, Any]] | None = None,
     ) -> Prediction:
         with self.lock:
             cfg, now = self.config, self.clock()
             params = model.params(given)
+            image_inputs = image_inputs or {}
+            if image_inputs:  # what the model derives from its input image (Kontext, Fill)
+                first = next(iter(image_inputs.values()))
+                params[INPUT_SIZE] = (first["width"], first["height"])
             start = now + cfg.queue_time
             p = Prediction(
                 id=self._new_id(),
@@ -135,6 +143,7 @@ class DoubleState:
                 deployment=deployment,
                 seed=int(params.get("seed") or random.randrange(1, 2**16)),
                 color=random.randrange(8),
+                image_inputs=image_inputs,
             )
             lifecycle.plan(p, cfg.max_pixels)
             self.predictions[p.id] = p
@@ -204,6 +213,7 @@ class DoubleState:
                 "faults_fired": list(self.faults.fired),
                 "pending_faults": self.faults.pending(),
                 "files": {"stored": len(self.files), "served": self.files_served},
+                "uploads": self.uploads.created,
             }
 
 
@@ -216,4 +226,7 @@ def _summary(p: Prediction) -> dict[str, Any]:
         "prefer": p.prefer,
         "deployment": p.deployment,
         "fault": p.fault.name if p.fault else None,
+        "input": {k: v for k, v in p.input.items() if k in p.model.image_inputs},
+        "image_inputs": p.image_inputs,
+        "output_size": list(p.model.output_size(p.params)) if p.model.kind != "text" else None,
     }

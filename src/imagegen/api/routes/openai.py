@@ -23,6 +23,8 @@ from imagegen.api.openai_schemas import (
     ResponseFormat,
 )
 from imagegen.api.schemas import image_infos
+from imagegen.catalog import Route
+from imagegen.config import Settings
 from imagegen.errors import InvalidRequest, PredictionFailed
 from imagegen.models import Generation
 from imagegen.storage.base import ImageStore
@@ -57,13 +59,7 @@ async def create_images(
 ) -> ImagesResponse | Response:
     settings = services.settings
     route = services.catalog.resolve(body.requested_model(settings))
-    response_format = body.response_format_for(route)
-    if response_format == "b64_json" and settings.return_provider_urls:
-        raise InvalidRequest(
-            "response_format: b64_json needs stored images, and this imagegen returns the "
-            "provider's URLs (IMAGEGEN_RETURN_PROVIDER_URLS)",
-            field="response_format",
-        )
+    response_format = check_response_format(body, route, settings)
     created = await create(
         services,
         request,
@@ -79,6 +75,20 @@ async def create_images(
     return ImagesResponse(
         created=int(generation.created_at.timestamp()), data=data, id=generation.id
     )
+
+
+def check_response_format(
+    body: ImageGenerationRequest, route: Route, settings: Settings
+) -> ResponseFormat:
+    """The response format to answer in; b64_json needs stored images (400 otherwise)."""
+    response_format = body.response_format_for(route)
+    if response_format == "b64_json" and settings.return_provider_urls:
+        raise InvalidRequest(
+            "response_format: b64_json needs stored images, and this imagegen returns the "
+            "provider's URLs (IMAGEGEN_RETURN_PROVIDER_URLS)",
+            field="response_format",
+        )
+    return response_format
 
 
 async def image_data(

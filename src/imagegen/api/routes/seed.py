@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -54,13 +55,19 @@ async def generate(
     body: GenerateRequest, request: Request, services: ServicesDep, base_url: BaseUrlDep
 ) -> GenerateResponse | Response:
     settings = services.settings
+    generation_request = body.to_domain(settings)
+    webhook = webhook_target(body.webhook, body.webhook_events_filter, settings)
+    sources, mask = body.input_sources()
+    if sources or mask is not None:  # checked, then stored: only once the rest is valid
+        stored, stored_mask = await services.inputs.prepare(sources, mask)
+        generation_request = replace(generation_request, images=stored, mask=stored_mask)
     created = await create(
         services,
         request,
-        body.to_domain(settings),
+        generation_request,
         scope="seed",
         body=body.model_dump(exclude_none=True),
-        webhook=webhook_target(body.webhook, body.webhook_events_filter, settings),
+        webhook=webhook,
     )
     generation = created.generation
     if not created.finished:

@@ -18,17 +18,23 @@ from imagegen.errors import (
 )
 from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
 from imagegen.providers.base import GenerationContext
+from imagegen.providers.input_bytes import read_input
+from imagegen.providers.masks import to_transparent_repaint
 from imagegen.providers.openai_compat.rules import ModelRules, batches, rules_for
 from imagegen.providers.openai_compat.wire import (
     ResponseFormat,
     build_body,
+    edit_files,
     error_from_response,
+    form_fields,
     output_format_for,
     parse_images,
 )
 from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
+from imagegen.storage.base import ImageStore
 
 Sleep = Callable[[float], Awaitable[None]]
+_Files = list[tuple[str, tuple[str, bytes, str]]]
 
 
 class _NotSent(UpstreamUnavailable):
@@ -51,7 +57,9 @@ class OpenAICompatProvider:
     split ``num_images`` into requests of at most ``max_n`` sent concurrently (dall-e-3: one image
     each), never send ``response_format`` to GPT image models, and send ``seed`` /
     ``negative_prompt`` only to non-OpenAI models. ``url`` outputs come back as they are,
-    ``b64_json`` outputs as ``data:`` URIs.
+    ``b64_json`` outputs as ``data:`` URIs. A request with input images is an edit: the same
+    fields as a multipart form to ``POST {base_url}/v1/images/edits``, with the images (read
+    from ``images``, the image store) as ``image`` (``image[]`` for several) and ``mask``.
 
     A create is an expensive, non-idempotent POST: only 429 (after ``retry-after``) and
     connection failures (nothing was sent) are retried, and only while the retry still fits in
@@ -77,10 +85,13 @@ class OpenAICompatProvider:
         max_retries: int = 3,
         backoff: float = 1.0,
         replies: ReplyLimits | None = None,
+        images: ImageStore | None = None,
     ) -> None:
         self.name = name
         self._http = http
         self._endpoint = f"{normalise_base_url(base_url)}/v1/images/generations"
+        self._edits = f"{normalise_base_url(base_url)}/v1/images/edits"
+        self._images = images
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._replies = replies or ReplyLimits()
         self._scrub = Scrubber([api_key], max_chars=self._replies.max_error_chars)
@@ -106,9 +117,10 @@ class OpenAICompatProvider:
 
     async def _generate(self, request: GenerationRequest, deadline: float) -> ProviderResult:
         rules = rules_for(request.model)
+        files = await self._edit_files(request)
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._batch(request, rules, n, deadline))
+                group.create_task(self._batch(request, rules, n, deadline, files))
                 for n in batches(request.num_images, rules.max_n)
             ]
         outcomes = [task.result() for task in tasks]
@@ -117,23 +129,51 @@ class OpenAICompatProvider:
             raise next(o for o in outcomes if not isinstance(o, list))
         return ProviderResult(images=tuple(images), requested=request.num_images)
 
+    async def _edit_files(self, request: GenerationRequest) -> _Files | None:
+        """The multipart files of an edit (OpenAI's ``/v1/images/edits``); None without images."""
+        if not request.images:
+            return None
+        images = [
+            (await read_input(self._images, image, self.name), image.content_type)
+            for image in request.images
+        ]
+        mask = None
+        if request.mask is not None:
+            data = await read_input(self._images, request.mask, self.name)
+            mask = (data, request.mask.content_type)
+            # OpenAI repaints where the mask is transparent; a black-and-white mask (white:
+            # repaint, Replicate's way) is translated.
+            converted = await asyncio.to_thread(to_transparent_repaint, data)
+            if converted is not None:
+                mask = (converted, "image/png")
+        return edit_files(images, mask)
+
     async def _batch(
-        self, request: GenerationRequest, rules: ModelRules, n: int, deadline: float
+        self,
+        request: GenerationRequest,
+        rules: ModelRules,
+        n: int,
+        deadline: float,
+        files: _Files | None = None,
     ) -> list[ProviderImage] | UpstreamError | ModelNotFound:
         """One upstream request; its error is returned, so siblings already paid for finish."""
         body = build_body(request, rules, n, self._response_format)
         try:
-            return await self._create(body, output_format_for(request, rules), deadline)
+            return await self._create(body, output_format_for(request, rules), deadline, files)
         except (UpstreamError, ModelNotFound) as exc:
             return exc
 
     async def _create(
-        self, body: dict[str, Any], sent_format: str | None, deadline: float
+        self,
+        body: dict[str, Any],
+        sent_format: str | None,
+        deadline: float,
+        files: _Files | None = None,
     ) -> list[ProviderImage]:
         attempt = 0
         while True:
             try:
-                return await self._once(body, sent_format)
+                return await self._once(body, sent_format, files)
             except (UpstreamRateLimited, _NotSent) as exc:
                 delay = getattr(exc, "retry_after", None)
                 delay = self._backoff * 2**attempt if delay is None else delay
@@ -142,10 +182,20 @@ class OpenAICompatProvider:
             await self._sleep(delay)
             attempt += 1
 
-    async def _once(self, body: dict[str, Any], sent_format: str | None) -> list[ProviderImage]:
-        """One POST; its reply is read up to the size cap (per image asked for: b64 images come
-        inline), its error text scrubbed of credentials, its retry-after clamped."""
-        request = self._http.build_request("POST", self._endpoint, json=body, headers=self._headers)
+    async def _once(
+        self, body: dict[str, Any], sent_format: str | None, files: _Files | None
+    ) -> list[ProviderImage]:
+        """One POST (an edit: OpenAI's multipart form, the body's fields as form values); its
+        reply is read up to the size cap (per image asked for: b64 images come inline), its error
+        text scrubbed of credentials, its retry-after clamped."""
+        if files is None:
+            request = self._http.build_request(
+                "POST", self._endpoint, json=body, headers=self._headers
+            )
+        else:
+            request = self._http.build_request(
+                "POST", self._edits, data=form_fields(body), files=files, headers=self._headers
+            )
         max_bytes = self._replies.max_bytes * max(1, int(body.get("n") or 1))
         try:
             response = await send_capped(

@@ -82,6 +82,29 @@ def build_body(
     return body
 
 
+def form_fields(body: dict[str, Any]) -> dict[str, str]:
+    """A JSON body's fields as multipart form values (``/v1/images/edits`` is a form)."""
+    return {name: str(value) for name, value in body.items()}
+
+
+def edit_files(
+    images: list[tuple[bytes, str]], mask: tuple[bytes, str] | None
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The files of an edit, as OpenAI's SDK sends them: ``image`` (``image[]`` when there are
+    several) and ``mask``; each ``(bytes, content type)``."""
+    name = "image" if len(images) == 1 else "image[]"
+    files = [
+        (name, (f"image-{i}.{_ext(kind)}", data, kind)) for i, (data, kind) in enumerate(images)
+    ]
+    if mask is not None:
+        files.append(("mask", (f"mask.{_ext(mask[1])}", mask[0], mask[1])))
+    return files
+
+
+def _ext(content_type: str) -> str:
+    return {"image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "png")
+
+
 def _sniff(b64: str) -> str | None:
     try:
         head = base64.b64decode(b64[:16])

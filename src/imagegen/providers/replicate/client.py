@@ -115,6 +115,28 @@ class ReplicateClient:
         path = ref.model_path if ref.version is None else f"{ref.model_path}/versions/{ref.version}"
         return await self._call(self._plain("GET", path), f"reading model {ref}", deadline=deadline)
 
+    async def upload_file(
+        self, data: bytes, *, content_type: str, filename: str, deadline: float
+    ) -> str:
+        """Upload ``data`` to the files API (``POST /v1/files``, multipart ``content``); the
+        file's ``urls.get``, which predictions accept as an input URL."""
+        url = self._base_url + "/v1/files"
+        files = {"content": (filename, data, content_type)}
+        form = {"filename": filename, "type": content_type}
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                "POST", url, headers=self._headers, files=files, data=form
+            )
+
+        action = "uploading an input file"
+        reply = await self._call(build, action, deadline=deadline, idempotent=False)
+        urls = reply.get("urls") if isinstance(reply, dict) else None
+        get = urls.get("get") if isinstance(urls, dict) else None
+        if not isinstance(get, str) or not get:
+            raise malformed_reply(action, "the reply has no urls.get")
+        return get
+
     def _plain(self, method: str, path: str) -> Callable[[], httpx.Request]:
         url = self._base_url + path
         return lambda: self._http.build_request(method, url, headers=self._headers)

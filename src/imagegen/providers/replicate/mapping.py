@@ -10,6 +10,8 @@ Size, in order of preference:
    ``megapixels`` (flux) when offered.
 Count: ``num_outputs``/``num_images``/``batch_size`` up to its maximum (4 when it declares none);
 the rest fans out over more predictions, with ``seed``, ``seed+1``, ... so they differ.
+Input images (``image_inputs.py``) go to the inputs the schema names for them, with
+``aspect_ratio: "match_input_image"`` when the input's proportions fit the request.
 Only keys the schema has are sent, except ``prompt``.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 
 from imagegen.errors import InvalidRequest
 from imagegen.models import GenerationRequest
+from imagegen.providers.replicate.image_inputs import match_input_aspect
 from imagegen.providers.replicate.schema import Schema
 from imagegen.providers.replicate.sizing import (
     Bounds,
@@ -47,12 +50,16 @@ class PlannedPrediction:
 
 
 def plan_predictions(
-    inputs: Mapping[str, Schema] | None, request: GenerationRequest
+    inputs: Mapping[str, Schema] | None,
+    request: GenerationRequest,
+    images: Mapping[str, Any] | None = None,
 ) -> list[PlannedPrediction]:
     """The predictions to create for ``request`` on a model with these resolved input properties.
 
-    ``inputs=None`` (no readable schema) falls back to ``width``, ``height`` and ``num_outputs``
-    (at most 4 a prediction). Raises ``InvalidRequest`` for an ``output_format`` the model lacks.
+    ``images`` are the input-image values, by the model's input name (``image_inputs.py``
+    chose the names). ``inputs=None`` (no readable schema) falls back to ``width``, ``height``
+    and ``num_outputs`` (at most 4 a prediction). Raises ``InvalidRequest`` for an
+    ``output_format`` the model lacks.
     """
     field: str | None
     if inputs is None:
@@ -60,8 +67,10 @@ def plan_predictions(
         field, per = "num_outputs", DEFAULT_BATCH_MAX
     else:
         base = {**size_inputs(inputs, request.width, request.height)}
+        base.update(match_input_aspect(inputs, request))
         base.update(_optional_inputs(inputs, request))
         field, per = batch_field(inputs)
+    base.update(images or {})
     plans = []
     for index, count in enumerate(split_count(request.num_images, per)):
         planned = {"prompt": request.prompt, **base}

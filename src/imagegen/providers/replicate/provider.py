@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import httpx
 
 from imagegen.config import Settings
 from imagegen.errors import ModelNotFound, PredictionFailed, UpstreamHTTPError
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.models import (
+    GenerationRequest,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+    StoredImage,
+)
 from imagegen.providers.base import GenerationContext
+from imagegen.providers.input_bytes import read_input
+from imagegen.providers.masks import to_white_repaint
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.errors import PROVIDER, no_token_error, retry_after_of
+from imagegen.providers.replicate.image_inputs import ImageFields, image_fields
 from imagegen.providers.replicate.mapping import plan_predictions
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier, RetryPolicy, Sleep
@@ -23,7 +34,9 @@ from imagegen.providers.replicate.run import (
     deadline_scope,
 )
 from imagegen.providers.replicate.schema import ModelSchema, ensure_image_output, read_model_schema
+from imagegen.providers.replicate.uploads import input_url
 from imagegen.providers.replies import ReplyLimits
+from imagegen.storage.base import ImageStore
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 
@@ -35,8 +48,10 @@ def _loop_time() -> float:
 class ReplicateProvider:
     """Runs text-to-image models on Replicate (see the package docstring for the behaviour).
 
-    ``http`` belongs to the caller, who closes it. Without ``api_token`` every call raises the
-    401 error Replicate itself would give, without calling it. ``sleep`` and ``clock`` (seconds,
+    ``http`` belongs to the caller, who closes it. ``images`` is the store input images are
+    read from (edits and image-to-image); without it a request with images is refused. Without
+    ``api_token`` every call raises the 401 error Replicate itself would give, without calling
+    it. ``sleep`` and ``clock`` (seconds,
     on the clock of ``GenerationContext.deadline``: the event loop's by default) are injectable.
     ``name`` is the provider's catalog name (its limits are looked up by it); ``replies`` bounds
     what Replicate may send back (size, retry-after, error text).
@@ -57,8 +72,10 @@ class ReplicateProvider:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = _loop_time,
+        images: ImageStore | None = None,
     ) -> None:
         self.name = name
+        self._images = images
         self._wait_seconds = wait_seconds
         self._poll_interval = poll_interval
         self._schema_cache_ttl = schema_cache_ttl
@@ -97,7 +114,10 @@ class ReplicateProvider:
         async with deadline_scope(context.deadline, self._clock):
             schema = await self._schema(client, ref, context.deadline)
         ensure_image_output(schema, request.model)
-        plans = plan_predictions(schema.inputs, request)
+        fields = image_fields(schema, request)  # 422 for a model that cannot take them
+        async with deadline_scope(context.deadline, self._clock):
+            values = await self._image_values(client, fields, request, context.deadline)
+        plans = plan_predictions(schema.inputs, request, values)
         if schema.community_version is not None:  # owner/name of a community model
             ref = ModelRef(ref.owner, ref.name, schema.community_version)
         images = await self._run(client, context).create_all(ref, plans)
@@ -142,6 +162,32 @@ class ReplicateProvider:
             sleep=self._sleep,
             clock=self._clock,
         )
+
+    async def _image_values(
+        self,
+        client: ReplicateClient,
+        fields: ImageFields,
+        request: GenerationRequest,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """The input-image values by input name: data URLs, or uploaded files' URLs."""
+        values: dict[str, Any] = {}
+        if fields.image is not None:
+            urls = [await self._input_url(client, image, deadline) for image in request.images]
+            values[fields.image] = urls if fields.many else urls[0]
+        if fields.mask is not None and request.mask is not None:
+            values[fields.mask] = await self._input_url(client, request.mask, deadline, mask=True)
+        return values
+
+    async def _input_url(
+        self, client: ReplicateClient, image: StoredImage, deadline: float, *, mask: bool = False
+    ) -> str:
+        data = await read_input(self._images, image, PROVIDER)
+        if mask:  # Replicate's models repaint where the mask is white, OpenAI's where clear
+            converted = await asyncio.to_thread(to_white_repaint, data)
+            if converted is not None:
+                data, image = converted, replace(image, content_type="image/png")
+        return await input_url(client, image, data, deadline=deadline)
 
     async def _schema(self, client: ReplicateClient, ref: ModelRef, deadline: float) -> ModelSchema:
         """The model's schema, cached per ref for ``schema_cache_ttl`` seconds."""

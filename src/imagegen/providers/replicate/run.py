@@ -29,6 +29,7 @@ from imagegen.providers.replicate.mapping import PlannedPrediction
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Sleep
+from imagegen.providers.replicate.uploads import recordable
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class PredictionRun:
             self._cancel_when_created(create)
             raise
         self._open.add(prediction.id)
-        record = PredictionRecord(prediction.id, dict(plan.inputs), plan.images)
+        record = PredictionRecord(prediction.id, recordable(plan.inputs), plan.images)
         await self._context.on_prediction(record)
         # Sync mode answers a file-output model once all files are uploaded, possibly while
         # the status still says "processing": such a create reply is final (notes §1.2).

@@ -30,6 +30,8 @@ class ModelSchema:
     #: For an unpinned community model (``is_official: false``): the version to run, since
     #: only official models answer on ``/v1/models/{o}/{n}/predictions``.
     community_version: str | None = None
+    #: The inputs the model requires (``Input.required``).
+    required: frozenset[str] = frozenset()
 
 
 def read_model_schema(data: Any, *, pinned: bool) -> ModelSchema:
@@ -42,7 +44,12 @@ def read_model_schema(data: Any, *, pinned: bool) -> ModelSchema:
     components = _get(_get(_get(version, "openapi_schema"), "components"), "schemas")
     if not isinstance(components, Mapping):
         return ModelSchema(None, None, community_version)
-    return ModelSchema(_read_inputs(components), _read_output(components), community_version)
+    return ModelSchema(
+        _read_inputs(components),
+        _read_output(components),
+        community_version,
+        _read_required(components),
+    )
 
 
 def _get(data: Any, key: str) -> Any:
@@ -59,6 +66,13 @@ def _read_inputs(components: Mapping[str, Any]) -> Mapping[str, Schema] | None:
         for name, prop in properties.items()
         if isinstance(prop, Mapping)
     }
+
+
+def _read_required(components: Mapping[str, Any]) -> frozenset[str]:
+    required = _get(resolve(components.get("Input"), components), "required")
+    if not isinstance(required, list):
+        return frozenset()
+    return frozenset(name for name in required if isinstance(name, str))
 
 
 def _read_output(components: Mapping[str, Any]) -> Schema | None:
