@@ -11,7 +11,9 @@ from imagegen import __version__
 from imagegen.api import errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.routes import generations, health, images, models, openai, seed
+from imagegen.api.observe import ObserveMiddleware
+from imagegen.api.routes import generations, health, images, keys, metrics, models, openai, seed
+from imagegen.api.routes import usage as usage_routes
 from imagegen.config import Settings
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
@@ -42,8 +44,10 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     )
     errors.install(app)
     openapi.install(app, settings)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ObserveMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the request id is known to the rest
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
-    for router in (*routers, health.router):
+    extra = (keys.router, usage_routes.router, metrics.router)
+    for router in (*routers, *extra, health.router):
         app.include_router(router)
     return app

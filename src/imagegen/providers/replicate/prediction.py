@@ -38,6 +38,8 @@ class Prediction:
     output: Any = None
     error: Any = None
     logs: str | None = None
+    # Seconds Replicate bills for (``metrics.predict_time``); only on a completed prediction.
+    predict_time: float | None = None
 
     @classmethod
     def parse(cls, data: Any, action: str) -> Prediction:
@@ -58,6 +60,7 @@ class Prediction:
             data.get("output"),
             data.get("error"),
             logs if isinstance(logs, str) else None,
+            _predict_time(data.get("metrics")),
         )
 
     @property
@@ -86,6 +89,13 @@ class Prediction:
                 f"Replicate: prediction {self.id} was aborted before it started", self.id
             )
         return None
+
+
+def _predict_time(metrics: Any) -> float | None:
+    value = metrics.get("predict_time") if isinstance(metrics, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
 
 def _strings(value: Any) -> Iterator[str]:
