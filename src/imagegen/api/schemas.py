@@ -178,6 +178,13 @@ class GenerationInfo(BaseModel):
         default_factory=dict,
         description="What imagegen recorded about the request (endpoint, OpenAI options).",
     )
+    cost: float | None = Field(
+        default=None,
+        description="What it cost upstream in USD, from the catalog's prices; null when unknown.",
+    )
+    predict_seconds: float | None = Field(
+        default=None, description="Seconds the upstream billed (Replicate's predict_time)."
+    )
 
 
 class GenerationPage(BaseModel):
@@ -242,6 +249,8 @@ def generation_info(
         error=generation.error,
         error_code=generation.error_code,
         metadata=dict(generation.metadata),
+        cost=generation.cost,
+        predict_seconds=generation.predict_seconds,
         progress=progress,
         urls=generation_urls(generation.id, base_url),
         webhook=generation.webhook_url,
