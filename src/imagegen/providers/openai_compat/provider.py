@@ -92,18 +92,20 @@ class OpenAICompatProvider:
         timeout = asyncio.timeout_at(context.deadline)
         try:
             async with timeout:
-                return await self._generate(request, context.deadline)
+                return await self._generate(request, context)
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
             message = f"{self.name}: the deadline passed before the upstream answered"
             raise DeadlineExceeded(message) from exc
 
-    async def _generate(self, request: GenerationRequest, deadline: float) -> ProviderResult:
+    async def _generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult:
         rules = rules_for(request.model)
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._batch(request, rules, n, deadline))
+                group.create_task(self._batch(request, rules, n, context))
                 for n in batches(request.num_images, rules.max_n)
             ]
         outcomes = [task.result() for task in tasks]
@@ -113,21 +115,23 @@ class OpenAICompatProvider:
         return ProviderResult(images=tuple(images), requested=request.num_images)
 
     async def _batch(
-        self, request: GenerationRequest, rules: ModelRules, n: int, deadline: float
+        self, request: GenerationRequest, rules: ModelRules, n: int, context: GenerationContext
     ) -> list[ProviderImage] | UpstreamError:
         """One upstream request; its error is returned, so siblings already paid for finish."""
         body = build_body(request, rules, n, self._response_format)
         try:
-            return await self._create(body, output_format_for(request, rules), deadline)
+            return await self._create(body, output_format_for(request, rules), context)
         except UpstreamError as exc:
             return exc
 
     async def _create(
-        self, body: dict[str, Any], sent_format: str | None, deadline: float
+        self, body: dict[str, Any], sent_format: str | None, context: GenerationContext
     ) -> list[ProviderImage]:
+        deadline = context.deadline
         attempt = 0
         while True:
             try:
+                await context.acquire_create()  # each POST starts paid work
                 return await self._once(body, sent_format)
             except (UpstreamRateLimited, _NotSent) as exc:
                 delay = getattr(exc, "retry_after", None)
