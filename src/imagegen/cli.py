@@ -87,6 +87,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # JSON logs: uvicorn's own loggers go through imagegen's handler, not uvicorn's format.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         ws="none",  # no websocket routes: don't import a websocket implementation at start-up
         timeout_graceful_shutdown=5,
