@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from tests.keys.conftest import Served, cli, cli_key
@@ -150,3 +151,14 @@ def test_revoking_an_unknown_name_with_the_cli_fails(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "no key named 'ghost'" in result.output
+
+
+def test_without_keys_the_first_key_comes_from_the_cli(tmp_path: Path) -> None:
+    from tests.openai_api.harness import InProcessImagegen, settings_for
+
+    settings = settings_for(tmp_path, None, "http://127.0.0.1:9")
+    with InProcessImagegen(settings, {}) as server, httpx.Client(base_url=server.base_url) as api:
+        assert api.get("/api/v1/generations").status_code == 200  # loopback, no keys: open
+        refused = api.post("/api/v1/keys", json={"name": "first", "admin": True})
+        assert refused.status_code == 403
+        assert "imagegen keys create NAME --admin" in refused.json()["error"]

@@ -41,5 +41,15 @@ class Principal:
         if not self.admin:
             raise AdminRequired("this needs an admin key")
 
+    def require_admin_key(self) -> None:
+        """Managing keys over HTTP needs a real admin key, even while anonymous access is
+        open: the first key comes from the command line, which reaches the database."""
+        if self.key is None:
+            raise AdminRequired(
+                "managing keys over HTTP needs an admin key: create the first one with "
+                "`imagegen keys create NAME --admin`"
+            )
+        self.require_admin()
+
 
 ANONYMOUS = Principal()

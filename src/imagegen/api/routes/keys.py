@@ -33,7 +33,7 @@ def stores(services: Services) -> tuple[SqlKeyStore, SqlUsage]:
 @router.post("", status_code=201, response_model=KeyCreated, responses=ERRORS)
 async def create_key(body: KeyCreate, services: ServicesDep, principal: PrincipalDep) -> KeyCreated:
     """A new key; its secret (``key``) is shown here only."""
-    principal.require_admin()
+    principal.require_admin_key()
     keys, _ = stores(services)
     secret = new_secret()
     key = await keys.create(body.to_new(), secret)
@@ -45,7 +45,7 @@ async def create_key(body: KeyCreate, services: ServicesDep, principal: Principa
 @router.get("", response_model=KeyList, responses=ERRORS)
 async def list_keys(services: ServicesDep, principal: PrincipalDep) -> KeyList:
     """Every key, revoked ones too, with its usage today and this month (UTC)."""
-    principal.require_admin()
+    principal.require_admin_key()
     keys, usage = stores(services)
     today, month = await usage_by_key(usage, datetime.now(UTC))
     return KeyList(
@@ -60,7 +60,7 @@ async def list_keys(services: ServicesDep, principal: PrincipalDep) -> KeyList:
 async def revoke_key(name: str, services: ServicesDep, principal: PrincipalDep) -> KeyInfo:
     """Revoke a key: it stops working at once here, and within ``IMAGEGEN_KEY_CACHE_SECONDS``
     on other replicas. Its generations and usage stay."""
-    principal.require_admin()
+    principal.require_admin_key()
     keys, _ = stores(services)
     key = await keys.revoke(name)
     if services.auth is not None:
