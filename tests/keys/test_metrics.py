@@ -127,3 +127,42 @@ def test_every_response_carries_server_timing(served: Served) -> None:
     assert upstream > 0  # the sync create waited on Replicate
     assert own >= 0
     assert float(timing.match(listed.headers["server-timing"]).group(2)) == 0  # type: ignore[union-attr]
+
+
+def test_webhook_deliveries_and_failures_are_counted(start) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from tests.api.conftest import WEBHOOK_SECRET
+    from tests.api.receiver import WebhookReceiver
+
+    served: Served = start(
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_allowed_networks=["127.0.0.0/8"],
+        webhook_retry_delays=[0.3, 0.3, 0.3],
+    )
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver, served.client(served.admin_key) as admin:
+        receiver.status = 503
+        assert admin.post(SEED, json={**FLUX, "webhook": receiver.url}).status_code == 200
+        receiver.wait_for(1)
+        receiver.status = 200
+        receiver.wait_for(2)
+        deadline = time.monotonic() + 10
+        while True:
+            found = samples(admin.get("/metrics").text)
+            delivered = value(found, "imagegen_webhook_deliveries_total", outcome="delivered")
+            if delivered or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert delivered == 1
+    assert value(found, "imagegen_webhook_deliveries_total", outcome="failed") == 1
+
+
+def test_last_used_is_recorded_when_the_server_stops(served: Served) -> None:
+    from tests.keys.conftest import cli
+
+    key = served.new_key("used")
+    with served.client(key) as api:
+        assert api.get("/api/v1/generations").status_code == 200
+    served.server.stop()  # the last batch of last-used times is written on the way out
+    (line,) = [row for row in cli(served.data_dir, "keys", "list").splitlines() if "used " in row]
+    assert line.count("Z") == 2  # created and last used (the admin key was used too)
