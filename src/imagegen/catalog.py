@@ -40,6 +40,33 @@ class ModelDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class Pricing:
+    """What a model costs upstream, in USD, as the catalog states it: per image delivered,
+    and/or per second the upstream billed (Replicate's ``metrics.predict_time`` times the
+    hardware's price). Nothing stated means unknown, and unknown costs are never guessed."""
+
+    per_image: float | None = None
+    per_second: float | None = None
+
+    def cost(self, images: int, predict_seconds: float | None) -> float | None:
+        """The cost of a generation that delivered ``images``; None when it cannot be known."""
+        if self.per_image is None and self.per_second is None:
+            return None
+        total = 0.0
+        if self.per_image is not None:
+            total += self.per_image * images
+        if self.per_second is not None:
+            if predict_seconds is None:
+                return None
+            total += self.per_second * predict_seconds
+        return total
+
+    def failed_cost(self) -> float | None:
+        """A failed generation delivered nothing: free when priced per image only."""
+        return 0.0 if self.per_image is not None and self.per_second is None else None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where one public model name goes, and what the catalog says about it."""
 
@@ -49,6 +76,7 @@ class Route:
     aliases: tuple[str, ...] = ()
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     max_images: int | None = None
+    pricing: Pricing = field(default_factory=Pricing)
 
     def check_images(self, count: int, *, field: str) -> None:
         """Raise ``InvalidRequest`` naming ``field`` if ``count`` exceeds the model's limit."""

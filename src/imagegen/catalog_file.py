@@ -23,6 +23,8 @@
     upstream = "black-forest-labs/flux-schnell"
     defaults = { width = 1024, height = 1024, response_format = "url" }
     max_images = 4
+    price_per_second = 0.000225       # USD per second of metrics.predict_time (the hardware)
+    # price_per_image = 0.003         # USD per image delivered; both may be given
 
 The built-in catalog (``builtin_catalog.toml``, short names such as ``flux`` for popular
 Replicate models) is served with or without a file: a file model that takes any name or alias of a
@@ -43,7 +45,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from imagegen.catalog import Catalog, ModelDefaults, Route
+from imagegen.catalog import Catalog, ModelDefaults, Pricing, Route
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
 from imagegen.jobs.limits import Limits
@@ -126,6 +128,8 @@ class ModelEntry(_Strict):
     upstream: str = Field(min_length=1)
     defaults: DefaultsEntry = Field(default_factory=DefaultsEntry)
     max_images: int | None = Field(default=None, ge=1)
+    price_per_image: float | None = Field(default=None, ge=0)
+    price_per_second: float | None = Field(default=None, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -180,6 +184,7 @@ class CatalogFile(_Strict):
                 aliases=tuple(model.aliases),
                 defaults=ModelDefaults(**model.defaults.model_dump()),
                 max_images=model.max_images,
+                pricing=Pricing(model.price_per_image, model.price_per_second),
             )
             for model in self.served_models()
         ]

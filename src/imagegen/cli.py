@@ -1,6 +1,6 @@
-"""The command line: ``imagegen serve``, and ``generate``, ``history``, ``show``, ``cancel`` and
-``open`` against a running imagegen (``--url`` or ``IMAGEGEN_URL``; a key in
-``IMAGEGEN_API_KEY``). A thin edge over the core and the HTTP API.
+"""The command line: ``imagegen serve``, ``imagegen keys ...``, and ``generate``, ``history``,
+``show``, ``cancel`` and ``open`` against a running imagegen (``--url`` or ``IMAGEGEN_URL``; a key
+in ``IMAGEGEN_API_KEY``). A thin edge over the core and the HTTP API.
 
 Start-up time counts (``imagegen serve`` should answer within a second), so each command imports
 what it needs when it runs: ``generate`` never loads the server, ``serve`` never loads the
@@ -9,8 +9,9 @@ client's progress display.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -19,7 +20,10 @@ if TYPE_CHECKING:
     from imagegen.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="imagegen: image generation API")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
+app.add_typer(keys_app, name="keys")
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -64,6 +68,18 @@ def check_storage(settings: Settings) -> None:
         raise typer.Exit(EXIT_USAGE) from None
 
 
+def check_exposure(settings: Settings) -> None:
+    """Bound to a non-loopback address with no API key: one line, and exit."""
+    import asyncio
+
+    from imagegen.key_admin import exposure_problem
+
+    problem = asyncio.run(exposure_problem(settings))
+    if problem is not None:
+        typer.echo(f"imagegen: {problem}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -78,13 +94,16 @@ def serve(
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
     check_storage(settings)
-    configure_logging(settings.log_level)
+    check_exposure(settings)
+    configure_logging(settings.log_level, settings.log_format)
     application = create_app(settings)
     uvicorn.run(
         application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # JSON logs: uvicorn's own loggers go through imagegen's handler, not uvicorn's format.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         ws="none",  # no websocket routes: don't import a websocket implementation at start-up
         timeout_graceful_shutdown=5,
@@ -245,6 +264,74 @@ def open_page(
     # No browser (a server, CI), or one that fails: the URL is printed all the same.
     with contextlib.suppress(Exception):
         webbrowser.open(page)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (letters, digits, . _ -).")],
+    admin: Annotated[bool, typer.Option(help="May manage keys and see everything.")] = False,
+    rpm: Annotated[int | None, typer.Option(help="Creates per minute.")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Generations at once.")] = None,
+    images_per_day: Annotated[int | None, typer.Option(help="Images per UTC day.")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models the key may use (default: all).")
+    ] = None,
+) -> None:
+    """Create a key; the key itself is the last line of the output, shown only this once."""
+    import asyncio
+
+    from imagegen import key_admin
+    from imagegen.auth.keys import KeyLimits, NewKey, models_tuple
+    from imagegen.key_table import limits_text
+
+    settings = load_settings()
+    allowed = models_tuple(models.split(",")) if models is not None else None
+    limits = KeyLimits(rpm, max_concurrent, images_per_day, allowed)
+    new = NewKey(name, admin, limits)
+    key, secret = _run_admin(lambda: asyncio.run(key_admin.create(settings, new)))
+    typer.echo(f"created {'admin ' if key.admin else ''}key '{key.name}' ({limits_text(key)})")
+    typer.echo("store it now: imagegen keeps only its hash and cannot show it again")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: name, prefix, limits, created, last used, and usage today and this month."""
+    import asyncio
+
+    from imagegen import key_admin
+
+    settings = load_settings()
+    from imagegen.key_table import render
+
+    reports = _run_admin(lambda: asyncio.run(key_admin.report(settings)))
+    typer.echo(render(reports))
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke a key: it stops working at once (other replicas: within a second)."""
+    import asyncio
+
+    from imagegen import key_admin
+
+    settings = load_settings()
+    key = _run_admin(lambda: asyncio.run(key_admin.revoke(settings, name)))
+    typer.echo(f"revoked key '{key.name}' ({key.prefix}...)")
+
+
+def _run_admin(call: Callable[[], T]) -> T:
+    """Run a key command; imagegen's errors exit with their message."""
+    from imagegen.errors import ImagegenError, InvalidRequest, NotFound
+
+    try:
+        return call()
+    except (InvalidRequest, NotFound) as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except ImagegenError as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def main() -> None:

@@ -55,6 +55,39 @@ class Settings(BaseSettings):
         "image links are built from it. Default: the request's own base URL.",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per line, with request id, key name and generation id.",
+    )
+
+    # --- API keys, metrics ---
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Serve without API keys while none exist, although bound to a "
+        "non-loopback address (by default imagegen then refuses to start).",
+    )
+    key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=5,
+        description="How long a replica trusts a looked-up API key before reading it again: "
+        "the longest a key revoked on another replica keeps working there (0: no cache).",
+    )
+    metrics_auth: Literal["admin", "none"] = Field(
+        default="admin",
+        description="Who may read GET /metrics: admin keys (default), or anyone (none), "
+        "e.g. when only a private network reaches imagegen or IMAGEGEN_METRICS_PORT is set.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on its own port (no key needed there) instead of on the "
+        "API's port.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="The interface IMAGEGEN_METRICS_PORT binds."
+    )
 
     # --- Models ---
     catalog_path: Path | None = Field(

@@ -2,6 +2,12 @@
 
     ImagegenError
     ├── InvalidRequest            bad input from the user; names the field
+    ├── Unauthenticated           no API key, or a malformed, unknown or revoked one
+    ├── Forbidden                 the key may not do this
+    │   ├── AdminRequired         an admin-only route
+    │   └── ModelNotAllowed       the key's allowed models exclude this one
+    ├── KeyLimitExceeded          the key's requests per minute or concurrency; ``retry_after``
+    │   └── QuotaExceeded         the key's images per day; names when it resets
     ├── NotFound                  a generation, image or route that does not exist
     │   └── ModelNotFound         the catalog cannot route the model name
     ├── UnsupportedModel          the model exists but does not produce images
@@ -58,6 +64,36 @@ class InvalidRequest(ImagegenError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class Unauthenticated(ImagegenError):
+    """The request has no usable API key (missing, malformed, unknown or revoked)."""
+
+
+class Forbidden(ImagegenError):
+    """The API key is valid but may not do this."""
+
+
+class AdminRequired(Forbidden):
+    """The route is for admin keys only."""
+
+
+class ModelNotAllowed(Forbidden):
+    """The key's ``models`` list does not name the requested model."""
+
+
+class KeyLimitExceeded(ImagegenError):
+    """A per-key limit refused the request before any upstream call; nothing was stored.
+    ``limit`` names it (``rpm``, ``max_concurrent``, ``images_per_day``)."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(KeyLimitExceeded):
+    """The key's daily image quota is spent; ``retry_after`` is the time to its reset."""
 
 
 class NotFound(ImagegenError):

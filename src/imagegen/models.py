@@ -62,6 +62,8 @@ class ProviderResult:
 
     images: tuple[ProviderImage, ...]
     requested: int
+    # Seconds the upstream billed for (Replicate's ``metrics.predict_time``), None when unknown.
+    predict_seconds: float | None = None
 
     @property
     def missing(self) -> int:
@@ -118,3 +120,14 @@ class Generation:
     webhook_url: str | None = None
     webhook_events: tuple[str, ...] = ()
     updated_at: datetime | None = None
+    # The API key that created it (None: created without keys); its cost in USD, None unknown.
+    owner: str | None = None
+    cost: float | None = None
+    predict_seconds: float | None = None
+
+    @property
+    def images_made(self) -> int:
+        """Images the upstream delivered: none unless it succeeded."""
+        if self.status is not JobStatus.SUCCEEDED:
+            return 0
+        return max(0, self.request.num_images - self.images_missing)

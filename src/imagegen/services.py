@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -13,17 +15,25 @@ from dotenv import dotenv_values
 
 from imagegen.api.deps import Services
 from imagegen.api.schemas import webhook_renderer
+from imagegen.auth.authenticator import Authenticator
+from imagegen.auth.exposure import anonymous_allowed, refusal
 from imagegen.catalog import Catalog
 from imagegen.catalog_file import CatalogFile, load_catalog_file
 from imagegen.config import Settings
+from imagegen.db.database import Database
 from imagegen.db.engine import PoolSettings
-from imagegen.db.store import open_store
-from imagegen.errors import ImagegenError
+from imagegen.db.keys import SqlKeyStore
+from imagegen.db.store import new_ulid, open_store, utc_now
+from imagegen.db.usage import SqlUsage
+from imagegen.errors import ConfigurationError, ImagegenError
 from imagegen.fetch import SafeFetcher
 from imagegen.http_transport import AiohttpTransport
 from imagegen.ingest import ImageIngestor
 from imagegen.inputs import InputImages, InputReader
 from imagegen.jobs.setup import start_runner
+from imagegen.limits.gate import KeyGate
+from imagegen.limits.rate import MemoryRateWindow
+from imagegen.metrics import Metrics
 from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
@@ -125,6 +135,12 @@ async def build_services(
     async with AsyncExitStack() as stack:
         store = await open_store(settings.resolved_database_url, pool=database_pool(settings))
         stack.push_async_callback(store.aclose)
+        keys = key_store(store.database)
+        usage = SqlUsage(store.database)
+        auth = await start_authenticator(stack, settings, keys)
+        metrics = Metrics()
+        if settings.metrics_port is not None:
+            stack.callback(metrics.serve(settings.metrics_host, settings.metrics_port))
         image_store = open_image_store(settings, environ, stack)
         catalog = catalog_file.to_catalog(build_providers(stack, specs, settings, image_store))
         _check_default_model(catalog, settings)
@@ -137,6 +153,7 @@ async def build_services(
             ingestor=build_ingestor(stack, settings, image_store, specs),
             render=webhook_renderer(public_base_url(settings)),
             limits=catalog_file.provider_limits(settings),
+            observer=metrics,
         )
         yield Services(
             settings=settings,
@@ -145,7 +162,44 @@ async def build_services(
             store=store,
             image_store=image_store,
             inputs=build_inputs(stack, settings, image_store),
+            auth=auth,
+            keys=keys,
+            gate=KeyGate(usage, MemoryRateWindow(), clock=utc_now),
+            usage=usage,
+            metrics=metrics,
         )
+
+
+LAST_USED_FLUSH_SECONDS = 30.0
+
+
+def key_store(database: Database) -> SqlKeyStore:
+    return SqlKeyStore(database, clock=utc_now, new_id=lambda: "key_" + new_ulid())
+
+
+async def start_authenticator(
+    stack: AsyncExitStack, settings: Settings, keys: SqlKeyStore
+) -> Authenticator:
+    """The per-request key check; refuses to start bound openly with no key
+    (``ConfigurationError``). ``stack`` stops its ``last_used_at`` writer (writing once more)."""
+    anonymous = anonymous_allowed(settings)
+    if not anonymous and await keys.active_count() == 0:
+        raise ConfigurationError(refusal(settings))
+    auth = Authenticator(
+        keys,
+        anonymous_allowed=anonymous,
+        cache_seconds=settings.key_cache_seconds,
+        clock=utc_now,
+    )
+    flusher = asyncio.create_task(auth.flush_every(LAST_USED_FLUSH_SECONDS))
+
+    async def stop() -> None:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+
+    stack.push_async_callback(stop)
+    return auth
 
 
 def database_pool(settings: Settings) -> PoolSettings:

@@ -11,7 +11,19 @@ from imagegen import __version__
 from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services
 from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.routes import edits, generations, health, images, models, openai, seed
+from imagegen.api.observe import ObserveMiddleware
+from imagegen.api.routes import (
+    edits,
+    generations,
+    health,
+    images,
+    keys,
+    metrics,
+    models,
+    openai,
+    seed,
+)
+from imagegen.api.routes import usage as usage_routes
 from imagegen.config import Settings
 from imagegen.web import routes as web
 
@@ -46,7 +58,8 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     errors.install(app)
     openapi.install(app, settings)
     docs.install(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ObserveMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the request id is known to the rest
     routers = (
         seed.router,
         openai.router,
@@ -55,6 +68,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         generations.router,
         images.router,
     )
-    for router in (*routers, health.router, web.router):
+    extra = (keys.router, usage_routes.router, metrics.router)
+    for router in (*routers, *extra, health.router, web.router):
         app.include_router(router)
     return app

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from imagegen.api.deps import Services
 from imagegen.api.schemas import generation_info
 from imagegen.api.waiting import wait_for_job
+from imagegen.auth.principal import Principal
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
 from imagegen.jobs.protocols import Idempotency
@@ -33,8 +34,11 @@ class Created:
     finished: bool
 
 
-def idempotency_of(request: Request, scope: str, body: Mapping[str, Any]) -> Idempotency | None:
-    """The request's ``Idempotency-Key``, bound to a digest of the endpoint and body."""
+def idempotency_of(
+    request: Request, scope: str, body: Mapping[str, Any], owner: str | None = None
+) -> Idempotency | None:
+    """The request's ``Idempotency-Key``, bound to a digest of the endpoint and body, and
+    scoped to the API key (``owner``): two keys using the same value get two jobs."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
@@ -43,7 +47,18 @@ def idempotency_of(request: Request, scope: str, body: Mapping[str, Any]) -> Ide
             "Idempotency-Key: must be 1 to 255 visible ASCII characters", field="Idempotency-Key"
         )
     canonical = json.dumps({"scope": scope, "body": body}, sort_keys=True, separators=(",", ":"))
-    return Idempotency(key=key, request_hash=hashlib.sha256(canonical.encode()).hexdigest())
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return Idempotency(key=scoped_key(key, owner), request_hash=digest, shown=key)
+
+
+def scoped_key(key: str, owner: str | None) -> str:
+    """The stored form of a key's ``Idempotency-Key`` (at most 255 characters)."""
+    if owner is None:
+        return key
+    scoped = f"{owner}:{key}"
+    if len(scoped) <= 255:
+        return scoped
+    return f"{owner}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def wants_async(request: Request) -> bool:
@@ -88,16 +103,26 @@ async def create(
     request: Request,
     generation_request: GenerationRequest,
     *,
+    principal: Principal,
     scope: str,
     body: Mapping[str, Any],
     webhook: WebhookTarget | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Created:
+    idempotency = idempotency_of(request, scope, body, principal.owner)
+    gate = None
+    if principal.key is not None and services.gate is not None:
+        # The key's limits, before anything is stored or sent upstream.
+        route = services.catalog.resolve(generation_request.model)
+        await services.gate.check(principal.key, (generation_request.model, route.public_model))
+        gate = services.gate.admission(principal.key, generation_request.num_images)
     job = await services.runner.submit(
         generation_request,
-        idempotency=idempotency_of(request, scope, body),
+        idempotency=idempotency,
         webhook=webhook,
         metadata={"endpoint": scope, **(metadata or {})},
+        owner=principal.owner,
+        gate=gate,
     )
     if wants_async(request):
         return Created(job, finished=False)

@@ -7,12 +7,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from imagegen.auth.authenticator import Authenticator
+from imagegen.auth.principal import ANONYMOUS, Principal
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
+from imagegen.db.keys import SqlKeyStore
+from imagegen.db.usage import SqlUsage
 from imagegen.errors import InvalidRequest
 from imagegen.inputs import InputImages
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.runner import JobRunner
+from imagegen.limits.gate import KeyGate
+from imagegen.logs import log_context
+from imagegen.metrics import Metrics
 from imagegen.storage.base import ImageStore
 
 
@@ -26,6 +33,12 @@ class Services:
     store: GenerationStore
     image_store: ImageStore
     inputs: InputImages
+    # API keys and what hangs on them; without ``auth`` every request is anonymous.
+    auth: Authenticator | None = None
+    keys: SqlKeyStore | None = None
+    gate: KeyGate | None = None
+    usage: SqlUsage | None = None
+    metrics: Metrics | None = None
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
@@ -49,6 +62,21 @@ async def get_base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+async def get_principal(request: Request) -> Principal:
+    """Who sent the request (``Authorization: Bearer ig_...``); ``Unauthenticated`` (401 in
+    the route's own error shape) when it needs a key and has no valid one."""
+    auth = _services(request).auth
+    if auth is None:
+        return ANONYMOUS
+    principal = await auth.authenticate(request.headers.get("authorization"))
+    if principal.name is not None:
+        request.state.key_name = principal.name  # the access log's key name (never the key)
+        context = log_context.get()
+        if context is not None:
+            context["key_name"] = principal.name
+    return principal
+
+
 async def require_json(request: Request) -> None:
     """Create endpoints take JSON only; anything else is a 400 naming the header."""
     content_type = request.headers.get("content-type", "")
@@ -59,3 +87,5 @@ async def require_json(request: Request) -> None:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 BaseUrlDep = Annotated[str, Depends(get_base_url)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AUTHENTICATED = [Depends(get_principal)]

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # Most specific class first; the first match wins.
 STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.InvalidRequest, 400),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.KeyLimitExceeded, 429),  # QuotaExceeded too
     (errors.NotFound, 404),
     (errors.UnsupportedModel, 422),
     (errors.IdempotencyConflict, 422),
@@ -120,6 +123,13 @@ def error_response(request: Request, status: int, message: str, **extra: Any) ->
 OPENAI_CODES: tuple[tuple[type[errors.ImagegenError], str], ...] = (
     (errors.InvalidRequest, "invalid_value"),
     (errors.UpstreamRateLimited, "rate_limit_exceeded"),
+    (errors.Unauthenticated, "invalid_api_key"),
+    (errors.QuotaExceeded, "insufficient_quota"),
+    (errors.KeyLimitExceeded, "rate_limit_exceeded"),
+)
+# OpenAI's ``error.type`` where it is not the status's default.
+OPENAI_TYPES: tuple[tuple[type[errors.ImagegenError], str], ...] = (
+    (errors.QuotaExceeded, "insufficient_quota"),
 )
 _UPSTREAM_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -145,14 +155,19 @@ async def handle_imagegen_error(request: Request, exc: Exception) -> JSONRespons
     status = status_for(exc)
     if status >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+    headers = {"Retry-After": retry_after(exc)}
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    kind = next((name for cls, name in OPENAI_TYPES if isinstance(exc, cls)), None)
     return error_response(
         request,
         status,
         str(exc),
-        headers={"Retry-After": retry_after(exc)},
+        headers=headers,
         should_retry=should_retry(status, exc),
         param=param_of(exc),
         code=openai_code(exc) if is_openai_route(request) else exc.code,
+        **({"type": kind} if kind else {}),
     )
 
 

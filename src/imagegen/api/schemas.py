@@ -214,6 +214,13 @@ class GenerationInfo(BaseModel):
         default_factory=list,
         description="The input images (edits, image-to-image), the mask last.",
     )
+    cost: float | None = Field(
+        default=None,
+        description="What it cost upstream in USD, from the catalog's prices; null when unknown.",
+    )
+    predict_seconds: float | None = Field(
+        default=None, description="Seconds the upstream billed (Replicate's predict_time)."
+    )
 
 
 class GenerationPage(BaseModel):
@@ -298,6 +305,8 @@ def generation_info(
         error_code=generation.error_code,
         metadata=dict(generation.metadata),
         inputs=input_infos(generation, base_url),
+        cost=generation.cost,
+        predict_seconds=generation.predict_seconds,
         progress=progress,
         urls=generation_urls(generation.id, base_url),
         webhook=generation.webhook_url,

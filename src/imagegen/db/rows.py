@@ -66,6 +66,9 @@ def to_generation(
         webhook_url=row["webhook_url"],
         webhook_events=tuple(row["webhook_events"] or ()),
         updated_at=row["updated_at"],
+        owner=row.get("owner"),
+        cost=row.get("cost"),
+        predict_seconds=row.get("predict_seconds"),
     )
 
 

@@ -168,6 +168,11 @@ class GenerationStore:
         return self._engine
 
     @property
+    def database(self) -> Database:
+        """Where the store's transactions run; the key and usage stores share it."""
+        return self._db
+
+    @property
     def outbox(self) -> SqlWebhookOutbox:
         """The webhook outbox kept in the same database."""
         return self._outbox
@@ -197,8 +202,10 @@ class GenerationStore:
         webhook_events: Sequence[str] | None = None,
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
+        owner: str | None = None,
     ) -> Generation:
-        """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given.
+        """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given; ``owner``
+        is the id of the API key that created it.
 
         Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
         when another replica inserted it a moment earlier); compare ``request_hash`` with
@@ -231,6 +238,10 @@ class GenerationStore:
             "webhook_events": None if webhook_events is None else list(webhook_events),
             "lease_owner": lease_owner,
             "lease_expires_at": lease_expires_at,
+            "owner": owner,
+            "num_images": request.num_images,
+            "cost": None,
+            "predict_seconds": None,
         }
         inputs = input_image_values(generation_id, request)
         try:
@@ -269,8 +280,11 @@ class GenerationStore:
         provider_urls: Sequence[str],
         images_missing: int,
         outbox: Outbox | None = None,
+        cost: float | None = None,
+        predict_seconds: float | None = None,
     ) -> Generation:
-        """running -> succeeded, storing the images in order, in the same transaction."""
+        """running -> succeeded, storing the images in order, in the same transaction, with
+        what it cost (USD) and the seconds the upstream billed, None where unknown."""
         if images_missing < 0:
             raise ValueError("images_missing must not be negative")
         now = self._clock()
@@ -278,6 +292,8 @@ class GenerationStore:
             "completed_at": now,
             "provider_urls": list(provider_urls),
             "images_missing": images_missing,
+            "cost": cost,
+            "predict_seconds": predict_seconds,
         }
         return await self._db.write(
             Transition(
@@ -286,11 +302,17 @@ class GenerationStore:
         )
 
     async def mark_failed(
-        self, generation_id: str, *, error: str, error_code: str, outbox: Outbox | None = None
+        self,
+        generation_id: str,
+        *,
+        error: str,
+        error_code: str,
+        outbox: Outbox | None = None,
+        cost: float | None = None,
     ) -> Generation:
-        """queued | running -> failed."""
+        """queued | running -> failed; ``cost`` when known (0 for a per-image price)."""
         now = self._clock()
-        values = {"completed_at": now, "error": error, "error_code": error_code}
+        values = {"completed_at": now, "error": error, "error_code": error_code, "cost": cost}
         return await self._db.write(
             Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox)
         )
@@ -339,9 +361,10 @@ class GenerationStore:
         return await self._db.read(partial(load_generation, generation_id=generation_id))
 
     async def list(
-        self, *, limit: int, cursor: str | None = None
+        self, *, limit: int, cursor: str | None = None, owner: str | None = None
     ) -> tuple[builtins.list[Generation], str | None]:
-        """A page of jobs, newest first, and the cursor of the next page (``None`` at the end).
+        """A page of jobs, newest first, and the cursor of the next page (``None`` at the end);
+        only ``owner``'s when one is given.
 
         ``limit`` must be in 1..``MAX_LIST_LIMIT``; a malformed cursor is an ``InvalidRequest``.
         """
@@ -350,6 +373,8 @@ class GenerationStore:
         order = (GENERATIONS.c.created_at, GENERATIONS.c.id)
         stmt = sa.select(GENERATIONS).order_by(*(column.desc() for column in order))
         stmt = stmt.limit(limit + 1)
+        if owner is not None:
+            stmt = stmt.where(GENERATIONS.c.owner == owner)
         if cursor is not None:
             created_at, last_id = _decode_cursor(cursor)
             after = sa.tuple_(sa.literal(created_at, UTCDateTime()), sa.literal(last_id))

@@ -75,6 +75,8 @@ class GenerationRow(Base):
         sa.Index("ix_generations_created_at_id", "created_at", "id"),
         # Crash recovery: unfinished jobs, oldest first.
         sa.Index("ix_generations_status_created_at", "status", "created_at"),
+        # A key's own history, newest first; its usage and quota since a time.
+        sa.Index("ix_generations_owner_created_at_id", "owner", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -100,6 +102,31 @@ class GenerationRow(Base):
     # Which imagegen instance runs the job, until when (crash recovery across replicas).
     lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The API key that created the job (its id), the images asked for, and what it cost.
+    owner: Mapped[str | None] = mapped_column(sa.String(64))
+    num_images: Mapped[int | None] = mapped_column(sa.Integer)
+    cost: Mapped[float | None] = mapped_column(sa.Float)
+    predict_seconds: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class ApiKeyRow(Base):
+    """An API key: only the SHA-256 of the secret is kept; ``prefix`` lets people tell keys
+    apart. Revoked keys stay, so their usage keeps a name."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(sa.Boolean)
+    rpm: Mapped[int | None] = mapped_column(sa.Integer)
+    max_concurrent: Mapped[int | None] = mapped_column(sa.Integer)
+    images_per_day: Mapped[int | None] = mapped_column(sa.Integer)
+    models: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PredictionRow(Base):
@@ -212,3 +239,4 @@ IMAGES = cast(sa.Table, ImageRow.__table__)
 INPUT_IMAGES = cast(sa.Table, InputImageRow.__table__)
 DELIVERIES = cast(sa.Table, WebhookDeliveryRow.__table__)
 ATTEMPTS = cast(sa.Table, WebhookAttemptRow.__table__)
+API_KEYS = cast(sa.Table, ApiKeyRow.__table__)

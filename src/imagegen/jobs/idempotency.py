@@ -43,6 +43,7 @@ def _refused_for_capacity(job: Generation) -> bool:
 def matching(existing: Generation, idempotency: Idempotency) -> Generation:
     if existing.request_hash != idempotency.request_hash:
         raise IdempotencyConflict(
-            f"Idempotency-Key '{idempotency.key}' was already used with a different request"
+            f"Idempotency-Key '{idempotency.shown or idempotency.key}' was already used with a "
+            "different request"
         )
     return existing

@@ -7,6 +7,7 @@ raises ``InvalidTransition`` carrying the job as that writer left it; listeners 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from imagegen.errors import InvalidTransition
@@ -14,6 +15,8 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.webhooks.messages import WebhookMessages, event_of
 from imagegen.models import Generation, StoredImage
+
+log = logging.getLogger("imagegen.generations")
 
 
 class Transitions:
@@ -30,6 +33,10 @@ class Transitions:
         self._outbox = messages.outbox()
         self._wake = wake_webhooks
 
+    def created(self, generation: Generation) -> None:
+        """A job was written ``queued``: log it like every later state."""
+        _log_state(generation)
+
     async def running(self, generation_id: str) -> Generation:
         marked = self._store.mark_running(generation_id, outbox=self._outbox)
         return self._told(await self._apply(marked))
@@ -41,6 +48,8 @@ class Transitions:
         images: Sequence[StoredImage],
         provider_urls: Sequence[str],
         images_missing: int,
+        cost: float | None = None,
+        predict_seconds: float | None = None,
     ) -> Generation:
         marked = self._store.mark_succeeded(
             generation_id,
@@ -48,12 +57,16 @@ class Transitions:
             provider_urls=provider_urls,
             images_missing=images_missing,
             outbox=self._outbox,
+            cost=cost,
+            predict_seconds=predict_seconds,
         )
         return self._told(await self._apply(marked))
 
-    async def failed(self, generation_id: str, *, error: str, error_code: str) -> Generation:
+    async def failed(
+        self, generation_id: str, *, error: str, error_code: str, cost: float | None = None
+    ) -> Generation:
         marked = self._store.mark_failed(
-            generation_id, error=error, error_code=error_code, outbox=self._outbox
+            generation_id, error=error, error_code=error_code, outbox=self._outbox, cost=cost
         )
         return self._told(await self._apply(marked))
 
@@ -69,8 +82,23 @@ class Transitions:
             raise
 
     def _told(self, generation: Generation) -> Generation:
+        _log_state(generation)
         self._events.state(generation)
         event = event_of(generation.status)
         if event is not None and generation.webhook_url and event in generation.webhook_events:
             self._wake()
         return generation
+
+
+def _log_state(generation: Generation) -> None:
+    log.info(
+        "generation %s %s",
+        generation.id,
+        generation.status.value,
+        extra={
+            "generation_id": generation.id,
+            "status": generation.status.value,
+            "model": generation.request.model,
+            "error_code": generation.error_code,
+        },
+    )

@@ -14,10 +14,12 @@ from imagegen.models import Generation, GenerationRequest, PredictionRecord, Sto
 
 @dataclass(frozen=True, slots=True)
 class Idempotency:
-    """An ``Idempotency-Key`` and a digest of the request it was first used with."""
+    """An ``Idempotency-Key`` (as stored: scoped to its API key) and a digest of the request
+    it was first used with; ``shown`` is the key as the client sent it."""
 
     key: str
     request_hash: str
+    shown: str | None = None
 
 
 class WebhookOutbox(Protocol):
@@ -70,6 +72,7 @@ class GenerationStore(Protocol):
         webhook_events: Sequence[str] | None = None,
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
+        owner: str | None = None,
     ) -> Generation:
         """Persist a queued job; raises ``IdempotencyKeyInUse`` if the key names another job."""
         ...
@@ -92,10 +95,18 @@ class GenerationStore(Protocol):
         provider_urls: Sequence[str],
         images_missing: int,
         outbox: Outbox | None = None,
+        cost: float | None = None,
+        predict_seconds: float | None = None,
     ) -> Generation: ...
 
     async def mark_failed(
-        self, generation_id: str, *, error: str, error_code: str, outbox: Outbox | None = None
+        self,
+        generation_id: str,
+        *,
+        error: str,
+        error_code: str,
+        outbox: Outbox | None = None,
+        cost: float | None = None,
     ) -> Generation: ...
 
     async def mark_canceled(
@@ -107,7 +118,7 @@ class GenerationStore(Protocol):
         ...
 
     async def list(
-        self, *, limit: int, cursor: str | None
+        self, *, limit: int, cursor: str | None, owner: str | None = None
     ) -> tuple[builtins.list[Generation], str | None]: ...
 
     async def list_unfinished(self) -> builtins.list[Generation]: ...

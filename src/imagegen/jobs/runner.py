@@ -18,15 +18,18 @@ import functools
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from imagegen.catalog import Catalog
+from imagegen.catalog import Catalog, Route
 from imagegen.errors import Canceled, IdempotencyKeyInUse, ImagegenError, InvalidTransition
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.idempotency import IdempotencyKeys, matching
 from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits
+from imagegen.jobs.observe import JobObserver
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
 from imagegen.jobs.records import WebhookTarget
@@ -69,6 +72,7 @@ class JobRunner:
         lease_seconds: float = 60.0,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         store_retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
+        observer: JobObserver | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -93,6 +97,8 @@ class JobRunner:
             ingestor=ingestor,
             closing=lambda: self._closing,
             retry_delays=store_retry_delays,
+            observer=observer,
+            clock=now,
         )
         self._recovery = Recovery(
             store,
@@ -118,8 +124,14 @@ class JobRunner:
         metadata: Mapping[str, Any] | None = None,
         idempotency: Idempotency | None = None,
         webhook: WebhookTarget | None = None,
+        owner: str | None = None,
+        gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> Generation:
         """Persist a queued job and start running it; returns at once.
+
+        ``owner`` is the id of the API key creating it. ``gate`` is entered after an
+        idempotent replay is ruled out and held while the job is written: a per-key limit
+        refuses the job there (raising), before anything is stored or sent upstream.
 
         With ``idempotency``, a job already created under the same key is returned instead (the
         caller waits on it like any other); the same key with another request raises
@@ -131,6 +143,24 @@ class JobRunner:
             existing = await self._keys.existing(idempotency)
             if existing is not None:
                 return existing
+        create = partial(
+            self._create, request, route, deadline_seconds, metadata, idempotency, webhook, owner
+        )
+        if gate is None:
+            return await create()
+        async with gate():
+            return await create()
+
+    async def _create(
+        self,
+        request: GenerationRequest,
+        route: Route,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency: Idempotency | None,
+        webhook: WebhookTarget | None,
+        owner: str | None,
+    ) -> Generation:
         ticket = self._limits(route.provider.name).admit()
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         deadline = asyncio.get_running_loop().time() + seconds
@@ -146,6 +176,7 @@ class JobRunner:
                 webhook_events=[event.value for event in webhook.events] if webhook else None,
                 lease_owner=self._owner,
                 lease_expires_at=self._recovery.lease_expires_at,
+                owner=owner,
             )
         except IdempotencyKeyInUse as exc:  # another request with this key won the race
             ticket.leave()
@@ -154,6 +185,7 @@ class JobRunner:
         except BaseException:
             ticket.leave()
             raise
+        self._transitions.created(generation)
         self._spawn(generation.id, self._work.run(Plan(generation, route, deadline, ticket)))
         return generation
 

@@ -11,6 +11,7 @@ import httpx
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.jobs.limits import Limits, ProviderLimits
+from imagegen.jobs.observe import JobObserver, NoObserver
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.jobs.runner import JobRunner, _utcnow
 from imagegen.jobs.webhooks.address import AddressPolicy
@@ -51,7 +52,10 @@ def webhook_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 def webhook_worker(
-    settings: Settings, store: GenerationStore, http: httpx.AsyncClient
+    settings: Settings,
+    store: GenerationStore,
+    http: httpx.AsyncClient,
+    observer: JobObserver | None = None,
 ) -> WebhookWorker:
     secret = settings.webhook_secret
     sender = WebhookSender(
@@ -61,7 +65,8 @@ def webhook_worker(
         timeout=settings.webhook_timeout,
     )
     schedule = RetrySchedule(tuple(settings.webhook_retry_delays), settings.webhook_max_age)
-    return WebhookWorker(store.outbox, sender, schedule, clock=_utcnow)
+    on_attempt = (observer or NoObserver()).webhook_attempt
+    return WebhookWorker(store.outbox, sender, schedule, clock=_utcnow, on_attempt=on_attempt)
 
 
 async def start_runner(
@@ -73,12 +78,13 @@ async def start_runner(
     ingestor: Ingestor | None,
     render: Render = minimal_body,
     limits: Mapping[str, Limits] | None = None,
+    observer: JobObserver | None = None,
 ) -> JobRunner:
     """Build and start the runner (adopting unfinished jobs); ``stack`` closes it. ``limits``
     are the providers' own, by name (``CatalogFile.provider_limits``)."""
     http = webhook_http_client(settings)
     stack.push_async_callback(http.aclose)
-    worker = webhook_worker(settings, store, http)
+    worker = webhook_worker(settings, store, http, observer)
     runner = JobRunner(
         store=store,
         catalog=catalog,
@@ -91,6 +97,7 @@ async def start_runner(
         owner=settings.instance_id,
         lease_seconds=settings.lease_seconds,
         background=[worker.run],
+        observer=observer,
     )
     stack.push_async_callback(runner.aclose)
     await runner.start()

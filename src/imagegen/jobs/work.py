@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 
 from imagegen.catalog import Route
@@ -30,6 +32,7 @@ from imagegen.errors import (
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits, QueueTicket
+from imagegen.jobs.observe import JobObserver, NoObserver, add_upstream_time
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
@@ -47,6 +50,10 @@ log = logging.getLogger(__name__)
 BACKSTOP_SECONDS = 2.0
 # Pauses before writing a job's final state again when the database was at capacity.
 STORE_RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,8 @@ class JobWork:
         ingestor: Ingestor | None,
         closing: Callable[[], bool],
         retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
+        observer: JobObserver | None = None,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
         self._transitions = transitions
@@ -81,15 +90,36 @@ class JobWork:
         self._ingestor = ingestor  # None: hand back the provider's own URLs
         self._closing = closing
         self._retry_delays = tuple(retry_delays)
+        self._observer = observer or NoObserver()
+        self._clock = clock
         self.progress: dict[str, float] = {}
 
     async def run(self, plan: Plan) -> Generation:
         """The job's final state; raises its error if it failed or was canceled."""
+        ended: Generation | None = None
+        try:
+            ended = await self._run(plan)
+            return ended
+        except ImagegenError:
+            ended = await self._final_state(plan.generation.id)
+            raise
+        finally:
+            if ended is not None:
+                self._observer.ended(ended)
+
+    async def _final_state(self, generation_id: str) -> Generation | None:
+        try:
+            generation = await self._store.get(generation_id)
+        except Exception:  # only for the metrics: never mask the job's own error
+            return None
+        return generation if generation.status.is_terminal else None
+
+    async def _run(self, plan: Plan) -> Generation:
         generation_id = plan.generation.id
         try:
             async with asyncio.timeout_at(plan.deadline + BACKSTOP_SECONDS):
                 result = await self._provide(plan)
-                return await self._finish(generation_id, result)
+                return await self._finish(plan, result)
         except InvalidTransition as lost:
             return result_of(lost.current)
         except _Unsettled as unsettled:  # succeeded, but the database would not record it
@@ -100,7 +130,7 @@ class JobWork:
             )
             return await self._end(generation_id, error, cause=exc)
         except ImagegenError as exc:
-            return await self._end(generation_id, exc)
+            return await self._end(generation_id, exc, cost=plan.route.pricing.failed_cost())
         except asyncio.CancelledError:
             if self._closing():
                 raise
@@ -129,21 +159,57 @@ class JobWork:
         return await self._end(generation.id, error)
 
     async def _provide(self, plan: Plan) -> ProviderResult:
+        provider = plan.route.provider.name
+        limiter = self._limits(provider)
+        self._observer.queued(provider, 1)
+        waiting = True
+        try:
+            async with limiter.slot(plan.ticket, plan.deadline):
+                waiting = False
+                self._observer.queued(provider, -1)
+                waited = (self._clock() - plan.generation.created_at).total_seconds()
+                self._observer.running(provider, 1, queued_seconds=None if plan.started else waited)
+                try:
+                    return await self._call_provider(plan, limiter.acquire_create)
+                finally:
+                    self._observer.running(provider, -1)
+        finally:
+            if waiting:
+                self._observer.queued(provider, -1)
+
+    async def _call_provider(
+        self, plan: Plan, acquire_create: Callable[[float], Awaitable[None]]
+    ) -> ProviderResult:
         generation = plan.generation
-        limiter = self._limits(plan.route.provider.name)
-        async with limiter.slot(plan.ticket, plan.deadline):
-            if not plan.started:
-                await self._transitions.running(generation.id)
-            context = GenerationContext(
-                deadline=plan.deadline,
-                on_prediction=partial(self._on_prediction, generation.id),
-                on_progress=partial(self._on_progress, generation.id),
-                acquire_create=partial(limiter.acquire_create, plan.deadline),
-            )
-            request = replace(generation.request, model=plan.route.upstream_model)
+        provider = plan.route.provider.name
+        if not plan.started:
+            await self._transitions.running(generation.id)
+
+        async def create_turn() -> None:
+            await acquire_create(plan.deadline)
+            self._observer.upstream_create(provider)
+
+        context = GenerationContext(
+            deadline=plan.deadline,
+            on_prediction=partial(self._on_prediction, generation.id),
+            on_progress=partial(self._on_progress, generation.id),
+            acquire_create=create_turn,
+            metered=plan.route.pricing.per_second is not None,
+        )
+        request = replace(generation.request, model=plan.route.upstream_model)
+        started = time.perf_counter()
+        error_code: str | None = None
+        try:
             if plan.resume:
                 return await plan.route.provider.resume(request, generation.predictions, context)
             return await plan.route.provider.generate(request, context)
+        except ImagegenError as exc:
+            error_code = exc.code
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            add_upstream_time(seconds)
+            self._observer.upstream_done(provider, seconds, error_code)
 
     async def _on_prediction(self, generation_id: str, record: PredictionRecord) -> None:
         await self._store.add_prediction(generation_id, record)
@@ -152,11 +218,16 @@ class JobWork:
         self.progress[generation_id] = fraction
         self._events.progress(generation_id, fraction)
 
-    async def _finish(self, generation_id: str, result: ProviderResult) -> Generation:
+    async def _finish(self, plan: Plan, result: ProviderResult) -> Generation:
+        generation_id = plan.generation.id
         stored: list[StoredImage] = []
         lost = 0
         if self._ingestor is not None:
+            started = time.perf_counter()
             stored, errors = await self._ingest_all(result.images)
+            size = sum(image.size_bytes for image in stored)
+            seconds = time.perf_counter() - started
+            self._observer.stored(plan.route.provider.name, seconds, len(stored), size)
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
@@ -166,6 +237,9 @@ class JobWork:
             images=stored,
             provider_urls=[image.url for image in result.images],
             images_missing=result.missing + lost,
+            # The upstream made (and billed) every image it returned, stored or not.
+            cost=plan.route.pricing.cost(len(result.images), result.predict_seconds),
+            predict_seconds=result.predict_seconds,
         )
         try:
             return await self._settle(generation_id, succeeded)
@@ -194,7 +268,12 @@ class JobWork:
         return stored, errors
 
     async def _end(
-        self, generation_id: str, exc: Exception, *, cause: BaseException | None = None
+        self,
+        generation_id: str,
+        exc: Exception,
+        *,
+        cause: BaseException | None = None,
+        cost: float | None = None,
     ) -> Generation:
         """Record the failure and raise ``exc``, unless another writer ended the job first:
         then settle with what it recorded."""
@@ -202,7 +281,9 @@ class JobWork:
             message, code = str(exc), exc.code
         else:
             message, code = "internal error", "internal_error"
-        failed = partial(self._transitions.failed, generation_id, error=message, error_code=code)
+        failed = partial(
+            self._transitions.failed, generation_id, error=message, error_code=code, cost=cost
+        )
         try:
             await asyncio.shield(self._settle(generation_id, failed))
         except InvalidTransition as lost:

@@ -31,13 +31,16 @@ class GenerationContext:
     of paying twice. ``on_progress`` receives a fraction in [0, 1] when the upstream reports one.
     ``acquire_create`` must be awaited before each upstream call that starts paid work (a
     prediction create): it waits for imagegen's per-provider rate limit, and raises
-    ``DeadlineExceeded`` when the turn would come after ``deadline``.
+    ``DeadlineExceeded`` when the turn would come after ``deadline``. ``metered``: the caller
+    prices the generation by the seconds the upstream billed, so the provider should report
+    them (``ProviderResult.predict_seconds``) even when that costs one more status read.
     """
 
     deadline: float
     on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(default=_ignore_prediction)
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
     acquire_create: Callable[[], Awaitable[None]] = field(default=_no_limit)
+    metered: bool = False
 
 
 class Provider(Protocol):

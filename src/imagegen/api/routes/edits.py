@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from imagegen.api.creation import accepted, create
-from imagegen.api.deps import BaseUrlDep, ServicesDep
+from imagegen.api.deps import BaseUrlDep, PrincipalDep, ServicesDep
 from imagegen.api.edit_form import EditForm, read_edit_form
 from imagegen.api.openai_schemas import ImageGenerationRequest, ImagesResponse
 from imagegen.api.routes.openai import ERRORS, check_response_format, image_data
@@ -77,7 +77,7 @@ _FORM_SCHEMA: dict[str, Any] = {
     summary="Edit images (OpenAI-compatible)",
 )
 async def edit_images(
-    request: Request, services: ServicesDep, base_url: BaseUrlDep
+    request: Request, services: ServicesDep, base_url: BaseUrlDep, principal: PrincipalDep
 ) -> ImagesResponse | Response:
     settings = services.settings
     form = await read_edit_form(
@@ -98,6 +98,7 @@ async def edit_images(
         scope="openai-edits",
         body={**body.model_dump(exclude_none=True), "form_sha256": form.digest},
         metadata=_metadata(body, form),
+        principal=principal,
     )
     generation = created.generation
     if not created.finished:

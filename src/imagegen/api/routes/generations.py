@@ -1,5 +1,8 @@
 """Generations as jobs: ``GET /api/v1/generations[/{id}]``, ``POST .../{id}/cancel`` and the
-event stream ``GET .../{id}/events`` (server-sent events)."""
+event stream ``GET .../{id}/events`` (server-sent events).
+
+A key sees only the generations it created: another key's is a 404, exactly as an unknown id
+(a 403 would confirm that it exists). Admin keys see every generation."""
 
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from imagegen.api.deps import BaseUrlDep, Services, ServicesDep
+from imagegen.api.deps import AUTHENTICATED, BaseUrlDep, PrincipalDep, Services, ServicesDep
 from imagegen.api.schemas import ErrorResponse, GenerationInfo, GenerationPage, generation_info
+from imagegen.auth.principal import Principal
+from imagegen.errors import NotFound
 from imagegen.jobs.follow import Update, follow
 from imagegen.models import Generation
 
-router = APIRouter(prefix="/api/v1/generations", tags=["generations"])
+router = APIRouter(prefix="/api/v1/generations", tags=["generations"], dependencies=AUTHENTICATED)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
@@ -28,6 +33,14 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     },
     **NOT_FOUND,
 }
+
+
+async def owned(services: Services, principal: Principal, generation_id: str) -> Generation:
+    """The generation, if ``principal`` may see it; ``NotFound`` otherwise."""
+    generation = await services.store.get(generation_id)
+    if not principal.may_see(generation):
+        raise NotFound(f"generation {generation_id!r} not found")
+    return generation
 
 
 async def _info(services: Services, generation: Generation, base_url: str) -> GenerationInfo:
@@ -42,9 +55,9 @@ async def _info(services: Services, generation: Generation, base_url: str) -> Ge
 
 @router.get("/{generation_id}", response_model=GenerationInfo, responses=NOT_FOUND)
 async def get_generation(
-    generation_id: str, services: ServicesDep, base_url: BaseUrlDep
+    generation_id: str, services: ServicesDep, base_url: BaseUrlDep, principal: PrincipalDep
 ) -> GenerationInfo:
-    return await _info(services, await services.store.get(generation_id), base_url)
+    return await _info(services, await owned(services, principal, generation_id), base_url)
 
 
 @router.post(
@@ -54,10 +67,11 @@ async def get_generation(
     summary="Cancel a generation and its upstream predictions",
 )
 async def cancel_generation(
-    generation_id: str, services: ServicesDep, base_url: BaseUrlDep
+    generation_id: str, services: ServicesDep, base_url: BaseUrlDep, principal: PrincipalDep
 ) -> GenerationInfo:
     """Queued or running: it becomes ``canceled`` (its predictions are canceled upstream).
     Already finished: returned unchanged."""
+    await owned(services, principal, generation_id)
     return await _info(services, await services.runner.cancel(generation_id), base_url)
 
 
@@ -68,9 +82,9 @@ async def cancel_generation(
     summary="Follow a generation: state changes and progress as server-sent events",
 )
 async def generation_events(
-    generation_id: str, services: ServicesDep, base_url: BaseUrlDep
+    generation_id: str, services: ServicesDep, base_url: BaseUrlDep, principal: PrincipalDep
 ) -> StreamingResponse:
-    await services.store.get(generation_id)  # an unknown id is a 404, not an empty stream
+    await owned(services, principal, generation_id)  # a 404, not an empty stream
     updates = follow(
         services.store,
         services.runner.events,
@@ -105,10 +119,12 @@ async def _sse(
 async def list_generations(
     services: ServicesDep,
     base_url: BaseUrlDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> GenerationPage:
-    items, next_cursor = await services.store.list(limit=limit, cursor=cursor)
+    """Newest first: the key's own generations (an admin key's view: everyone's)."""
+    items, next_cursor = await services.store.list(limit=limit, cursor=cursor, owner=principal.sees)
     attempts = await services.store.outbox.attempts([item.id for item in items])
     data = [
         generation_info(

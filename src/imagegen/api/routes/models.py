@@ -12,13 +12,13 @@ import contextlib
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from imagegen.api.deps import ServicesDep
+from imagegen.api.deps import AUTHENTICATED, ServicesDep
 from imagegen.api.openai_schemas import ModelList, ModelObject, OpenAIError
 from imagegen.catalog import Catalog, Route
 from imagegen.config import Settings
 from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=AUTHENTICATED)
 
 
 class CatalogModel(BaseModel):

@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from imagegen.api.creation import accepted, create
-from imagegen.api.deps import BaseUrlDep, Services, ServicesDep, require_json
+from imagegen.api.deps import (
+    AUTHENTICATED,
+    BaseUrlDep,
+    PrincipalDep,
+    Services,
+    ServicesDep,
+    require_json,
+)
 from imagegen.api.openai_schemas import (
     ImageData,
     ImageGenerationRequest,
@@ -29,16 +36,19 @@ from imagegen.errors import InvalidRequest, PredictionFailed
 from imagegen.models import Generation
 from imagegen.storage.base import ImageStore
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], dependencies=AUTHENTICATED)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIError, "description": text}
     for status, text in {
         400: "Invalid request (param names the field), or the upstream refused the prompt.",
-        401: "The upstream provider refused imagegen's key for it.",
+        401: "A missing, malformed, unknown or revoked API key (code invalid_api_key), or the "
+        "upstream provider refused imagegen's key for it.",
+        403: "The API key may not use this model.",
         404: "Unknown model (param: model).",
         422: "The model does not make images, or an Idempotency-Key was reused with another body.",
-        429: "The upstream throttled the request; see Retry-After.",
+        429: "A limit of the API key (rate_limit_exceeded; insufficient_quota for images per "
+        "day), or the upstream throttled the request; see Retry-After.",
         502: "The upstream failed, returned no images, or an image could not be fetched.",
         503: "imagegen is at capacity or misconfigured.",
         504: "The generation did not finish within the request deadline.",
@@ -55,7 +65,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Create images (OpenAI-compatible)",
 )
 async def create_images(
-    body: ImageGenerationRequest, request: Request, services: ServicesDep, base_url: BaseUrlDep
+    body: ImageGenerationRequest,
+    request: Request,
+    services: ServicesDep,
+    base_url: BaseUrlDep,
+    principal: PrincipalDep,
 ) -> ImagesResponse | Response:
     settings = services.settings
     route = services.catalog.resolve(body.requested_model(settings))
@@ -64,6 +78,7 @@ async def create_images(
         services,
         request,
         body.to_domain(settings, route),
+        principal=principal,
         scope="openai",
         body=body.model_dump(exclude_none=True),
         metadata={"openai_options": body.recorded_options()} if body.recorded_options() else None,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from imagegen.api.creation import accepted, create, webhook_target
-from imagegen.api.deps import BaseUrlDep, ServicesDep, require_json
+from imagegen.api.deps import AUTHENTICATED, BaseUrlDep, PrincipalDep, ServicesDep, require_json
 from imagegen.api.schemas import (
     ErrorResponse,
     GenerateRequest,
@@ -19,18 +19,21 @@ from imagegen.api.schemas import (
     image_infos,
 )
 
-router = APIRouter(tags=["images"])
+router = APIRouter(tags=["images"], dependencies=AUTHENTICATED)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "Bad Request: the request was invalid or malformed (the message names the field).",
-        401: "Unauthenticated: missing or invalid provider token.",
+        401: "Unauthenticated: a missing, malformed, unknown or revoked API key, or the "
+        "provider refused imagegen's token.",
         402: "The provider account has insufficient credit.",
+        403: "The API key may not use this model.",
         404: "Unknown model.",
         409: "The generation was canceled.",
         422: "Invalid version or not permitted, invalid input, or a model that makes no images.",
-        429: "The provider throttled the request; see Retry-After.",
+        429: "A limit of the API key (requests per minute, concurrent generations, images per "
+        "day), or the provider throttled the request; see Retry-After.",
         502: "The provider failed, answered malformed data, or an image could not be fetched.",
         503: "imagegen's queue is full (see Retry-After), or it is misconfigured.",
         504: "The generation did not finish within the request deadline.",
@@ -52,7 +55,11 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
     summary="Generate images from a prompt",
 )
 async def generate(
-    body: GenerateRequest, request: Request, services: ServicesDep, base_url: BaseUrlDep
+    body: GenerateRequest,
+    request: Request,
+    services: ServicesDep,
+    base_url: BaseUrlDep,
+    principal: PrincipalDep,
 ) -> GenerateResponse | Response:
     settings = services.settings
     generation_request = body.to_domain(settings)
@@ -65,6 +72,7 @@ async def generate(
         services,
         request,
         generation_request,
+        principal=principal,
         scope="seed",
         body=body.model_dump(exclude_none=True),
         webhook=webhook,

@@ -62,6 +62,7 @@ class WebhookWorker:
         lease_seconds: float = 60.0,
         idle_seconds: float = 5.0,
         draw: Callable[[], float] = random.random,
+        on_attempt: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
@@ -71,6 +72,7 @@ class WebhookWorker:
         self._lease = lease_seconds
         self._idle = idle_seconds
         self._draw = draw
+        self._on_attempt = on_attempt  # "delivered", "failed" (retried later) or "given_up"
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -119,6 +121,7 @@ class WebhookWorker:
                 result.error,
                 f"retrying at {retry_at:%H:%M:%S}" if retry_at else "giving up",
             )
+        self._on_attempt("delivered" if result.delivered else "failed" if retry_at else "given_up")
         await self._outbox.record(
             delivery.id,
             status_code=result.status_code,

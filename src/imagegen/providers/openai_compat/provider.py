@@ -108,19 +108,21 @@ class OpenAICompatProvider:
         timeout = asyncio.timeout_at(context.deadline)
         try:
             async with timeout:
-                return await self._generate(request, context.deadline)
+                return await self._generate(request, context)
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
             message = f"{self.name}: the deadline passed before the upstream answered"
             raise DeadlineExceeded(message) from exc
 
-    async def _generate(self, request: GenerationRequest, deadline: float) -> ProviderResult:
+    async def _generate(
+        self, request: GenerationRequest, context: GenerationContext
+    ) -> ProviderResult:
         rules = rules_for(request.model)
         files = await self._edit_files(request)
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._batch(request, rules, n, deadline, files))
+                group.create_task(self._batch(request, rules, n, context, files))
                 for n in batches(request.num_images, rules.max_n)
             ]
         outcomes = [task.result() for task in tasks]
@@ -153,13 +155,13 @@ class OpenAICompatProvider:
         request: GenerationRequest,
         rules: ModelRules,
         n: int,
-        deadline: float,
+        context: GenerationContext,
         files: _Files | None = None,
     ) -> list[ProviderImage] | UpstreamError | ModelNotFound:
         """One upstream request; its error is returned, so siblings already paid for finish."""
         body = build_body(request, rules, n, self._response_format)
         try:
-            return await self._create(body, output_format_for(request, rules), deadline, files)
+            return await self._create(body, output_format_for(request, rules), context, files)
         except (UpstreamError, ModelNotFound) as exc:
             return exc
 
@@ -167,12 +169,14 @@ class OpenAICompatProvider:
         self,
         body: dict[str, Any],
         sent_format: str | None,
-        deadline: float,
+        context: GenerationContext,
         files: _Files | None = None,
     ) -> list[ProviderImage]:
+        deadline = context.deadline
         attempt = 0
         while True:
             try:
+                await context.acquire_create()  # each POST starts paid work
                 return await self._once(body, sent_format, files)
             except (UpstreamRateLimited, _NotSent) as exc:
                 delay = getattr(exc, "retry_after", None)

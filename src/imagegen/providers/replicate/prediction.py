@@ -43,6 +43,8 @@ class Prediction:
     output: Any = None
     error: Any = None
     logs: str | None = None
+    # Seconds Replicate bills for (``metrics.predict_time``); only on a completed prediction.
+    predict_time: float | None = None
 
     @classmethod
     def parse(cls, data: Any, action: str, scrub: Callable[[str], str] = str) -> Prediction:
@@ -66,6 +68,7 @@ class Prediction:
             data.get("output"),
             scrub(str(error)) if error else None,
             logs if isinstance(logs, str) else None,
+            _predict_time(data.get("metrics")),
         )
 
     @property
@@ -100,6 +103,13 @@ def progress_of(logs: str) -> float | None:
         if match is not None:
             current, total = int(match[2]), int(match[3])
             return min(1.0, current / total) if total > 0 else None
+    return None
+
+
+def _predict_time(metrics: Any) -> float | None:
+    value = metrics.get("predict_time") if isinstance(metrics, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
     return None
 
 

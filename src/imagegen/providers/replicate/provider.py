@@ -120,8 +120,9 @@ class ReplicateProvider:
         plans = plan_predictions(schema.inputs, request, values)
         if schema.community_version is not None:  # owner/name of a community model
             ref = ModelRef(ref.owner, ref.name, schema.community_version)
-        images = await self._run(client, context).create_all(ref, plans)
-        return _result(images, request)
+        run = self._run(client, context)
+        images = await run.create_all(ref, plans)
+        return _result(images, request, run.predict_seconds)
 
     async def resume(
         self,
@@ -133,8 +134,9 @@ class ReplicateProvider:
         client = self._require_client()
         if not predictions:
             raise PredictionFailed("Replicate: no predictions to resume", provider=PROVIDER)
-        images = await self._run(client, context).resume_all(predictions)
-        return _result(images, request)
+        run = self._run(client, context)
+        images = await run.resume_all(predictions)
+        return _result(images, request, run.predict_seconds)
 
     async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
         """Best-effort cancel; ended or unknown predictions are ignored, nothing is raised."""
@@ -217,10 +219,14 @@ def model_not_found(model: str, exc: UpstreamHTTPError) -> ModelNotFound:
     return ModelNotFound(message, model=model)
 
 
-def _result(images: list[ProviderImage], request: GenerationRequest) -> ProviderResult:
+def _result(
+    images: list[ProviderImage], request: GenerationRequest, predict_seconds: float | None
+) -> ProviderResult:
     if not images:
         raise PredictionFailed("Replicate: the model returned no images", provider=PROVIDER)
-    return ProviderResult(images=tuple(images), requested=request.num_images)
+    return ProviderResult(
+        images=tuple(images), requested=request.num_images, predict_seconds=predict_seconds
+    )
 
 
 def from_settings(settings: Settings, http: httpx.AsyncClient) -> ReplicateProvider:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
 
-from imagegen.errors import DeadlineExceeded, UpstreamError
+from imagegen.errors import DeadlineExceeded, ImagegenError, UpstreamError
 from imagegen.models import PredictionRecord, ProviderImage
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
@@ -98,6 +98,15 @@ class PredictionRun:
         self._open: set[str] = set()
         self._progress: list[float] = []
         self._reported = 0.0
+        self._predict_times: list[float | None] = []
+
+    @property
+    def predict_seconds(self) -> float | None:
+        """Seconds billed for the predictions that delivered images; None if any is unknown."""
+        times = self._predict_times
+        if not times or any(seconds is None for seconds in times):
+            return None
+        return sum(seconds for seconds in times if seconds is not None)
 
     async def create_all(
         self, ref: ModelRef, plans: Sequence[PlannedPrediction]
@@ -184,7 +193,26 @@ class PredictionRun:
     async def _finished(self, slot: int, prediction: Prediction) -> list[ProviderImage]:
         self._open.discard(prediction.id)
         await self._report(slot, 1.0)
+        self._predict_times.append(await self._predict_time(prediction))
         return [ProviderImage(url, prediction.id) for url in prediction.image_urls]
+
+    async def _predict_time(self, prediction: Prediction) -> float | None:
+        """The billed seconds. A sync-mode answer comes before Replicate records them: when the
+        caller prices by them, read the prediction again (best effort, within the deadline)."""
+        if prediction.predict_time is not None or not self._context.metered:
+            return prediction.predict_time
+        try:
+            while True:
+                latest = await self._client.get(prediction.id, deadline=self._context.deadline)
+                if latest.status.is_terminal or latest.predict_time is not None:
+                    return latest.predict_time
+                remaining = self._context.deadline - self._clock()
+                if remaining <= 0:
+                    return None
+                await self._sleep(min(self._poll_interval, remaining))
+        except ImagegenError as exc:
+            log.info("replicate: no metrics for %s: %s", prediction.id, exc)
+            return None
 
     async def _report(self, slot: int, fraction: float | None) -> None:
         """Report the mean progress over all predictions when it grows (tqdm bars may restart)."""

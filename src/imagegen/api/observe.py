@@ -1,0 +1,102 @@
+"""A pure-ASGI middleware for what every request leaves behind: its ``Server-Timing`` header
+(imagegen's own time and the upstream's), its Prometheus sample (method, route template,
+status, latency), and one log line (``imagegen.access``) with request id and key name.
+
+It runs inside ``RequestIdMiddleware`` (which sets ``scope["state"]["request_id"]``); the key
+dependency sets ``scope["state"]["key_name"]`` and the log context's ``key_name``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagegen.jobs.observe import RequestTiming, request_timing
+from imagegen.logs import log_context
+from imagegen.metrics import Metrics
+
+log = logging.getLogger("imagegen.access")
+
+
+class ObserveMiddleware:
+    """Metrics go to the app's ``Services.metrics`` (none before the lifespan has built it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        timing = RequestTiming()
+        timing_token = request_timing.set(timing)
+        context_token = log_context.set({"request_id": state.get("request_id"), "key_name": None})
+        status = 500
+
+        async def send_timed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                total = time.perf_counter() - started
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", server_timing(total, timing.upstream)))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_of(scope)
+            metrics = _metrics(scope)
+            if metrics is not None:
+                metrics.request(scope["method"], route, status, seconds)
+            log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status_code": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "key_name": state.get("key_name"),
+                },
+            )
+            request_timing.reset(timing_token)
+            log_context.reset(context_token)
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    metrics = getattr(services, "metrics", None)
+    return metrics if isinstance(metrics, Metrics) else None
+
+
+def server_timing(total: float, upstream: float) -> bytes:
+    """``imagegen`` is imagegen's own time (the whole request less the upstream's)."""
+    own = max(0.0, total - upstream)
+    return f"imagegen;dur={own * 1000:.1f}, upstream;dur={upstream * 1000:.1f}".encode()
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/api/v1/generations/{generation_id}``), never the raw
+    path; ``unmatched`` for a 404 outside every route."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(candidate, "path", "unmatched"))
+    return "unmatched"
