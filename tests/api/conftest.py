@@ -33,13 +33,14 @@ class FakeWorld:
         self.settings = Settings(**values)  # type: ignore[arg-type]
         self.provider = ScriptedProvider()
         self.image_store = LocalImageStore(tmp_path / "images")
+        self.database_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
         self.store: GenerationStore
         self.runner: JobRunner
 
     @asynccontextmanager
     async def services(self, settings: Settings) -> AsyncIterator[Services]:
         async with AsyncExitStack() as stack:
-            self.store = await open_store(f"sqlite+aiosqlite:///{self.tmp_path / 'jobs.db'}")
+            self.store = await open_store(self.database_url)
             stack.push_async_callback(self.store.aclose)
             catalog = Catalog(default=self.provider)
             self.runner = await start_runner(

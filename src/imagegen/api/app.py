@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from imagegen import __version__
 from imagegen.api import errors, openapi
-from imagegen.api.deps import Services
+from imagegen.api.deps import Services, storable_parameters
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
 from imagegen.config import Settings
@@ -39,6 +39,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         description="A self-hostable image-generation API: one stable endpoint for "
         "text-to-image across providers, with images that do not expire.",
         lifespan=lifespan,
+        dependencies=[Depends(storable_parameters)],
     )
     errors.install(app)
     openapi.install(app, settings)

@@ -141,6 +141,8 @@ def validation_message(problems: Sequence[Any]) -> tuple[str, str | None]:
         return "request body is not valid JSON", None
     if kind == "extra_forbidden":
         return f"{field}: unknown field", field
+    if kind == "missing" and field is None:
+        return "request body is empty: send a JSON object", None
     if kind == "missing":
         return f"{field}: field required", field
     if field is None and kind in ("model_attributes_type", "dict_type", "model_type"):

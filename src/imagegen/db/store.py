@@ -27,6 +27,7 @@ import base64
 import binascii
 import builtins
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -377,6 +378,8 @@ class GenerationStore:
 
 
 _CHECK = sa.select(GENERATIONS.c.id).limit(1)
+_CURSOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CURSOR_YEARS = (1970, 9998)  # what both databases hold, with a margin for time zones
 
 
 def _insert_new_prediction(dialect: str) -> sa.Insert:
@@ -397,12 +400,21 @@ def _encode_cursor(last: Generation) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor this store made: anything else (malformed, or a time no database can hold) is
+    an ``InvalidRequest`` naming ``cursor``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, last_id = json.loads(raw)
         created_at = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidRequest("invalid cursor", field="cursor") from exc
-    if created_at.tzinfo is None or not isinstance(last_id, str):
-        raise InvalidRequest("invalid cursor", field="cursor")
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time is in UTC")
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest("cursor: not a cursor this server returned", field="cursor") from exc
+    if (
+        not isinstance(last_id, str)
+        or not _CURSOR_ID.match(last_id)
+        or not _CURSOR_YEARS[0] <= created_at.year <= _CURSOR_YEARS[1]
+    ):
+        raise InvalidRequest("cursor: not a cursor this server returned", field="cursor")
     return created_at, last_id
