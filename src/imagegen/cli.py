@@ -59,20 +59,14 @@ def serve(
 
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
+    from imagegen.serving import raise_descriptor_limit, uvicorn_config
 
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
     configure_logging(settings.log_level)
     application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        ws="none",  # no websocket routes: don't import a websocket implementation at start-up
-        timeout_graceful_shutdown=5,
-    )
+    raise_descriptor_limit(settings.max_connections)
+    uvicorn.Server(uvicorn_config(application, settings)).run()
 
 
 @app.command()

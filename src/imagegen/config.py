@@ -54,6 +54,21 @@ class Settings(BaseSettings):
         "image links are built from it. Default: the request's own base URL.",
     )
     log_level: str = "info"
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Open connections (or requests in progress) served at once; past it "
+        "uvicorn answers new requests 503 at once.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers once its connection is "
+        "open (or its previous response sent); then 408 and the connection is closed.",
+    )
+    keep_alive_timeout: int = Field(
+        default=5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
 
     # --- Models ---
     catalog_path: Path | None = Field(
@@ -102,6 +117,11 @@ class Settings(BaseSettings):
     min_size: int = Field(default=64, ge=1)
     max_size: int = Field(default=4096, ge=1)
     max_prompt_length: int = Field(default=4000, ge=1)
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; a larger one is refused with 413 unread.",
+    )
 
     idempotency_ttl: float = Field(
         default=86400.0, gt=0, description="Seconds an Idempotency-Key is remembered."

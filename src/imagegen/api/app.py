@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from imagegen import __version__
 from imagegen.api import errors, openapi
 from imagegen.api.deps import Services, storable_parameters
+from imagegen.api.limits import BodyLimitMiddleware
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
 from imagegen.config import Settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     )
     errors.install(app)
     openapi.install(app, settings)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
     for router in (*routers, health.router):
