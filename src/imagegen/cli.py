@@ -24,6 +24,7 @@ EXIT_FAILED = 1
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment and .env; a bad setting exits naming it."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from imagegen.config import Settings
 
@@ -31,10 +32,18 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         for problem in exc.errors():
-            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            if not problem["loc"]:  # a rule between settings: the message names them
+                typer.echo(f"imagegen: invalid settings: {problem['msg']}", err=True)
+                continue
+            name = str(problem["loc"][0])
             env = name if name.isupper() else f"IMAGEGEN_{name.upper()}"
-            typer.echo(f"imagegen: invalid setting {env}: {problem['msg']}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+            where = ".".join(str(part) for part in problem["loc"][1:])
+            message = f"{problem['msg']} (item {where})" if where else problem["msg"]
+            typer.echo(f"imagegen: invalid setting {env}: {message}", err=True)
+    except SettingsError as exc:  # a value the settings source could not even parse
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "settings"
+        typer.echo(f"imagegen: invalid setting IMAGEGEN_{field.upper()}: {exc}", err=True)
+    raise typer.Exit(EXIT_USAGE) from None
 
 
 def check_catalog(settings: Settings) -> None:
@@ -47,6 +56,15 @@ def check_catalog(settings: Settings) -> None:
     except ConfigurationError as exc:
         typer.echo(f"imagegen: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def warn_about_settings(settings: Settings) -> None:
+    import logging
+
+    from imagegen.config import setting_warnings
+
+    for line in setting_warnings(settings):
+        logging.getLogger("imagegen.config").warning("%s", line)
 
 
 @app.command()
@@ -64,6 +82,7 @@ def serve(
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
     configure_logging(settings.log_level)
+    warn_about_settings(settings)
     application = create_app(settings)
     raise_descriptor_limit(settings.max_connections)
     uvicorn.Server(uvicorn_config(application, settings)).run()

@@ -11,7 +11,7 @@ from imagegen import __version__
 from imagegen.api import errors, openapi
 from imagegen.api.deps import Services, storable_parameters
 from imagegen.api.limits import BodyLimitMiddleware
-from imagegen.api.middleware import RequestIdMiddleware
+from imagegen.api.middleware import RequestIdMiddleware, RequestLogMiddleware
 from imagegen.api.routes import generations, health, images, models, openai, seed
 from imagegen.config import Settings
 
@@ -44,7 +44,9 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     )
     errors.install(app)
     openapi.install(app, settings)
+    # The last added runs first: an id, then the log line, then the body limit (its 413s logged).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
     for router in (*routers, health.router):

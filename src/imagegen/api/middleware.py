@@ -1,8 +1,11 @@
-"""A pure-ASGI middleware that gives every response an ``x-request-id`` (echoing a client's)."""
+"""Pure-ASGI middlewares: every response gets an ``x-request-id`` (echoing a client's), and
+every request a log line."""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,3 +39,48 @@ def _incoming_id(scope: Scope) -> bytes | None:
         if name == b"x-request-id" and _SAFE_ID.match(value):
             return bytes(value)
     return None
+
+
+access_log = logging.getLogger("imagegen.access")
+
+
+class RequestLogMiddleware:
+    """One ``info`` line per request: method, path, status, duration and request id, and the
+    name of the API key when one is recorded (``scope["state"]["key_name"]``). Never the query
+    string (it may carry a token) nor any header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before it answers
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                _log_request(scope, status, time.perf_counter() - started)
+
+
+def _log_request(scope: Scope, status: int, seconds: float) -> None:
+    state = scope.get("state", {})
+    key_name = state.get("key_name")
+    access_log.info(
+        "%s %s %d %.1fms %s%s",
+        scope["method"],
+        scope["path"],
+        status,
+        seconds * 1000,
+        state.get("request_id", "-"),
+        f" key={key_name}" if key_name else "",
+    )
