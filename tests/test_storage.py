@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegen.errors import ConfigurationError, NotFound
+from imagegen.errors import NotFound, StorageUnavailable
 from imagegen.storage import (
     ImageStore,
     LocalImageStore,
@@ -149,5 +149,5 @@ async def test_check_creates_the_directories(store: LocalImageStore) -> None:
 async def test_check_fails_when_the_directory_is_unusable(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the image directory should be")
-    with pytest.raises(ConfigurationError, match="not writable"):
+    with pytest.raises(StorageUnavailable, match="not writable"):
         await LocalImageStore(blocker).check()

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         description="Seconds a database transaction waits for a connection (on SQLite, for "
         "its turn at the writer); past it the request is refused with 503 and Retry-After.",
     )
+    min_free_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=0,
+        description="Free space the data disk must keep: below it /readyz fails and new "
+        "generations are refused with 503 (0: no floor).",
+    )
     return_provider_urls: bool = Field(
         default=False,
         description="Return the provider's own (expiring) URLs instead of storing images.",

@@ -11,7 +11,10 @@
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
     │   └── StoreBusy             the database is at capacity (no free connection, or locked)
+    │       └── DatabaseUnavailable   its storage refuses writes: read-only, full, failing I/O
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
+    ├── LocalFault                imagegen's own disk refuses writes; retry later
+    │   └── StorageUnavailable    the image folder: full, read-only or not permitted
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
         │   └── UpstreamRateLimited   429, with ``retry_after`` seconds when known
@@ -117,6 +120,27 @@ class StoreBusy(QueueFull):
     the transaction did not happen, so the caller may retry it."""
 
     def __init__(self, message: str, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class LocalFault(ImagegenError):
+    """imagegen's own disk cannot take a write (full, read-only, not permitted). Neither the
+    request nor the provider is at fault; ``retry_after`` seconds is a hint."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(LocalFault):
+    """The image folder refuses writes, or has less free space than its floor."""
+
+
+class DatabaseUnavailable(StoreBusy):
+    """The database's storage refuses writes (read-only, full) or fails its I/O. As with
+    ``StoreBusy``, the transaction did not happen and may be retried once the fault passes."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 5.0) -> None:
         super().__init__(message, retry_after=retry_after)
 
 

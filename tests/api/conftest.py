@@ -17,6 +17,7 @@ from imagegen.api.schemas import webhook_renderer
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.db import GenerationStore, open_store
+from imagegen.jobs.protocols import Ingestor
 from imagegen.jobs.runner import JobRunner
 from imagegen.jobs.setup import start_runner
 from imagegen.storage.local import LocalImageStore
@@ -34,6 +35,7 @@ class FakeWorld:
         self.provider = ScriptedProvider()
         self.image_store = LocalImageStore(tmp_path / "images")
         self.database_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+        self.ingestor: Ingestor = FakeIngestor()
         self.store: GenerationStore
         self.runner: JobRunner
 
@@ -48,7 +50,7 @@ class FakeWorld:
                 settings,
                 store=self.store,
                 catalog=catalog,
-                ingestor=FakeIngestor(),
+                ingestor=self.ingestor,
                 render=webhook_renderer("http://testserver"),
             )
             yield Services(

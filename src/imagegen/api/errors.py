@@ -33,7 +33,8 @@ STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.UnsupportedModel, 422),
     (errors.IdempotencyConflict, 422),
     (errors.ConfigurationError, 503),
-    (errors.QueueFull, 503),  # StoreBusy too: the database at capacity
+    (errors.QueueFull, 503),  # StoreBusy, DatabaseUnavailable too: the database
+    (errors.LocalFault, 503),  # imagegen's own disk: never the provider's fault
     (errors.DeadlineExceeded, 504),
     (errors.Canceled, 409),
     (errors.InvalidTransition, 409),  # e.g. a job that ended while it was being changed

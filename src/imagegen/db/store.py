@@ -172,12 +172,17 @@ class GenerationStore:
         await self._engine.dispose()
 
     async def check(self) -> None:
-        """Readiness: one trivial query. Raises whatever the database raises.
+        """Readiness: a read and a write probe. Raises what the database raises
+        (``DatabaseUnavailable`` when it refuses writes).
 
         It reads the ``generations`` table rather than ``SELECT 1``, which SQLite answers
         without opening the file at all: a missing or unreadable schema must fail readiness.
+        The write is an UPDATE that matches no row: it changes nothing, but a read-only
+        database (file, folder, ``query_only``, ``default_transaction_read_only``, a standby)
+        refuses it all the same.
         """
         await self._db.read(lambda connection: connection.execute(_CHECK).all())
+        await self._db.write(lambda connection: connection.execute(_WRITE_PROBE))
 
     async def create(
         self,
@@ -378,6 +383,7 @@ class GenerationStore:
 
 
 _CHECK = sa.select(GENERATIONS.c.id).limit(1)
+_WRITE_PROBE = sa.update(GENERATIONS).where(GENERATIONS.c.id.is_(None)).values(id=GENERATIONS.c.id)
 _CURSOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CURSOR_YEARS = (1970, 9998)  # what both databases hold, with a margin for time zones
 
