@@ -233,3 +233,15 @@ def test_a_download_spooled_to_a_full_disk_is_a_storage_fault_not_a_fetch_error(
     assert not isinstance(caught.value, ImageFetchError)
     spool.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_fault_no_layer_named_is_still_503(tmp_path):
+    world = FakeWorld(tmp_path)
+    app = create_app(world.settings, services=world.services)
+
+    @app.get("/v1/broken-disk")
+    async def broken() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _assert_503(client.get("/v1/broken-disk"), openai=True, mentions="No space left")

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegen import errors
+from imagegen.storage.faults import LOCAL_FAULTS
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OSError) and exc.errno in LOCAL_FAULTS:  # a disk fault no layer named
+        fault = errors.LocalFault(f"imagegen cannot use its disk: {exc.strerror or exc}")
+        return await handle_imagegen_error(request, fault)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "internal error")
 
