@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a request's headers once its connection is "
         "open (or its previous response sent); then 408 and the connection is closed.",
     )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client may pause while sending a request body; then 408.",
+    )
     keep_alive_timeout: int = Field(
         default=5, ge=1, description="Seconds an idle keep-alive connection stays open."
     )

@@ -169,3 +169,17 @@ def test_past_the_connection_cap_requests_are_503_and_service_resumes(tmp_path):
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_a_stalled_body_is_408_and_frees_its_connection(tmp_path):
+    with served(tmp_path, body_timeout=1.0) as (base_url, world):
+        with _connect(base_url) as sock:
+            sock.sendall(
+                b"POST /api/v1/images/generate HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+            )
+            status, headers, body = _read_response(sock)  # then nothing more is sent
+        assert status == 408, body
+        assert headers["connection"] == "close"
+        assert "request body" in json.loads(body)["error"]
+        assert world.provider.calls == []

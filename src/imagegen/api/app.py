@@ -45,7 +45,9 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     errors.install(app)
     openapi.install(app, settings)
     # The last added runs first: an id, then the log line, then the body limit (its 413s logged).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, pause=settings.body_timeout
+    )
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     routers = (seed.router, openai.router, models.router, generations.router, images.router)
