@@ -5,20 +5,27 @@ or one that sends its headers a byte at a time, all the time it wants: a few tho
 connections would hold every file descriptor. :class:`HeaderTimeoutProtocol` closes a
 connection whose request headers are not complete ``IMAGEGEN_HEADER_TIMEOUT`` seconds after it
 opened (or after its previous response), with ``408``. Past ``IMAGEGEN_MAX_CONNECTIONS`` open
-connections (or requests in progress), uvicorn answers new requests ``503`` at once
-(``limit_concurrency``).
+connections (or requests in progress) it answers a new request ``503`` with ``Retry-After`` at
+once, in the endpoint's own error shape, and closes that connection (where uvicorn's
+``limit_concurrency`` would answer plain text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from typing import Any
 
 import uvicorn
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from imagegen.api.errors import error_response
 from imagegen.config import Settings
+
+log = logging.getLogger(__name__)
 
 _TIMED_OUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -28,10 +35,20 @@ _TIMED_OUT = (
 _SPARE_DESCRIPTORS = 256  # database, provider connections, files, logs
 
 
+async def over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer past ``IMAGEGEN_MAX_CONNECTIONS``: 503, Retry-After, connection closed."""
+    message = "imagegen is serving as many connections as it may; try again shortly"
+    response = error_response(Request(scope), 503, message, headers={"Retry-After": "1"})
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
+
+
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on receiving each request's headers."""
+    """uvicorn's httptools protocol with a deadline on receiving each request's headers, and a
+    cap on connections answered in the API's own error shape."""
 
     header_timeout: float = 10.0
+    max_connections: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,7 +65,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
-        super().on_headers_complete()
+        cap = self.max_connections
+        if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+            super().on_headers_complete()
+            return
+        log.warning("%d connections open: a request was answered 503", len(self.connections))
+        app, self.app = self.app, over_capacity  # the request cycle takes the app from here
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -69,9 +95,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def protocol_class(header_timeout: float) -> type[HeaderTimeoutProtocol]:
-    """The protocol with this deadline (uvicorn builds protocols from a class)."""
-    attributes = {"header_timeout": header_timeout}
+def protocol_class(header_timeout: float, max_connections: int) -> type[HeaderTimeoutProtocol]:
+    """The protocol with these limits (uvicorn builds protocols from a class)."""
+    attributes = {"header_timeout": header_timeout, "max_connections": max_connections}
     return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), attributes)
 
 
@@ -83,9 +109,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "log_level": settings.log_level,
         "access_log": False,  # imagegen logs each request itself (api/logging.py)
         "ws": "none",  # no websocket routes: don't import a websocket implementation
-        "http": protocol_class(settings.header_timeout),
+        "http": protocol_class(settings.header_timeout, settings.max_connections),
         "timeout_keep_alive": settings.keep_alive_timeout,
-        "limit_concurrency": settings.max_connections,
         "timeout_graceful_shutdown": 5,
         **overrides,
     }

@@ -159,6 +159,11 @@ def test_past_the_connection_cap_requests_are_503_and_service_resumes(tmp_path):
             time.sleep(0.2)  # let the server accept them all
             refused = httpx.get(f"{base_url}/healthz", timeout=10)
             assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert "connections" in refused.json()["error"]
+            openai = httpx.get(f"{base_url}/v1/models", timeout=10)
+            assert openai.status_code == 503
+            assert openai.json()["error"]["type"] == "server_error"
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 answer = httpx.get(f"{base_url}/healthz", timeout=10)
