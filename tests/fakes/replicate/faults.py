@@ -3,7 +3,7 @@
 Two kinds, told apart by name:
 
 - *response faults* replace (or delay, or break) the next response on a route class
-  (``create | get | cancel | model | version | file | any``);
+  (``create | list | get | cancel | model | version | file | any``);
 - *prediction faults* change how the next created prediction(s) behave (optionally only those of
   ``model``).
 
@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Route = Literal["create", "get", "cancel", "model", "version", "file", "any"]
+Route = Literal["create", "list", "get", "cancel", "model", "version", "file", "any"]
 
 RESPONSE_FAULTS = frozenset(
     {

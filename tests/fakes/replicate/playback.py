@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/predictions/?$"), "create"),
     ("POST", re.compile(r"^/v1/(models|deployments)/[^/]+/[^/]+/predictions/?$"), "create"),
+    ("GET", re.compile(r"^/v1/predictions/?$"), "list"),
     ("GET", re.compile(r"^/v1/predictions/[^/]+/?$"), "get"),
     ("POST", re.compile(r"^/v1/predictions/[^/]+/cancel/?$"), "cancel"),
     ("GET", re.compile(r"^/v1/models/[^/]+/[^/]+/?$"), "model"),
@@ -38,7 +39,8 @@ TRUNCATED_JSON = b'{"id":"qzrtf3bcz5rj00cjb2zvqg1xbm","model":"black-forest-labs
 
 
 def classify(method: str, path: str) -> str:
-    """The route class of a request: create | get | cancel | model | version | file | other."""
+    """The route class of a request: create | list | get | cancel | model | version | file |
+    other."""
     for route_method, pattern, name in _ROUTES:
         if method == route_method and pattern.match(path):
             return name
