@@ -62,8 +62,13 @@ def test_migrations_ship_inside_the_package_with_one_head() -> None:
 
     package_dir = Path(imagegen.db.__file__).parent
     assert Path(scripts.dir).resolve() == (package_dir / "migrations").resolve()
-    assert scripts.get_heads() == ["0003"]
-    assert [script.revision for script in scripts.walk_revisions()] == ["0003", "0002", "0001"]
+    assert scripts.get_heads() == ["0004_money"]
+    assert [script.revision for script in scripts.walk_revisions()] == [
+        "0004_money",
+        "0003",
+        "0002",
+        "0001",
+    ]
 
 
 async def test_open_store_migrates_a_fresh_sqlite_file_in_a_new_directory(tmp_path: Path) -> None:
