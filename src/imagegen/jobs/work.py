@@ -34,7 +34,6 @@ from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
-    PredictionRecord,
     ProviderImage,
     ProviderResult,
     StoredImage,
@@ -51,15 +50,15 @@ STORE_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One run of a job: ``started`` jobs are already ``running``; ``resume`` polls the stored
-    predictions and creates nothing. ``deadline`` is on the event loop's clock."""
+    """One run of a job: ``started`` jobs are already ``running`` (a recovered job): they resume
+    their stored predictions and the creates that were in flight, if they have any.
+    ``deadline`` is on the event loop's clock."""
 
     generation: Generation
     route: Route
     deadline: float
     ticket: QueueTicket
     started: bool = False
-    resume: bool = False
 
 
 class JobWork:
@@ -136,17 +135,21 @@ class JobWork:
                 await self._transitions.running(generation.id)
             context = GenerationContext(
                 deadline=plan.deadline,
-                on_prediction=partial(self._on_prediction, generation.id),
+                on_prediction=partial(self._store.add_prediction, generation.id),
                 on_progress=partial(self._on_progress, generation.id),
                 acquire_create=partial(limiter.acquire_create, plan.deadline),
+                on_create=partial(self._store.begin_create, generation.id),
+                adopt=partial(self._store.adopt_prediction, generation.id),
+                handing_back=self._closing,
             )
             request = replace(generation.request, model=plan.route.upstream_model)
-            if plan.resume:
-                return await plan.route.provider.resume(request, generation.predictions, context)
-            return await plan.route.provider.generate(request, context)
-
-    async def _on_prediction(self, generation_id: str, record: PredictionRecord) -> None:
-        await self._store.add_prediction(generation_id, record)
+            provider = plan.route.provider
+            if plan.started:  # recovered: resume what it had upstream, if anything
+                predictions = generation.predictions
+                pending = await self._store.pending_creates(generation.id)
+                if predictions or pending:
+                    return await provider.resume(request, predictions, context, pending)
+            return await provider.generate(request, context)
 
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction

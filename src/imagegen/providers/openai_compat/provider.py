@@ -15,7 +15,13 @@ from imagegen.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.models import (
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+)
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.openai_compat.rules import ModelRules, batches, rules_for
 from imagegen.providers.openai_compat.wire import (
@@ -159,6 +165,7 @@ class OpenAICompatProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
         """Always raises ``PredictionFailed``: a synchronous upstream has nothing to resume."""
         message = f"{self.name}: an interrupted generation cannot be resumed (synchronous upstream)"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from imagegen.errors import PredictionFailed
@@ -38,6 +39,11 @@ class Prediction:
     output: Any = None
     error: Any = None
     logs: str | None = None
+    # What it was created with (read when looking for an orphan among listed predictions).
+    model: str | None = field(default=None, compare=False)
+    version: str | None = field(default=None, compare=False)
+    input: Any = field(default=None, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, data: Any, action: str) -> Prediction:
@@ -51,13 +57,17 @@ class Prediction:
             parsed = PredictionStatus(str(status))
         except ValueError:
             raise malformed_reply(action, f"unknown prediction status {status!r}") from None
-        logs = data.get("logs")
+        logs, model, version = data.get("logs"), data.get("model"), data.get("version")
         return cls(
             pid,
             parsed,
             data.get("output"),
             data.get("error"),
             logs if isinstance(logs, str) else None,
+            model if isinstance(model, str) else None,
+            version if isinstance(version, str) else None,
+            data.get("input"),
+            _instant(data.get("created_at")),
         )
 
     @property
@@ -86,6 +96,17 @@ class Prediction:
                 f"Replicate: prediction {self.id} was aborted before it started", self.id
             )
         return None
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time with a zone (Replicate's ``...Z``), or None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _strings(value: Any) -> Iterator[str]:

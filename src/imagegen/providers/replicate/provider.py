@@ -9,7 +9,13 @@ import httpx
 
 from imagegen.config import Settings
 from imagegen.errors import PredictionFailed, UpstreamHTTPError
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.models import (
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+)
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.errors import PROVIDER, no_token_error
@@ -92,12 +98,15 @@ class ReplicateProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
-        """Wait for predictions created before a restart; creates nothing new."""
+        """Wait for predictions created before a restart. A ``pending`` create adopts the
+        prediction it started, found by listing the account's predictions, and is sent again
+        only when there is none."""
         client = self._require_client()
-        if not predictions:
+        if not predictions and not pending:
             raise PredictionFailed("Replicate: no predictions to resume", provider=PROVIDER)
-        images = await self._run(client, context).resume_all(predictions)
+        images = await self._run(client, context).resume_all(predictions, pending)
         return _result(images, request)
 
     async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:

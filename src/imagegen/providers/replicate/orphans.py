@@ -1,0 +1,71 @@
+"""Finding the predictions of creates whose reply never came, so that none is paid for twice.
+
+Replicate has no idempotency key on create. imagegen records each create before sending it
+(``PendingCreate``: the model, the exact inputs, the time); when a restart finds one without a
+prediction, the create may or may not have reached Replicate. ``GET /v1/predictions`` lists the
+account's predictions with their model, version and exact input, newest first; a prediction of
+the same model with the same input, created since the create was sent (less ``CLOCK_SKEW``),
+and recorded by no job, is that create's. It is adopted (``GenerationContext.adopt``: one job
+only) instead of creating again. Predictions with equal inputs are interchangeable, so when
+several creates share inputs, each takes the oldest one left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import timedelta
+
+from imagegen.models import PendingCreate, PredictionRecord
+from imagegen.providers.replicate.client import ReplicateClient
+from imagegen.providers.replicate.prediction import Prediction
+from imagegen.providers.replicate.refs import ModelRef
+
+# How far Replicate's clock may lag imagegen's when the window of a search is chosen.
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+async def find_orphans(
+    client: ReplicateClient,
+    pending: Sequence[PendingCreate],
+    *,
+    taken: Collection[str],
+    adopt: Callable[[PredictionRecord], Awaitable[bool]],
+    deadline: float,
+) -> list[Prediction | None]:
+    """For each pending create, the upstream prediction it started (now adopted), or None when
+    there is none to adopt. ``taken``: ids this job follows already. Raises ``UpstreamError``
+    when the list cannot be read: then nobody can say whether creating again pays twice."""
+    sent = [p.sent_at for p in pending if p.sent_at is not None]
+    if not pending:
+        return []
+    if not sent:
+        return [None] * len(pending)
+    listed = await client.list_predictions(created_after=min(sent) - CLOCK_SKEW, deadline=deadline)
+    candidates = sorted(
+        (p for p in listed if p.created_at is not None),
+        key=lambda p: (p.created_at, p.id),
+    )
+    used = set(taken)
+    found: list[Prediction | None] = []
+    for create in pending:
+        match = None
+        for candidate in candidates:
+            if candidate.id in used or not same_create(candidate, create):
+                continue
+            used.add(candidate.id)
+            record = PredictionRecord(candidate.id, dict(create.inputs), create.images_requested)
+            if await adopt(record):
+                match = candidate
+                break
+        found.append(match)
+    return found
+
+
+def same_create(listed: Prediction, create: PendingCreate) -> bool:
+    """Whether ``listed`` is a prediction of ``create``'s model (and version) and exact input."""
+    ref = ModelRef.parse(create.model)
+    if listed.model != f"{ref.owner}/{ref.name}":
+        return False
+    if ref.version is not None and listed.version != ref.version:
+        return False
+    return isinstance(listed.input, dict) and listed.input == dict(create.inputs)
