@@ -18,7 +18,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import burst, clients, image_path, inflight, overhead, profile, startup, throughput
+from bench import (
+    burst,
+    clients,
+    image_path,
+    inflight,
+    overhead,
+    profile,
+    startup,
+    sync_wait,
+    throughput,
+)
 from bench.common import Options
 from bench.machine import describe
 from bench.procs import raise_fd_limit, reap
@@ -27,7 +37,17 @@ from bench.report import Result, details, summary
 Benchmark = Callable[[Options], Awaitable[Result]]
 BENCHMARKS: dict[str, Benchmark] = {
     module.NAME: module.run
-    for module in (overhead, throughput, inflight, burst, image_path, startup, clients, profile)
+    for module in (
+        overhead,
+        throughput,
+        inflight,
+        burst,
+        image_path,
+        startup,
+        clients,
+        profile,
+        sync_wait,
+    )
 }
 ROOT = Path(__file__).resolve().parents[1]
 

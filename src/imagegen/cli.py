@@ -59,20 +59,27 @@ def serve(
 
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
+    from imagegen.serving import ServeRefused, hold_data_dir, listen
 
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
     configure_logging(settings.log_level)
-    application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        ws="none",  # no websocket routes: don't import a websocket implementation at start-up
-        timeout_graceful_shutdown=5,
-    )
+    # The data directory and the socket first: a second serve on either stops here, before
+    # it could take up (or, leaving, cancel) the jobs of the one already running.
+    try:
+        with hold_data_dir(settings.data_dir):
+            sock = listen(settings.host, settings.port)
+            config = uvicorn.Config(
+                create_app(settings),
+                log_level=settings.log_level,
+                access_log=False,
+                ws="none",  # no websocket routes: don't import a websocket implementation
+                timeout_graceful_shutdown=5,
+            )
+            uvicorn.Server(config).run(sockets=[sock])
+    except ServeRefused as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command()

@@ -8,6 +8,11 @@ recorded. A task cancelled because the process is shutting down writes nothing, 
 resumes the job. A final write the database refuses for capacity (``StoreBusy``) is tried again
 after ``STORE_RETRY_DELAYS``; if it still fails the job is left as it is, and once its lease
 runs out recovery adopts it and settles it (``recovery.py``).
+
+The deadline bounds the provider's work, not the storing of what it made: the predictions are
+paid for by then, and an output that cannot be stored for a local fault is stored again until
+storage is back (``outputs.py``). A task cancelled for shutdown leaves its predictions running
+upstream (``GenerationContext.handing_back``), for the next process to resume.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from imagegen.catalog import Route
 from imagegen.errors import (
     Canceled,
     DeadlineExceeded,
-    ImageFetchError,
     ImagegenError,
     InvalidTransition,
     StoreBusy,
@@ -31,10 +35,10 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits, QueueTicket
 from imagegen.jobs.outcome import result_of
+from imagegen.jobs.outputs import OutputStore
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
-    ProviderImage,
     ProviderResult,
     StoredImage,
 )
@@ -77,7 +81,8 @@ class JobWork:
         self._transitions = transitions
         self._events = events
         self._limits = limits
-        self._ingestor = ingestor  # None: hand back the provider's own URLs
+        # None: hand back the provider's own URLs.
+        self._outputs = None if ingestor is None else OutputStore(ingestor)
         self._closing = closing
         self._retry_delays = tuple(retry_delays)
         self.progress: dict[str, float] = {}
@@ -88,7 +93,8 @@ class JobWork:
         try:
             async with asyncio.timeout_at(plan.deadline + BACKSTOP_SECONDS):
                 result = await self._provide(plan)
-                return await self._finish(generation_id, result)
+            # Past the deadline too: the predictions are paid for, so their outputs are kept.
+            return await self._finish(generation_id, result)
         except InvalidTransition as lost:
             return result_of(lost.current)
         except _Unsettled as unsettled:  # succeeded, but the database would not record it
@@ -158,8 +164,8 @@ class JobWork:
     async def _finish(self, generation_id: str, result: ProviderResult) -> Generation:
         stored: list[StoredImage] = []
         lost = 0
-        if self._ingestor is not None:
-            stored, errors = await self._ingest_all(result.images)
+        if self._outputs is not None:
+            stored, errors = await self._outputs.store_all(generation_id, result.images)
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
@@ -174,27 +180,6 @@ class JobWork:
             return await self._settle(generation_id, succeeded)
         except StoreBusy as exc:
             raise _Unsettled(exc) from exc
-
-    async def _ingest_all(
-        self, images: Sequence[ProviderImage]
-    ) -> tuple[list[StoredImage], list[ImagegenError]]:
-        assert self._ingestor is not None
-        outcomes = await asyncio.gather(
-            *(self._ingestor.ingest(image.url) for image in images), return_exceptions=True
-        )
-        stored: list[StoredImage] = []
-        errors: list[ImagegenError] = []
-        for image, outcome in zip(images, outcomes, strict=True):
-            if isinstance(outcome, StoredImage):
-                # Per output, not per blob: identical bytes share a key, not a revised prompt.
-                stored.append(replace(outcome, revised_prompt=image.revised_prompt))
-            elif isinstance(outcome, ImagegenError):
-                errors.append(outcome)
-            elif isinstance(outcome, BaseException):
-                errors.append(
-                    ImageFetchError(f"image download failed: {outcome}", provider="imagegen")
-                )
-        return stored, errors
 
     async def _end(
         self, generation_id: str, exc: Exception, *, cause: BaseException | None = None
