@@ -87,7 +87,7 @@ def upstream_create(double: ReplicateDouble, inputs: dict[str, Any]) -> str:
     return str(response.json()["id"])
 
 
-def pending(seconds_ago: float = 1.0) -> PendingCreate:
+def pending(seconds_ago: float = 5.0) -> PendingCreate:
     return PendingCreate(
         FLUX_SCHNELL_REF, INPUTS, 1, datetime.now(UTC) - timedelta(seconds=seconds_ago)
     )
@@ -168,3 +168,15 @@ async def test_a_run_cancelled_while_imagegen_shuts_down_cancels_nothing_upstrea
     stats = double.stats()
     assert stats["cancels"] == 0
     assert [p["status"] for p in stats["predictions"]] in (["starting"], ["processing"])
+
+
+async def test_the_search_waits_for_a_create_sent_moments_ago_to_land(double, provider) -> None:
+    job = Job(double)
+    sent = pending(seconds_ago=0)
+    search = asyncio.ensure_future(provider.resume(REQUEST, [], job.context, [sent]))
+    await asyncio.sleep(1.0)  # the create lands upstream after the restart began to look
+    late = upstream_create(double, INPUTS)
+    result = await search
+    assert job.adopted == [late]
+    assert double.stats()["creates"]["total"] == 1
+    assert [image.prediction_id for image in result.images] == [late]

@@ -7,13 +7,15 @@ account's predictions with their model, version and exact input, newest first; a
 the same model with the same input, created since the create was sent (less ``CLOCK_SKEW``),
 and recorded by no job, is that create's. It is adopted (``GenerationContext.adopt``: one job
 only) instead of creating again. Predictions with equal inputs are interchangeable, so when
-several creates share inputs, each takes the oldest one left.
+several creates share inputs, each takes the oldest one left. A create sent moments ago may
+still be landing upstream, so the search waits until ``SETTLE`` after the latest one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from imagegen.models import PendingCreate, PredictionRecord
 from imagegen.providers.replicate.client import ReplicateClient
@@ -22,6 +24,13 @@ from imagegen.providers.replicate.refs import ModelRef
 
 # How far Replicate's clock may lag imagegen's when the window of a search is chosen.
 CLOCK_SKEW = timedelta(seconds=60)
+# A create sent this recently may still be landing (its connection was cut while Replicate was
+# taking it): the search waits until then, so a prediction made late is not missed.
+SETTLE = timedelta(seconds=3)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 async def find_orphans(
@@ -31,6 +40,8 @@ async def find_orphans(
     taken: Collection[str],
     adopt: Callable[[PredictionRecord], Awaitable[bool]],
     deadline: float,
+    now: Callable[[], datetime] = _utcnow,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[Prediction | None]:
     """For each pending create, the upstream prediction it started (now adopted), or None when
     there is none to adopt. ``taken``: ids this job follows already. Raises ``UpstreamError``
@@ -40,6 +51,9 @@ async def find_orphans(
         return []
     if not sent:
         return [None] * len(pending)
+    wait = (max(sent) + SETTLE - now()).total_seconds()
+    if wait > 0:
+        await sleep(wait)
     listed = await client.list_predictions(created_after=min(sent) - CLOCK_SKEW, deadline=deadline)
     candidates = sorted(
         (p for p in listed if p.created_at is not None),

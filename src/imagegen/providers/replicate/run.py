@@ -127,6 +127,7 @@ class PredictionRun:
                 taken=self._open,
                 adopt=self._context.adopt,
                 deadline=self._context.deadline,
+                sleep=self._sleep,
             )
         jobs = [partial(self._reattach, slot, record) for slot, record in enumerate(records)]
         for create, orphan in zip(pending, orphans, strict=True):
