@@ -176,3 +176,32 @@ def test_sigterm_hands_jobs_back_and_the_restart_finishes_them_paying_once(
     assert [j["status"] for j in jobs] == ["succeeded"] * 2, jobs
     stats = control.stats()
     assert (stats["creates"]["total"], stats["cancels"]) == (2, 0)
+
+
+@pytest.mark.parametrize("wait", ["0", "5"])
+def test_kill_9_at_many_instants_then_restart_pays_for_each_job_once(
+    tmp_path, double, control, wait
+):
+    # Each round submits jobs and kills the server a little later: before, during and after
+    # their creates, while polling, while storing outputs. One restart after the last round.
+    control.configure(duration=1.0)
+    env = {"IMAGEGEN_REPLICATE_WAIT": wait}
+    ids: list[str] = []
+    for delay in (0.0, 0.03, 0.1, 0.3, 0.8):
+        process = server(tmp_path, double, **env).start()
+        try:
+            with httpx.Client(base_url=process.base_url, timeout=10) as api:
+                ids += submit(api, 2)
+                time.sleep(delay)
+        finally:
+            process.kill()
+    with (
+        server(tmp_path, double, **env) as last,
+        httpx.Client(base_url=last.base_url, timeout=10) as api,
+    ):
+        jobs = all_ended(api, ids, timeout=60)
+    assert [j["status"] for j in jobs] == ["succeeded"] * len(ids), jobs
+    stats = control.stats()
+    assert stats["creates"]["total"] == len(ids)
+    recorded = sorted(p["id"] for j in jobs for p in j["predictions"])
+    assert recorded == sorted(p["id"] for p in stats["predictions"])
