@@ -74,3 +74,16 @@ async def test_released_leases_are_free_for_anyone_at_once(store) -> None:
     assert await store.claim(job, owner="c", until=until, include_own=False) is True
     assert await store.claim(other, owner="c", until=until) is False
     assert (await store.get(job)).status is JobStatus.RUNNING
+
+
+async def test_a_sole_claim_is_refused_while_another_job_has_the_same_create_in_flight(
+    store,
+) -> None:
+    mine, theirs = await running(store), await running(store)
+    await store.begin_create(mine, PendingCreate("o/m", INPUTS, 1))
+    await store.begin_create(theirs, PendingCreate("o/m", INPUTS, 1))
+    found = PredictionRecord("found", INPUTS, 1)
+    assert await store.adopt_prediction(mine, found, sole=True) is False  # may be theirs
+    await store.add_prediction(theirs, PredictionRecord("theirs", INPUTS, 1))
+    assert await store.adopt_prediction(mine, found, sole=True) is True
+    assert [p.prediction_id for p in (await store.get(mine)).predictions] == ["found"]

@@ -4,8 +4,9 @@
   which fails every write as a full disk or a read-only mount would, root included): the job
   stays running, keeps its prediction and stores the output again with backoff; once the
   folder is back it succeeds, with one prediction upstream.
-- A cancel sent at once, while the create is on its way: the prediction (if the create reached
-  Replicate at all) is canceled upstream within a second, never left to run and bill.
+- A cancel sent at once, while the create is on its way (or held open by sync mode): the
+  prediction (if the create reached Replicate at all) is canceled upstream within a second,
+  never left to run and bill.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ BODY = {
 ASYNC = {"Prefer": "respond-async"}
 
 
-def serve(tmp, fault_double: DoubleProcess) -> ImagegenProcess:
+def serve(tmp, fault_double: DoubleProcess, **env: str) -> ImagegenProcess:
     return ImagegenProcess(
         tmp,
         {
@@ -41,6 +42,7 @@ def serve(tmp, fault_double: DoubleProcess) -> ImagegenProcess:
             "REPLICATE_BASE_URL": fault_double.base_url,
             "IMAGEGEN_POLL_INTERVAL": "0.05",
             "IMAGEGEN_REQUEST_TIMEOUT": "10",
+            **env,
         },
     )
 
@@ -86,12 +88,13 @@ def test_an_output_that_cannot_be_stored_is_stored_again_once_the_folder_is_back
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1])
+@pytest.mark.parametrize("wait", ["0", "5"])  # the default, and sync mode holding the create
 def test_a_cancel_at_any_early_moment_stops_billing_within_a_second(
-    tmp_path, fault_double, upstream: DoubleControl, delay: float
+    tmp_path, fault_double, upstream: DoubleControl, delay: float, wait: str
 ):
     with (
-        serve(tmp_path, fault_double) as server,
+        serve(tmp_path, fault_double, IMAGEGEN_REPLICATE_WAIT=wait) as server,
         httpx.Client(base_url=server.base_url, timeout=10) as api,
     ):
         api.post("/api/v1/images/generate", json={**BODY, "prompt": "warm the schema cache"})

@@ -8,6 +8,7 @@ does (newest first, 100 a page, ``created_after``)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,8 @@ class Job:
         self.announced: list[tuple[PendingCreate, int]] = []  # with upstream creates by then
         self.recorded: list[str] = []
         self.adopted: list[str] = []
+        self.claimable = True  # False: another job has a create with the same inputs in flight
+        self.claimed: list[str] = []
         self.closing = False
 
     @property
@@ -59,6 +62,7 @@ class Job:
             on_prediction=self._recorded,
             on_create=self._announced,
             adopt=self._adopt,
+            claim=self._claim,
             handing_back=lambda: self.closing,
         )
 
@@ -67,6 +71,12 @@ class Job:
 
     async def _recorded(self, record: PredictionRecord) -> None:
         self.recorded.append(record.prediction_id)
+
+    async def _claim(self, record: PredictionRecord) -> bool:
+        if not self.claimable or record.prediction_id in self.taken:
+            return False
+        self.claimed.append(record.prediction_id)
+        return True
 
     async def _adopt(self, record: PredictionRecord) -> bool:
         if record.prediction_id in self.taken:
@@ -180,3 +190,49 @@ async def test_the_search_waits_for_a_create_sent_moments_ago_to_land(double, pr
     assert job.adopted == [late]
     assert double.stats()["creates"]["total"] == 1
     assert [image.prediction_id for image in result.images] == [late]
+
+
+async def sync_provider(double: ReplicateDouble, http: httpx.AsyncClient) -> ReplicateProvider:
+    return ReplicateProvider(
+        http, api_token=TOKEN, base_url=double.base_url, wait_seconds=5, poll_interval=0.05
+    )
+
+
+async def cancel_mid_create(double: ReplicateDouble, job: Job) -> float:
+    """Start a generation in sync mode, cancel it while its create is held open upstream; the
+    moment of the cancel (``time.time``)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        provider = await sync_provider(double, http)
+        task = asyncio.ensure_future(provider.generate(REQUEST, job.context))
+        while double.stats()["creates"]["total"] == 0:
+            await asyncio.sleep(0.01)
+        asked = time.time()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(1.5)
+    return asked
+
+
+async def test_a_cancel_mid_create_finds_the_prediction_in_the_list_and_stops_it_at_once(
+    double,
+) -> None:
+    double.configure(duration=3.0)  # held open by sync mode (wait=5) until it is done
+    job = Job(double)
+    asked = await cancel_mid_create(double, job)
+    [prediction] = double.stats()["predictions"]
+    assert prediction["status"] == "canceled"
+    assert prediction["completed"] - asked <= 1.0
+    assert job.claimed == [prediction["id"]]
+
+
+async def test_a_cancel_mid_create_never_stops_a_prediction_that_may_be_another_jobs(
+    double,
+) -> None:
+    double.configure(duration=1.0)
+    job = Job(double)
+    job.claimable = False  # another job's create with these inputs is in flight
+    await cancel_mid_create(double, job)
+    [prediction] = double.stats()["predictions"]
+    assert prediction["status"] == "succeeded"  # left alone; its own create answered first
+    assert job.claimed == []

@@ -41,6 +41,10 @@ _CLEAR_ONE = sa.delete(PENDING_CREATES).where(
     .limit(1)
     .scalar_subquery()
 )
+_OTHERS_IN_FLIGHT = sa.select(PENDING_CREATES.c.id).where(
+    PENDING_CREATES.c.generation_id != sa.bindparam("generation_id"),
+    PENDING_CREATES.c.inputs_digest == sa.bindparam("digest"),
+)
 _RECORDED = sa.select(PREDICTIONS.c.id).where(
     PREDICTIONS.c.prediction_id == sa.bindparam("prediction_id")
 )
@@ -80,13 +84,21 @@ class SqlCreates:
         """Record ``record`` and clear the pending create it answers, in one transaction."""
         await self._db.write(partial(self._record, generation_id, record))
 
-    async def adopt_prediction(self, generation_id: str, record: PredictionRecord) -> bool:
-        """Record an orphan found upstream as this job's, unless a job records it already."""
+    async def adopt_prediction(
+        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+    ) -> bool:
+        """Record an orphan found upstream as this job's, unless a job records it already;
+        ``sole``: also unless another job has a create with the same inputs in flight (then
+        the orphan may be that one's)."""
 
         def adopt(connection: sa.Connection) -> bool:
             parameters = {"prediction_id": record.prediction_id}
             if connection.execute(_RECORDED, parameters).first() is not None:
                 return False
+            if sole:
+                others = {"generation_id": generation_id, "digest": inputs_digest(record.inputs)}
+                if connection.execute(_OTHERS_IN_FLIGHT, others).first() is not None:
+                    return False
             self._record(generation_id, record, connection)
             return True
 

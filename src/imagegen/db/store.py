@@ -325,9 +325,11 @@ class GenerationStore:
         """The job's creates whose reply was never recorded (``SqlCreates.pending_creates``)."""
         return await self._creates.pending_creates(generation_id)
 
-    async def adopt_prediction(self, generation_id: str, record: PredictionRecord) -> bool:
+    async def adopt_prediction(
+        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+    ) -> bool:
         """Record an orphan found upstream unless a job has it (``SqlCreates``)."""
-        return await self._creates.adopt_prediction(generation_id, record)
+        return await self._creates.adopt_prediction(generation_id, record, sole=sole)
 
     async def set_prediction_status(
         self, generation_id: str, prediction_id: str, status: str

@@ -100,8 +100,11 @@ class GenerationStore(Protocol):
         """The job's creates whose prediction was never recorded (a crash came first)."""
         ...
 
-    async def adopt_prediction(self, generation_id: str, record: PredictionRecord) -> bool:
-        """Record a prediction found upstream as the job's; False if a job records it already."""
+    async def adopt_prediction(
+        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+    ) -> bool:
+        """Record a prediction found upstream as the job's; False if a job records it already
+        (``sole``: or another job has a create with the same inputs in flight)."""
         ...
 
     async def mark_succeeded(

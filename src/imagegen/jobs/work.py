@@ -146,6 +146,7 @@ class JobWork:
                 acquire_create=partial(limiter.acquire_create, plan.deadline),
                 on_create=partial(self._store.begin_create, generation.id),
                 adopt=partial(self._store.adopt_prediction, generation.id),
+                claim=partial(self._store.adopt_prediction, generation.id, sole=True),
                 handing_back=self._closing,
             )
             request = replace(generation.request, model=plan.route.upstream_model)

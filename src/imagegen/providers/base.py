@@ -29,6 +29,10 @@ async def _adopt_any(record: PredictionRecord) -> bool:
     return True
 
 
+async def _claim_none(record: PredictionRecord) -> bool:
+    return False
+
+
 def _never() -> bool:
     return False
 
@@ -49,6 +53,9 @@ class GenerationContext:
     reply never comes (a crash, a dropped connection), recovery knows to look upstream for the
     prediction it may have started. ``adopt`` records a prediction found upstream (an orphan of
     such a create) as the job's; it answers False when another job records it already.
+    ``claim`` records a prediction found upstream for a create the provider stopped waiting for
+    (a cancel came mid-create), only when it can be no other job's: False when a job records it
+    or another job has a create with the same inputs in flight.
     ``handing_back`` is true while imagegen shuts down gracefully: a provider cancelled then
     leaves its predictions running upstream, for the next process to resume.
     """
@@ -59,6 +66,7 @@ class GenerationContext:
     acquire_create: Callable[[], Awaitable[None]] = field(default=_no_limit)
     on_create: Callable[[PendingCreate], Awaitable[None]] = field(default=_ignore_create)
     adopt: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_adopt_any)
+    claim: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_claim_none)
     handing_back: Callable[[], bool] = field(default=_never)
 
 

@@ -9,14 +9,21 @@ and recorded by no job, is that create's. It is adopted (``GenerationContext.ado
 only) instead of creating again. Predictions with equal inputs are interchangeable, so when
 several creates share inputs, each takes the oldest one left. A create sent moments ago may
 still be landing upstream, so the search waits until ``SETTLE`` after the latest one.
+
+The same list serves a cancel that comes while a create is in flight (``hunt``): a sync-mode
+create answers only when the model is done, too late to stop the billing, so once the create
+has taken ``HUNT_AFTER`` the run looks for its prediction every ``HUNT_EVERY`` and cancels it
+the moment it is there and can be no other job's (``GenerationContext.claim``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
+from imagegen.errors import UpstreamError
 from imagegen.models import PendingCreate, PredictionRecord
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.prediction import Prediction
@@ -27,6 +34,10 @@ CLOCK_SKEW = timedelta(seconds=60)
 # A create sent this recently may still be landing (its connection was cut while Replicate was
 # taking it): the search waits until then, so a prediction made late is not missed.
 SETTLE = timedelta(seconds=3)
+HUNT_AFTER = 0.5  # seconds a create may take to answer before a cancel looks for it
+HUNT_EVERY = 0.25  # seconds between looks
+
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -55,10 +66,7 @@ async def find_orphans(
     if wait > 0:
         await sleep(wait)
     listed = await client.list_predictions(created_after=min(sent) - CLOCK_SKEW, deadline=deadline)
-    candidates = sorted(
-        (p for p in listed if p.created_at is not None),
-        key=lambda p: (p.created_at, p.id),
-    )
+    candidates = _oldest_first(listed)
     used = set(taken)
     found: list[Prediction | None] = []
     for create in pending:
@@ -73,6 +81,45 @@ async def find_orphans(
                 break
         found.append(match)
     return found
+
+
+async def hunt(
+    client: ReplicateClient,
+    create: asyncio.Future[Prediction],
+    pending: PendingCreate,
+    *,
+    claim: Callable[[PredictionRecord], Awaitable[bool]],
+    cancel: Callable[[str], Awaitable[None]],
+    until: float,
+    clock: Callable[[], float],
+) -> None:
+    """Cancel the prediction of ``create`` (whose run was cancelled) as soon as the list shows
+    it, without waiting for the create to answer; stops once the create answers (its reply
+    names the prediction) or at ``until`` (on ``clock``). ``pending.sent_at`` is required."""
+    assert pending.sent_at is not None
+    await asyncio.wait({create}, timeout=HUNT_AFTER)
+    while not create.done() and clock() < until:
+        try:
+            listed = await client.list_predictions(
+                created_after=pending.sent_at - CLOCK_SKEW, deadline=until
+            )
+        except UpstreamError as exc:
+            log.info("replicate: looking for a canceled create's prediction: %s", exc)
+            listed = []
+        for candidate in _oldest_first(listed):
+            if candidate.status.is_terminal or not same_create(candidate, pending):
+                continue
+            record = PredictionRecord(candidate.id, dict(pending.inputs), pending.images_requested)
+            if await claim(record):
+                await cancel(candidate.id)
+                return
+        await asyncio.wait({create}, timeout=HUNT_EVERY)
+
+
+def _oldest_first(listed: Sequence[Prediction]) -> list[Prediction]:
+    return sorted(
+        (p for p in listed if p.created_at is not None), key=lambda p: (p.created_at, p.id)
+    )
 
 
 def same_create(listed: Prediction, create: PendingCreate) -> bool:

@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -32,7 +34,7 @@ from imagegen.models import PendingCreate, PredictionRecord, ProviderImage
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.mapping import PlannedPrediction
-from imagegen.providers.replicate.orphans import find_orphans
+from imagegen.providers.replicate.orphans import find_orphans, hunt
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Sleep
@@ -173,9 +175,10 @@ class PredictionRun:
         """Create one prediction; ``announce``: record it as pending first (not when it is
         pending already, a create from before a restart that never reached Replicate)."""
         await self._context.acquire_create()  # imagegen's create rate limit: one token each
+        pending = PendingCreate(str(ref), dict(plan.inputs), plan.images)
         if announce:  # before it is sent: a crash from here on leaves a trail to search
-            pending = PendingCreate(str(ref), dict(plan.inputs), plan.images)
             await self._context.on_create(pending)
+        pending = replace(pending, sent_at=datetime.now(UTC))
         create = asyncio.ensure_future(
             self._client.create(
                 ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
@@ -185,7 +188,7 @@ class PredictionRun:
             prediction = await asyncio.shield(create)
         except asyncio.CancelledError:
             if not self._context.handing_back():
-                self._cancel_when_created(create)
+                self._cancel_when_created(create, pending)
             raise
         self._open.add(prediction.id)
         record = PredictionRecord(prediction.id, dict(plan.inputs), plan.images)
@@ -229,8 +232,25 @@ class PredictionRun:
             self._reported = overall
             await self._context.on_progress(overall)
 
-    def _cancel_when_created(self, create: asyncio.Future[Prediction]) -> None:
-        """The run was cancelled mid-create: once the reply names the prediction, cancel it."""
+    def _cancel_when_created(
+        self, create: asyncio.Future[Prediction], pending: PendingCreate
+    ) -> None:
+        """The run was cancelled mid-create: cancel its prediction once the reply names it, or
+        sooner, once the list shows it (``orphans.hunt``: a sync-mode create is slow to answer).
+        """
+        looking = asyncio.ensure_future(
+            hunt(
+                self._client,
+                create,
+                pending,
+                claim=self._context.claim,
+                cancel=lambda prediction_id: self._spawn_cancel([prediction_id]),
+                until=self._context.deadline,
+                clock=self._clock,
+            )
+        )
+        _background.add(looking)
+        looking.add_done_callback(_background.discard)
 
         def created(future: asyncio.Future[Prediction]) -> None:
             if future.cancelled() or future.exception() is not None:
