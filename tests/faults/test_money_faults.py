@@ -4,6 +4,9 @@
   which fails every write as a full disk or a read-only mount would, root included): the job
   stays running, keeps its prediction and stores the output again with backoff; once the
   folder is back it succeeds, with one prediction upstream.
+- A create whose reply is lost after Replicate made the prediction (the connection reset): the
+  job adopts that prediction, found in the account's list, and succeeds; nothing is created
+  twice and nothing paid for is dropped.
 - A cancel sent at once, while the create is on its way (or held open by sync mode): the
   prediction (if the create reached Replicate at all) is canceled upstream within a second,
   never left to run and bill.
@@ -109,3 +112,22 @@ def test_a_cancel_at_any_early_moment_stops_billing_within_a_second(
     for prediction in predictions:  # none, if the cancel came before the create was sent
         assert prediction["status"] == "canceled", prediction
         assert prediction["completed"] - asked <= 1.0
+
+
+def test_a_create_whose_reply_is_lost_adopts_its_prediction_and_succeeds(
+    tmp_path, fault_double, upstream: DoubleControl
+):
+    with (
+        serve(tmp_path, fault_double) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as api,
+    ):
+        upstream.script("lose_reply", route="create")
+        answer = api.post("/api/v1/images/generate", json=BODY)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        record = api.get(f"/api/v1/generations/{body['id']}").json()
+    stats = upstream.stats()
+    assert stats["faults_fired"] == ["lose_reply"]
+    assert stats["creates"]["total"] == 1
+    assert [p["id"] for p in record["predictions"]] == [p["id"] for p in stats["predictions"]]
+    assert len(body["image_urls"]) == 1

@@ -18,6 +18,7 @@ import pytest
 from tests.fakes.replicate_double import DoubleConfig, ReplicateDouble
 from tests.fakes.replicate_models import FLUX_SCHNELL_REF
 
+from imagegen.errors import UpstreamUnavailable
 from imagegen.models import GenerationRequest, PendingCreate, PredictionRecord
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate import ReplicateProvider
@@ -236,3 +237,26 @@ async def test_a_cancel_mid_create_never_stops_a_prediction_that_may_be_another_
     [prediction] = double.stats()["predictions"]
     assert prediction["status"] == "succeeded"  # left alone; its own create answered first
     assert job.claimed == []
+
+
+async def test_a_create_whose_reply_is_lost_adopts_the_prediction_it_started(
+    double, provider
+) -> None:
+    double.script("lose_reply", route="create")  # made upstream, then the connection reset
+    job = Job(double)
+    result = await provider.generate(REQUEST, job.context)
+    [prediction] = double.stats()["predictions"]
+    assert job.claimed == [prediction["id"]]
+    assert [image.prediction_id for image in result.images] == [prediction["id"]]
+    assert double.stats()["creates"]["total"] == 1
+
+
+async def test_a_lost_reply_that_may_be_another_jobs_prediction_stays_an_error(
+    double, provider
+) -> None:
+    double.script("lose_reply", route="create")
+    job = Job(double)
+    job.claimable = False
+    with pytest.raises(UpstreamUnavailable, match="connection failed while creating"):
+        await provider.generate(REQUEST, job.context)
+    assert double.stats()["creates"]["total"] == 1

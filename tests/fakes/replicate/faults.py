@@ -27,6 +27,7 @@ RESPONSE_FAULTS = frozenset(
         "hang",  # never answer: hold until the client gives up (or ``seconds``, default 3600)
         "stall_body",  # headers and half the body, stall ``seconds`` (default 2), then the rest
         "reset_connection",  # close the socket; ``when``: mid_body (default) | before_headers
+        "lose_reply",  # handle the request (a create makes its prediction), then reset instead
         "malformed_json",  # 200/201 with a truncated JSON body
         "html_502",  # Cloudflare-style HTML 502
         "empty_500",  # 500 with an empty body

@@ -78,6 +78,9 @@ async def _play(
         await app(scope, receive, _stalling(send, 2.0 if spec.seconds is None else spec.seconds))
     elif name == "reset_connection":
         await _reset(spec, route, receive, send)
+    elif name == "lose_reply":
+        await app(scope, receive, _swallow)  # handled: a create makes its prediction
+        await _abort(receive)
     else:
         await canned_response(spec, route)(scope, receive, send)
 
@@ -115,6 +118,10 @@ def _custom(spec: FaultSpec) -> Response:
         default = problems.PROBLEM_TYPE if status >= 400 else problems.JSON_TYPE
         content, media = problems.dumps(spec.body), spec.content_type or default
     return Response(content, status, spec.headers, media_type=media)
+
+
+async def _swallow(message: Message) -> None:
+    return None
 
 
 def _stalling(send: Send, seconds: float) -> Send:

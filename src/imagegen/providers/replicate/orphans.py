@@ -13,7 +13,10 @@ still be landing upstream, so the search waits until ``SETTLE`` after the latest
 The same list serves a cancel that comes while a create is in flight (``hunt``): a sync-mode
 create answers only when the model is done, too late to stop the billing, so once the create
 has taken ``HUNT_AFTER`` the run looks for its prediction every ``HUNT_EVERY`` and cancels it
-the moment it is there and can be no other job's (``GenerationContext.claim``).
+the moment it is there and can be no other job's (``GenerationContext.claim``). And a create
+that fails in a way that leaves its outcome unknown (a 5xx, a timeout or a connection lost after
+the request was sent) looks once for the prediction it may have started (``find_lost``): if it
+is there it is the job's, and billing for it is not wasted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
-from imagegen.errors import UpstreamError
+from imagegen.errors import UpstreamError, UpstreamHTTPError, UpstreamUnavailable
 from imagegen.models import PendingCreate, PredictionRecord
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.prediction import Prediction
@@ -34,6 +37,7 @@ CLOCK_SKEW = timedelta(seconds=60)
 # A create sent this recently may still be landing (its connection was cut while Replicate was
 # taking it): the search waits until then, so a prediction made late is not missed.
 SETTLE = timedelta(seconds=3)
+LOST_SETTLE = 0.5  # seconds before looking for the prediction of a create whose reply was lost
 HUNT_AFTER = 0.5  # seconds a create may take to answer before a cancel looks for it
 HUNT_EVERY = 0.25  # seconds between looks
 
@@ -114,6 +118,45 @@ async def hunt(
                 await cancel(candidate.id)
                 return
         await asyncio.wait({create}, timeout=HUNT_EVERY)
+
+
+def outcome_unknown(exc: UpstreamError) -> bool:
+    """Whether a failed create may have started a prediction all the same."""
+    if isinstance(exc, UpstreamHTTPError):
+        return exc.status >= 500
+    return isinstance(exc, UpstreamUnavailable)
+
+
+async def find_lost(
+    client: ReplicateClient,
+    pending: PendingCreate,
+    *,
+    claim: Callable[[PredictionRecord], Awaitable[bool]],
+    deadline: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Prediction | None:
+    """The prediction a create whose reply was lost started, claimed for the job (only if it
+    can be no other job's), or None; ``pending.sent_at`` is required. Never raises for the
+    list: the create's own error is the one to report."""
+    assert pending.sent_at is not None
+    await sleep(LOST_SETTLE)
+    try:
+        listed = await client.list_predictions(
+            created_after=pending.sent_at - CLOCK_SKEW, deadline=deadline
+        )
+    except UpstreamError as exc:
+        log.info("replicate: looking for the prediction of a lost create: %s", exc)
+        return None
+    for candidate in _oldest_first(listed):
+        if not same_create(candidate, pending):
+            continue
+        record = PredictionRecord(candidate.id, dict(pending.inputs), pending.images_requested)
+        if await claim(record):
+            log.warning(
+                "replicate: a create's reply was lost; adopted its prediction %s", candidate.id
+            )
+            return candidate
+    return None
 
 
 def _oldest_first(listed: Sequence[Prediction]) -> list[Prediction]:

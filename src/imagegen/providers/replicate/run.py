@@ -34,7 +34,7 @@ from imagegen.models import PendingCreate, PredictionRecord, ProviderImage
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.mapping import PlannedPrediction
-from imagegen.providers.replicate.orphans import find_orphans, hunt
+from imagegen.providers.replicate.orphans import find_lost, find_orphans, hunt, outcome_unknown
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Sleep
@@ -190,6 +190,20 @@ class PredictionRun:
             if not self._context.handing_back():
                 self._cancel_when_created(create, pending)
             raise
+        except UpstreamError as exc:
+            if not outcome_unknown(exc):
+                raise
+            lost = await find_lost(
+                self._client,
+                pending,
+                claim=self._context.claim,
+                deadline=self._context.deadline,
+                sleep=self._sleep,
+            )
+            if lost is None:
+                raise
+            self._open.add(lost.id)  # claimed: recorded as the job's already
+            return await self._poll(slot, lost)
         self._open.add(prediction.id)
         record = PredictionRecord(prediction.id, dict(plan.inputs), plan.images)
         await self._context.on_prediction(record)
