@@ -87,3 +87,11 @@ async def test_a_sole_claim_is_refused_while_another_job_has_the_same_create_in_
     await store.add_prediction(theirs, PredictionRecord("theirs", INPUTS, 1))
     assert await store.adopt_prediction(mine, found, sole=True) is True
     assert [p.prediction_id for p in (await store.get(mine)).predictions] == ["found"]
+
+
+async def test_a_finished_jobs_leftover_create_does_not_block_a_sole_claim(store) -> None:
+    mine, old = await running(store), await running(store)
+    await store.begin_create(old, PendingCreate("o/m", INPUTS, 1))  # its reply never came
+    await store.mark_failed(old, error="boom", error_code="upstream_unavailable")
+    await store.begin_create(mine, PendingCreate("o/m", INPUTS, 1))
+    assert await store.adopt_prediction(mine, PredictionRecord("p", INPUTS, 1), sole=True)

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from imagegen.db.database import Database
 from imagegen.db.rows import prediction_values
-from imagegen.db.tables import PENDING_CREATES, PREDICTIONS
-from imagegen.models import PendingCreate, PredictionRecord
+from imagegen.db.tables import GENERATIONS, PENDING_CREATES, PREDICTIONS
+from imagegen.models import JobStatus, PendingCreate, PredictionRecord
 
 _INSERT = sa.insert(PENDING_CREATES)
 _OF_GENERATION = (
@@ -41,9 +41,16 @@ _CLEAR_ONE = sa.delete(PENDING_CREATES).where(
     .limit(1)
     .scalar_subquery()
 )
-_OTHERS_IN_FLIGHT = sa.select(PENDING_CREATES.c.id).where(
-    PENDING_CREATES.c.generation_id != sa.bindparam("generation_id"),
-    PENDING_CREATES.c.inputs_digest == sa.bindparam("digest"),
+# Another unfinished job's create with the same inputs, whose prediction it has not recorded
+# (a finished job's leftover row is no create in flight).
+_OTHERS_IN_FLIGHT = (
+    sa.select(PENDING_CREATES.c.id)
+    .join(GENERATIONS, GENERATIONS.c.id == PENDING_CREATES.c.generation_id)
+    .where(
+        PENDING_CREATES.c.generation_id != sa.bindparam("generation_id"),
+        PENDING_CREATES.c.inputs_digest == sa.bindparam("digest"),
+        GENERATIONS.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+    )
 )
 _RECORDED = sa.select(PREDICTIONS.c.id).where(
     PREDICTIONS.c.prediction_id == sa.bindparam("prediction_id")
