@@ -27,6 +27,7 @@ from bench import (
     overhead,
     profile,
     startup,
+    sync_wait,
     throughput,
 )
 from bench.common import Options
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         clients,
         profile,
         keys,
+        sync_wait,
     )
 }
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from imagegen.errors import InvalidRequest, ModelNotFound
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderResult
+from imagegen.models import GenerationRequest, PendingCreate, PredictionRecord, ProviderResult
 from imagegen.providers.base import GenerationContext, Provider
 
 # owner/name or owner/name:version, as Replicate names models.
@@ -122,8 +122,9 @@ class LimitedProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
-        return await self.inner.resume(request, predictions, context)
+        return await self.inner.resume(request, predictions, context, pending)
 
     async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
         await self.inner.cancel(predictions)

@@ -108,7 +108,13 @@ def serve(
 
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
-    from imagegen.serving import raise_descriptor_limit, uvicorn_config
+    from imagegen.serving import (
+        ServeRefused,
+        hold_data_dir,
+        listen,
+        raise_descriptor_limit,
+        uvicorn_config,
+    )
 
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
@@ -116,9 +122,17 @@ def serve(
     check_exposure(settings)
     configure_logging(settings.log_level, settings.log_format)
     warn_about_settings(settings)
-    application = create_app(settings)
     raise_descriptor_limit(settings.max_connections)
-    uvicorn.Server(uvicorn_config(application, settings)).run()
+    # The data directory and the socket first: a second serve on either stops here, before
+    # it could take up (or, leaving, cancel) the jobs of the one already running.
+    try:
+        with hold_data_dir(settings.data_dir):
+            sock = listen(settings.host, settings.port)
+            server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+            server.run(sockets=[sock])
+    except ServeRefused as exc:
+        typer.echo(f"imagegen: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 UrlOption = Annotated[

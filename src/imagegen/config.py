@@ -217,11 +217,12 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Deadline for one synchronous generation, end to end."
     )
     replicate_wait: int = Field(
-        default=5,
-        ge=1,
+        default=0,
+        ge=0,
         le=60,
-        description="Seconds of Replicate's sync mode (Prefer: wait=N) before polling. Short, "
-        "because a prediction's id arrives only with the reply: a cancel waits for it.",
+        description="Seconds of Replicate's sync mode (Prefer: wait=N) before polling; 0 (the "
+        "default): no sync mode. A prediction's id arrives only with the create's reply, so "
+        "while a create waits a cancel cannot reach it (BENCHMARKS.md, sync-wait).",
     )
     poll_interval: float = Field(default=0.5, gt=0, description="Seconds between status polls.")
     http_connect_timeout: float = Field(default=5.0, gt=0)

@@ -97,6 +97,22 @@ class PredictionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingCreate:
+    """An upstream create whose reply imagegen has not recorded yet.
+
+    Written *before* the create is sent, so that after a crash recovery knows a prediction may
+    exist upstream that no job records: it looks for one with this ``model`` and exact
+    ``inputs``, created after ``sent_at`` (the store's clock), and adopts it instead of paying
+    for another. Recording the prediction clears it.
+    """
+
+    model: str
+    inputs: Mapping[str, Any]
+    images_requested: int
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
     """A generation job as persisted: the request, its state, upstream work and results."""
 

@@ -64,7 +64,14 @@ def test_migrations_ship_inside_the_package_with_one_head() -> None:
     assert Path(scripts.dir).resolve() == (package_dir / "migrations").resolve()
     assert scripts.get_heads() == ["0006_input_images"]
     revisions = [script.revision for script in scripts.walk_revisions()]
-    assert revisions == ["0006_input_images", "0005_keys_usage", "0003", "0002", "0001"]
+    assert revisions == [
+        "0006_input_images",
+        "0005_keys_usage",
+        "0004_money",
+        "0003",
+        "0002",
+        "0001",
+    ]
 
 
 async def test_open_store_migrates_a_fresh_sqlite_file_in_a_new_directory(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from imagegen.models import (
     Generation,
     GenerationRequest,
     JobStatus,
+    PendingCreate,
     PredictionRecord,
     StoredImage,
 )
@@ -329,9 +330,10 @@ async def test_only_one_replica_claims_a_queued_job(url: str) -> None:
             await store.aclose()
 
 
-async def test_a_generation_costs_six_statements(store: GenerationStore) -> None:
-    # The hot path: create, start, record the prediction, succeed. Each transition is one
-    # UPDATE ... RETURNING (the job is not read back); recording a prediction is one INSERT.
+async def test_a_generation_costs_eight_statements(store: GenerationStore) -> None:
+    # The hot path: create, start, record the create in flight, record the prediction (and
+    # clear the pending create), succeed. Each transition is one UPDATE ... RETURNING (the job
+    # is not read back); recording a prediction is one INSERT and one DELETE.
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
@@ -341,12 +343,17 @@ async def test_a_generation_costs_six_statements(store: GenerationStore) -> None
     sa.event.listen(sa.Engine, "before_cursor_execute", seen)
     try:
         generation = await _running(store)
+        await store.begin_create(generation.id, PendingCreate("o/m", {"prompt": "x"}, 2))
         await store.add_prediction(generation.id, PredictionRecord("p", {"prompt": "x"}, 2))
         done = await _finish(store, generation.id, JobStatus.SUCCEEDED)
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", seen)
 
-    assert statements == ["INSERT", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
+    assert statements == [
+        *("INSERT", "UPDATE", "INSERT", "INSERT", "DELETE"),
+        *("UPDATE", "INSERT", "SELECT"),
+    ]
+    assert await store.pending_creates(generation.id) == []
     assert done == await store.get(generation.id)
     assert done.predictions == (PredictionRecord("p", {"prompt": "x"}, 2),)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from imagegen.errors import ImagegenError
 from imagegen.models import (
     GenerationRequest,
+    PendingCreate,
     PredictionRecord,
     ProviderImage,
     ProviderResult,
@@ -58,6 +59,7 @@ class ScriptedProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
         return await self.generate(request, context)
 

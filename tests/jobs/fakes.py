@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imagegen.errors import ImagegenError
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.models import (
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+)
 from imagegen.providers.base import GenerationContext
 
 
@@ -25,6 +31,7 @@ class GatedProvider:
     created: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
+    pending: list[PendingCreate] = field(default_factory=list)  # handed to resume
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def generate(
@@ -44,8 +51,10 @@ class GatedProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
         self.resumed.extend(p.prediction_id for p in predictions)
+        self.pending.extend(pending)
         return await self._wait(request, list(predictions), context)
 
     async def _wait(
@@ -59,7 +68,8 @@ class GatedProvider:
             await context.on_progress(0.5)
             await self.release.wait()
         except asyncio.CancelledError:
-            self.canceled.extend(r.prediction_id for r in records)
+            if not context.handing_back():  # shutting down: the next process resumes them
+                self.canceled.extend(r.prediction_id for r in records)
             raise
         if self.error is not None:
             raise self.error

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.jobs.conftest import REQUEST, runner_for
 
-from imagegen.models import JobStatus, PredictionRecord
+from imagegen.models import JobStatus, PendingCreate, PredictionRecord
 
 
 def soon(seconds: float = 30) -> datetime:
@@ -109,13 +109,52 @@ async def test_a_restart_resumes_what_the_stopped_process_left_running(store, ga
     before = runner_for(store, gated)
     job = await before.submit(REQUEST)
     await gated.started.wait()
-    await before.aclose()  # what kill -9 leaves, minus nothing: the job stays "running"
+    await before.aclose()  # a graceful shutdown: the job stays "running"
     gated.release.set()
     after = runner_for(store, gated)
     runners.append(after)
     assert await after.start() == 1
     assert (await after.wait(job.id)).status is JobStatus.SUCCEEDED
     assert (gated.created, gated.resumed) == (["p1"], ["p1"])
+
+
+async def test_a_graceful_shutdown_hands_jobs_back_canceling_nothing_upstream(
+    store, gated, runners
+):
+    before = runner_for(store, gated, owner="instance-a")
+    job = await before.submit(REQUEST)
+    await gated.started.wait()
+    await before.aclose()
+    assert gated.canceled == []  # its prediction keeps running upstream
+    assert (await store.get(job.id)).status is JobStatus.RUNNING
+    # Its lease is released: another replica takes it up at once, not after the lease.
+    gated.release.set()
+    other = runner_for(store, gated, owner="instance-b")
+    runners.append(other)
+    assert await other.start() == 1
+    assert (await other.wait(job.id)).status is JobStatus.SUCCEEDED
+    assert (gated.created, gated.resumed) == (["p1"], ["p1"])
+
+
+async def test_a_create_in_flight_at_the_crash_is_resumed_from_its_record_not_created_again(
+    store, gated, runners
+):
+    job = await unfinished(store, JobStatus.RUNNING)
+    sent = PendingCreate("owner/model", {"prompt": "cat"}, 2)
+    await store.begin_create(job.id, sent)
+    gated.release.set()
+    runner = runner_for(store, gated)
+    runners.append(runner)
+    assert await runner.start() == 1
+    assert (await runner.wait(job.id)).status is JobStatus.SUCCEEDED
+    assert gated.created == []  # the provider decides by looking upstream, not the runner
+    [handed] = gated.pending
+    assert (handed.model, dict(handed.inputs), handed.images_requested) == (
+        "owner/model",
+        {"prompt": "cat"},
+        2,
+    )
+    assert handed.sent_at is not None
 
 
 async def test_a_job_whose_model_is_no_longer_served_fails(store, gated, runners):

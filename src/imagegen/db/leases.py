@@ -93,3 +93,25 @@ class SqlLeases:
             return renewed
 
         return await self._db.write(renew)
+
+    async def release_leases(self, owner: str, generation_ids: Sequence[str]) -> int:
+        """Hand ``owner``'s unfinished jobs back (a graceful shutdown): their leases are freed,
+        so a restart or another replica takes them up at once. How many were released."""
+        ids = list(generation_ids)
+
+        def release(connection: sa.Connection) -> int:
+            released = 0
+            for start in range(0, len(ids), _RENEW_BATCH):
+                stmt = (
+                    sa.update(GENERATIONS)
+                    .where(
+                        GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
+                        GENERATIONS.c.lease_owner == owner,
+                        GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                    )
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+                released += rowcount(connection, stmt)
+            return released
+
+        return await self._db.write(release)

@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from imagegen.db.creates import SqlCreates
 from imagegen.db.database import Database, open_database
 from imagegen.db.engine import PoolSettings
 from imagegen.db.leases import SqlLeases
@@ -49,7 +50,6 @@ from imagegen.db.outbox import SqlWebhookOutbox
 from imagegen.db.queries import load_generation, load_generations, not_found, rowcount
 from imagegen.db.rows import (
     input_image_values,
-    prediction_values,
     request_to_json,
     to_generation,
 )
@@ -67,6 +67,7 @@ from imagegen.models import (
     Generation,
     GenerationRequest,
     JobStatus,
+    PendingCreate,
     PredictionRecord,
     StoredImage,
 )
@@ -160,9 +161,11 @@ class GenerationStore:
         self._db: Database = open_database(engine, pool or PoolSettings())
         self._clock = clock
         self._new_id = new_id
-        self._add_prediction = _insert_new_prediction(dialect)
         self._outbox = SqlWebhookOutbox(self._db, clock=clock)
         self._leases = SqlLeases(self._db, clock=clock)
+        self._creates = SqlCreates(
+            self._db, clock=clock, insert_prediction=_insert_new_prediction(dialect)
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -335,16 +338,33 @@ class GenerationStore:
         )
 
     async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
-        """Record an upstream prediction (status ``starting``) before waiting on it.
+        """Record an upstream prediction (status ``starting``) before waiting on it, clearing
+        the pending create it answers (``SqlCreates.add_prediction``).
 
         Allowed in any state, so a prediction started just before a cancel can still be found
         and canceled upstream. Recording the same ``prediction_id`` again is a no-op.
         """
-        values = prediction_values(generation_id, record, self._clock())
         try:
-            await self._db.write(partial(_execute, self._add_prediction, values))
+            await self._creates.add_prediction(generation_id, record)
         except IntegrityError as exc:  # the foreign key: no such generation
             raise not_found(generation_id) from exc
+
+    async def begin_create(self, generation_id: str, pending: PendingCreate) -> None:
+        """Record a create about to be sent (``SqlCreates.begin_create``)."""
+        try:
+            await self._creates.begin_create(generation_id, pending)
+        except IntegrityError as exc:
+            raise not_found(generation_id) from exc
+
+    async def pending_creates(self, generation_id: str) -> builtins.list[PendingCreate]:
+        """The job's creates whose reply was never recorded (``SqlCreates.pending_creates``)."""
+        return await self._creates.pending_creates(generation_id)
+
+    async def adopt_prediction(
+        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+    ) -> bool:
+        """Record an orphan found upstream unless a job has it (``SqlCreates``)."""
+        return await self._creates.adopt_prediction(generation_id, record, sole=sole)
 
     async def set_prediction_status(
         self, generation_id: str, prediction_id: str, status: str
@@ -408,6 +428,10 @@ class GenerationStore:
     ) -> int:
         """Extend ``owner``'s leases on these unfinished jobs (``SqlLeases.renew_leases``)."""
         return await self._leases.renew_leases(owner, generation_ids, until=until)
+
+    async def release_leases(self, owner: str, generation_ids: Sequence[str]) -> int:
+        """Hand ``owner``'s unfinished jobs back (``SqlLeases.release_leases``)."""
+        return await self._leases.release_leases(owner, generation_ids)
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None:
         stmt = sa.select(GENERATIONS).where(GENERATIONS.c.idempotency_key == key)

@@ -1,4 +1,5 @@
-"""The persisted schema: generations, the upstream predictions they wait on, their stored images,
+"""The persisted schema: generations, the upstream predictions they wait on (and the creates still
+in flight), their stored images,
 the webhook outbox and its attempts. Declared as ORM classes (Alembic compares them with the
 migrations); the store queries the tables underneath with SQLAlchemy Core (``GENERATIONS``...),
 and ``rows.py`` maps their rows to the core's frozen values.
@@ -147,6 +148,24 @@ class PredictionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PendingCreateRow(Base):
+    """An upstream create sent (or about to be) whose prediction is not recorded yet: written
+    before the create goes out, deleted with the recording of its prediction."""
+
+    __tablename__ = "pending_creates"
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("generations.id", ondelete="CASCADE"), index=True
+    )
+    model: Mapped[str] = mapped_column(sa.String(255))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # sha256 of the canonical JSON of ``inputs``: recording a prediction clears by it.
+    inputs_digest: Mapped[str] = mapped_column(sa.String(64))
+    images_requested: Mapped[int] = mapped_column(sa.Integer)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ImageRow(Base):
     """One stored image of a succeeded generation, in output order."""
 
@@ -235,6 +254,7 @@ class WebhookAttemptRow(Base):
 # The tables themselves, for Core statements (no unit of work, no identity map).
 GENERATIONS = cast(sa.Table, GenerationRow.__table__)
 PREDICTIONS = cast(sa.Table, PredictionRow.__table__)
+PENDING_CREATES = cast(sa.Table, PendingCreateRow.__table__)
 IMAGES = cast(sa.Table, ImageRow.__table__)
 INPUT_IMAGES = cast(sa.Table, InputImageRow.__table__)
 DELIVERIES = cast(sa.Table, WebhookDeliveryRow.__table__)

@@ -9,7 +9,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from imagegen.jobs.records import Delivery, Outbox, WebhookAttempt
-from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage
+from imagegen.models import (
+    Generation,
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    StoredImage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,24 @@ class GenerationStore(Protocol):
         self, generation_id: str, *, outbox: Outbox | None = None
     ) -> Generation: ...
 
-    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None: ...
+    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
+        """Record a prediction the provider created, clearing the pending create it answers."""
+        ...
+
+    async def begin_create(self, generation_id: str, pending: PendingCreate) -> None:
+        """Record, before it is sent, that an upstream create is in flight."""
+        ...
+
+    async def pending_creates(self, generation_id: str) -> builtins.list[PendingCreate]:
+        """The job's creates whose prediction was never recorded (a crash came first)."""
+        ...
+
+    async def adopt_prediction(
+        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+    ) -> bool:
+        """Record a prediction found upstream as the job's; False if a job records it already
+        (``sole``: or another job has a create with the same inputs in flight)."""
+        ...
 
     async def mark_succeeded(
         self,
@@ -134,6 +157,10 @@ class GenerationStore(Protocol):
         self, owner: str, generation_ids: Sequence[str], *, until: datetime
     ) -> int:
         """Extend ``owner``'s leases on these jobs (the ones it is running)."""
+        ...
+
+    async def release_leases(self, owner: str, generation_ids: Sequence[str]) -> int:
+        """Free ``owner``'s leases on these unfinished jobs (a graceful shutdown)."""
         ...
 
     async def find_by_idempotency_key(self, key: str) -> Generation | None: ...

@@ -8,12 +8,15 @@ lease ran out (another replica died, or a task of its own ended without settling
 while the database was away). The runner then, per job:
 
 - past its deadline: cancels its predictions upstream and marks it failed (504's error);
-- ``running`` with stored predictions: polls them (``Provider.resume``), creating nothing;
-- ``queued``: runs it as if just submitted;
-- ``running`` without a stored prediction: runs it again. The crash may have come while a
-  create was in flight, whose prediction imagegen never learnt of; that one is stopped by the
-  ``Cancel-After`` it was created with (the job's deadline), so the cost is bounded, and
-  failing the job instead would charge the user for nothing at all.
+- ``running`` with stored predictions or pending creates (a create is recorded, with its exact
+  inputs, before it is sent): ``Provider.resume`` polls the predictions, and for each create
+  whose reply never came adopts the prediction it started, found upstream, creating it only
+  when there is none; nothing is paid for twice;
+- ``queued``, or ``running`` with neither (the crash came before any create was sent): runs it
+  as if just submitted.
+
+A graceful shutdown (``JobRunner.aclose``) cancels nothing upstream and releases the leases of
+the jobs it stops, so a restart or another replica takes them up at once.
 
 A job whose lease is still another live instance's is left alone; claims are conditional
 UPDATEs, so two instances never both adopt one job.

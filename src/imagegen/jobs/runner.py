@@ -204,14 +204,12 @@ class JobRunner:
         if remaining <= 0:
             self._spawn(generation.id, self._work.expire(generation, route))
             return
-        started = generation.status is JobStatus.RUNNING
         plan = Plan(
             generation,
             route,
             asyncio.get_running_loop().time() + remaining,
             self._limits(route.provider.name).admit(force=True),
-            started=started,
-            resume=started and bool(generation.predictions),
+            started=generation.status is JobStatus.RUNNING,
         )
         self._spawn(generation.id, self._work.run(plan))
 
@@ -264,12 +262,22 @@ class JobRunner:
         return len(self._tasks)
 
     async def aclose(self) -> None:
-        """Stop running jobs without marking them: a restart resumes what they left running."""
+        """Hand running jobs back: stop them without marking them or canceling anything
+        upstream, and release their leases, so that a restart (or another replica) resumes them
+        at once and pays for nothing twice."""
         self._closing = True
+        held = list(self._tasks)
         tasks: list[asyncio.Task[Any]] = [*self._tasks.values(), *self._daemons]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if held:
+            try:
+                released = await self._store.release_leases(self._owner, held)
+            except Exception:  # their leases run out instead
+                log.exception("could not release the leases of %d jobs", len(held))
+            else:
+                log.info("handed %d unfinished jobs back", released)
 
     def _spawn(self, generation_id: str, work: Coroutine[Any, Any, Generation]) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"generation-{generation_id}")

@@ -8,6 +8,11 @@ recorded. A task cancelled because the process is shutting down writes nothing, 
 resumes the job. A final write the database refuses for capacity (``StoreBusy``) is tried again
 after ``STORE_RETRY_DELAYS``; if it still fails the job is left as it is, and once its lease
 runs out recovery adopts it and settles it (``recovery.py``).
+
+The deadline bounds the provider's work, not the storing of what it made: the predictions are
+paid for by then, and an output that cannot be stored for a local fault is stored again until
+storage is back (``outputs.py``). A task cancelled for shutdown leaves its predictions running
+upstream (``GenerationContext.handing_back``), for the next process to resume.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from imagegen.catalog import Route
 from imagegen.errors import (
     Canceled,
     DeadlineExceeded,
-    ImageFetchError,
     ImagegenError,
     InvalidTransition,
     StoreBusy,
@@ -34,11 +38,10 @@ from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits, QueueTicket
 from imagegen.jobs.observe import JobObserver, NoObserver, add_upstream_time
 from imagegen.jobs.outcome import result_of
+from imagegen.jobs.outputs import OutputStore
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
-    PredictionRecord,
-    ProviderImage,
     ProviderResult,
     StoredImage,
 )
@@ -58,15 +61,15 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One run of a job: ``started`` jobs are already ``running``; ``resume`` polls the stored
-    predictions and creates nothing. ``deadline`` is on the event loop's clock."""
+    """One run of a job: ``started`` jobs are already ``running`` (a recovered job): they resume
+    their stored predictions and the creates that were in flight, if they have any.
+    ``deadline`` is on the event loop's clock."""
 
     generation: Generation
     route: Route
     deadline: float
     ticket: QueueTicket
     started: bool = False
-    resume: bool = False
 
 
 class JobWork:
@@ -87,7 +90,8 @@ class JobWork:
         self._transitions = transitions
         self._events = events
         self._limits = limits
-        self._ingestor = ingestor  # None: hand back the provider's own URLs
+        # None: hand back the provider's own URLs.
+        self._outputs = None if ingestor is None else OutputStore(ingestor)
         self._closing = closing
         self._retry_delays = tuple(retry_delays)
         self._observer = observer or NoObserver()
@@ -119,7 +123,8 @@ class JobWork:
         try:
             async with asyncio.timeout_at(plan.deadline + BACKSTOP_SECONDS):
                 result = await self._provide(plan)
-                return await self._finish(plan, result)
+            # Past the deadline too: the predictions are paid for, so their outputs are kept.
+            return await self._finish(plan, result)
         except InvalidTransition as lost:
             return result_of(lost.current)
         except _Unsettled as unsettled:  # succeeded, but the database would not record it
@@ -191,17 +196,24 @@ class JobWork:
 
         context = GenerationContext(
             deadline=plan.deadline,
-            on_prediction=partial(self._on_prediction, generation.id),
+            on_prediction=partial(self._store.add_prediction, generation.id),
             on_progress=partial(self._on_progress, generation.id),
             acquire_create=create_turn,
             metered=plan.route.pricing.per_second is not None,
+            on_create=partial(self._store.begin_create, generation.id),
+            adopt=partial(self._store.adopt_prediction, generation.id),
+            claim=partial(self._store.adopt_prediction, generation.id, sole=True),
+            handing_back=self._closing,
         )
         request = replace(generation.request, model=plan.route.upstream_model)
         started = time.perf_counter()
         error_code: str | None = None
         try:
-            if plan.resume:
-                return await plan.route.provider.resume(request, generation.predictions, context)
+            if plan.started:  # recovered: resume what it had upstream, if anything
+                predictions = generation.predictions
+                pending = await self._store.pending_creates(generation.id)
+                if predictions or pending:
+                    return await plan.route.provider.resume(request, predictions, context, pending)
             return await plan.route.provider.generate(request, context)
         except ImagegenError as exc:
             error_code = exc.code
@@ -211,9 +223,6 @@ class JobWork:
             add_upstream_time(seconds)
             self._observer.upstream_done(provider, seconds, error_code)
 
-    async def _on_prediction(self, generation_id: str, record: PredictionRecord) -> None:
-        await self._store.add_prediction(generation_id, record)
-
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction
         self._events.progress(generation_id, fraction)
@@ -222,9 +231,9 @@ class JobWork:
         generation_id = plan.generation.id
         stored: list[StoredImage] = []
         lost = 0
-        if self._ingestor is not None:
+        if self._outputs is not None:
             started = time.perf_counter()
-            stored, errors = await self._ingest_all(result.images)
+            stored, errors = await self._outputs.store_all(generation_id, result.images)
             size = sum(image.size_bytes for image in stored)
             seconds = time.perf_counter() - started
             self._observer.stored(plan.route.provider.name, seconds, len(stored), size)
@@ -245,27 +254,6 @@ class JobWork:
             return await self._settle(generation_id, succeeded)
         except StoreBusy as exc:
             raise _Unsettled(exc) from exc
-
-    async def _ingest_all(
-        self, images: Sequence[ProviderImage]
-    ) -> tuple[list[StoredImage], list[ImagegenError]]:
-        assert self._ingestor is not None
-        outcomes = await asyncio.gather(
-            *(self._ingestor.ingest(image.url) for image in images), return_exceptions=True
-        )
-        stored: list[StoredImage] = []
-        errors: list[ImagegenError] = []
-        for image, outcome in zip(images, outcomes, strict=True):
-            if isinstance(outcome, StoredImage):
-                # Per output, not per blob: identical bytes share a key, not a revised prompt.
-                stored.append(replace(outcome, revised_prompt=image.revised_prompt))
-            elif isinstance(outcome, ImagegenError):
-                errors.append(outcome)
-            elif isinstance(outcome, BaseException):
-                errors.append(
-                    ImageFetchError(f"image download failed: {outcome}", provider="imagegen")
-                )
-        return stored, errors
 
     async def _end(
         self,

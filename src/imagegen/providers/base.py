@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderResult
+from imagegen.models import GenerationRequest, PendingCreate, PredictionRecord, ProviderResult
 
 
 async def _ignore_prediction(record: PredictionRecord) -> None:
@@ -19,6 +19,22 @@ async def _ignore_progress(fraction: float) -> None:
 
 async def _no_limit() -> None:
     return None
+
+
+async def _ignore_create(pending: PendingCreate) -> None:
+    return None
+
+
+async def _adopt_any(record: PredictionRecord) -> bool:
+    return True
+
+
+async def _claim_none(record: PredictionRecord) -> bool:
+    return False
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +50,16 @@ class GenerationContext:
     ``DeadlineExceeded`` when the turn would come after ``deadline``. ``metered``: the caller
     prices the generation by the seconds the upstream billed, so the provider should report
     them (``ProviderResult.predict_seconds``) even when that costs one more status read.
+
+    ``on_create`` must be awaited with each create's exact inputs *before* it is sent: if the
+    reply never comes (a crash, a dropped connection), recovery knows to look upstream for the
+    prediction it may have started. ``adopt`` records a prediction found upstream (an orphan of
+    such a create) as the job's; it answers False when another job records it already.
+    ``claim`` records a prediction found upstream for a create the provider stopped waiting for
+    (a cancel came mid-create), only when it can be no other job's: False when a job records it
+    or another job has a create with the same inputs in flight.
+    ``handing_back`` is true while imagegen shuts down gracefully: a provider cancelled then
+    leaves its predictions running upstream, for the next process to resume.
     """
 
     deadline: float
@@ -41,6 +67,10 @@ class GenerationContext:
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
     acquire_create: Callable[[], Awaitable[None]] = field(default=_no_limit)
     metered: bool = False
+    on_create: Callable[[PendingCreate], Awaitable[None]] = field(default=_ignore_create)
+    adopt: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_adopt_any)
+    claim: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_claim_none)
+    handing_back: Callable[[], bool] = field(default=_never)
 
 
 class Provider(Protocol):
@@ -53,9 +83,10 @@ class Provider(Protocol):
     ``generate`` raises only ``imagegen.errors`` types (``UpstreamError`` and its subclasses,
     ``UnsupportedModel``, ``InvalidRequest``, ``ConfigurationError``). If the task running it is
     cancelled (deadline, user cancel, client disconnect), the provider cancels every upstream
-    prediction it started before re-raising ``CancelledError``. The provider owns nothing it was
-    given: the caller closes the HTTP client it injected; ``aclose`` releases what the provider
-    created itself.
+    prediction it started before re-raising ``CancelledError``, unless
+    ``context.handing_back()``: then it leaves them running for the next process. The provider
+    owns nothing it was given: the caller closes the HTTP client it injected; ``aclose``
+    releases what the provider created itself.
     """
 
     name: str
@@ -69,8 +100,14 @@ class Provider(Protocol):
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
-        """Finish a generation whose predictions were already created (after a restart)."""
+        """Finish a generation whose predictions were already created (after a restart).
+
+        ``pending`` are creates sent before the restart whose reply was never recorded: the
+        provider adopts the prediction each started (``context.adopt``) if it can find it
+        upstream, and creates it only if it cannot.
+        """
         ...
 
     async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:

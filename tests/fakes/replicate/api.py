@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from tests.fakes.replicate import problems, uploads
+from tests.fakes.replicate import listing, problems, uploads
 from tests.fakes.replicate.config import parse_duration, parse_prefer
 from tests.fakes.replicate.inputs import check_image_inputs
 from tests.fakes.replicate.predictions import Prediction, View, render
@@ -61,6 +61,7 @@ class ReplicateApi:
                 gate("create", self.create_by_deployment),
                 methods=["POST"],
             ),
+            Route("/v1/predictions", gate("list", self.list_predictions), methods=["GET"]),
             Route("/v1/predictions/{id}", gate("get", self.get), methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", gate("cancel", self.cancel), methods=["POST"]),
             Route("/v1/files", gate("files", self.create_file), methods=["POST"]),
@@ -232,6 +233,16 @@ class ReplicateApi:
     async def get(self, request: Request) -> Response:
         p = self.state.get(request.path_params["id"])
         return problems.not_found() if p is None else problems.json_response(render(p))
+
+    async def list_predictions(self, request: Request) -> Response:
+        try:
+            query = listing.parse_query(dict(request.query_params))
+        except listing.BadQuery as exc:
+            return problems.bad_request(str(exc))
+        url = str(request.url.replace(query="")).rstrip("?")
+        if self.state.config.public_base_url:
+            url = f"{self.state.config.public_base_url}/v1/predictions"
+        return problems.json_response(self.state.list_page(query, url=url))
 
     async def cancel(self, request: Request) -> Response:
         p = self.state.cancel(request.path_params["id"])

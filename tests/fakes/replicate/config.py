@@ -52,6 +52,8 @@ class DoubleConfig(BaseModel):
             "acme/sdxl": f"{SDXL_REF}:{SDXL_VERSION}",
         }
     )
+    #: Predictions per page of ``GET /v1/predictions`` (Replicate: 100).
+    list_page_size: int = Field(100, ge=1)
     #: Larger requested images fail like a GPU would (and keep the double's memory bounded).
     max_pixels: int = Field(4096 * 4096, ge=1)
 

@@ -3,7 +3,7 @@
 Two kinds, told apart by name:
 
 - *response faults* replace (or delay, or break) the next response on a route class
-  (``create | get | cancel | model | version | file | any``);
+  (``create | list | get | cancel | model | version | file | any``);
 - *prediction faults* change how the next created prediction(s) behave (optionally only those of
   ``model``).
 
@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Route = Literal["create", "get", "cancel", "model", "version", "file", "any"]
+Route = Literal["create", "list", "get", "cancel", "model", "version", "file", "any"]
 
 RESPONSE_FAULTS = frozenset(
     {
@@ -27,6 +27,7 @@ RESPONSE_FAULTS = frozenset(
         "hang",  # never answer: hold until the client gives up (or ``seconds``, default 3600)
         "stall_body",  # headers and half the body, stall ``seconds`` (default 2), then the rest
         "reset_connection",  # close the socket; ``when``: mid_body (default) | before_headers
+        "lose_reply",  # handle the request (a create makes its prediction), then reset instead
         "malformed_json",  # 200/201 with a truncated JSON body
         "html_502",  # Cloudflare-style HTML 502
         "empty_500",  # 500 with an empty body

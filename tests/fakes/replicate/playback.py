@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/predictions/?$"), "create"),
     ("POST", re.compile(r"^/v1/(models|deployments)/[^/]+/[^/]+/predictions/?$"), "create"),
+    ("GET", re.compile(r"^/v1/predictions/?$"), "list"),
     ("GET", re.compile(r"^/v1/predictions/[^/]+/?$"), "get"),
     ("POST", re.compile(r"^/v1/predictions/[^/]+/cancel/?$"), "cancel"),
     ("GET", re.compile(r"^/v1/models/[^/]+/[^/]+/?$"), "model"),
@@ -39,7 +40,8 @@ TRUNCATED_JSON = b'{"id":"qzrtf3bcz5rj00cjb2zvqg1xbm","model":"black-forest-labs
 
 
 def classify(method: str, path: str) -> str:
-    """The route class of a request: create | get | cancel | model | version | file | other."""
+    """The route class of a request: create | list | get | cancel | model | version | file |
+    other."""
     for route_method, pattern, name in _ROUTES:
         if method == route_method and pattern.match(path):
             return name
@@ -79,6 +81,9 @@ async def _play(
         await _reset(spec, route, receive, send)
     elif name == "oversize_body":
         await _oversize(spec, route)(scope, receive, send)
+    elif name == "lose_reply":
+        await app(scope, receive, _swallow)  # handled: a create makes its prediction
+        await _abort(receive)
     else:
         await canned_response(spec, route)(scope, receive, send)
 
@@ -140,6 +145,10 @@ def _oversize(spec: FaultSpec, route: str) -> Response:
 
 
 _FILLER = b"x" * 65536
+
+
+async def _swallow(message: Message) -> None:
+    return None
 
 
 def _stalling(send: Send, seconds: float) -> Send:

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from tests.fakes.replicate import listing
 from tests.fakes.replicate import predictions as lifecycle
 from tests.fakes.replicate.config import DoubleConfig
 from tests.fakes.replicate.faults import FaultBook
@@ -50,7 +51,7 @@ class DoubleState:
         self.requests: Counter[str] = Counter()
         self.creates_by_model: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
-        self.gets = self.cancels = self.files_served = 0
+        self.gets = self.cancels = self.lists = self.files_served = 0
         self.create_window = WindowPeak(60.0)
         self._build_buckets()
 
@@ -174,6 +175,16 @@ class DoubleState:
                 lifecycle.cancel(p, self.clock())
             return p
 
+    def list_page(self, query: listing.ListQuery, *, url: str) -> dict[str, Any]:
+        """``GET /v1/predictions``: one page, newest first, each prediction brought up to date."""
+        with self.lock:
+            self.lists += 1
+            for p in self.predictions.values():
+                self._advance(p)
+            return listing.page(
+                self.predictions.values(), query, url=url, size=self.config.list_page_size
+            )
+
     def file(self, key: str) -> StoredFile | None:
         """The file at ``key`` (``<prefix>/<file id>/<name>``); only its own prediction is
         brought up to date (its outputs may be due, or past their TTL)."""
@@ -205,6 +216,7 @@ class DoubleState:
                 },
                 "gets": self.gets,
                 "cancels": self.cancels,
+                "lists": self.lists,
                 "requests": dict(self.requests),
                 "predictions": [_summary(p) for p in self.predictions.values()],
                 "rate_limited": dict(self.rate_limited),
@@ -222,11 +234,13 @@ def _summary(p: Prediction) -> dict[str, Any]:
         "id": p.id,
         "model": p.model.ref,
         "status": p.status,
+        "input": dict(p.input),
+        "created": p.created,
+        "completed": p.completed_at,
         "cancel_after": p.cancel_after,
         "prefer": p.prefer,
         "deployment": p.deployment,
         "fault": p.fault.name if p.fault else None,
-        "input": {k: v for k, v in p.input.items() if k in p.model.image_inputs},
         "image_inputs": p.image_inputs,
         "output_size": list(p.model.output_size(p.params)) if p.model.kind != "text" else None,
     }

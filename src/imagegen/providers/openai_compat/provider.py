@@ -16,7 +16,13 @@ from imagegen.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage, ProviderResult
+from imagegen.models import (
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    ProviderImage,
+    ProviderResult,
+)
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.input_bytes import read_input
 from imagegen.providers.masks import to_transparent_repaint
@@ -230,6 +236,7 @@ class OpenAICompatProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
         """Always raises ``PredictionFailed``: a synchronous upstream has nothing to resume."""
         message = f"{self.name}: an interrupted generation cannot be resumed (synchronous upstream)"

@@ -7,14 +7,18 @@ place (``retry.py``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from imagegen import __version__
+from imagegen.errors import UpstreamError
 from imagegen.providers.replicate.errors import (
     PROVIDER,
     error_from_response,
@@ -26,6 +30,9 @@ from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier
 from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
 
+log = logging.getLogger(__name__)
+
+LIST_MAX_PAGES = 20  # pages of 100 read when looking for an orphaned prediction
 MAX_WAIT = 60  # Replicate's sync mode holds a create for at most 60 s
 MIN_CANCEL_AFTER = 5  # Replicate rejects a Cancel-After under 5 s
 _READ_MARGIN = 5.0  # read timeout of a sync create beyond the wait it asked for
@@ -110,6 +117,34 @@ class ReplicateClient:
         build = self._plain("POST", _prediction_path(prediction_id) + "/cancel")
         await self._call(build, f"canceling prediction {prediction_id}", deadline=deadline)
 
+    async def list_predictions(
+        self, *, created_after: datetime, deadline: float, max_pages: int = LIST_MAX_PAGES
+    ) -> list[Prediction]:
+        """The account's predictions created at or after ``created_after``, newest first, from
+        at most ``max_pages`` pages of 100.
+
+        Only the ``cursor`` of each ``next`` link is followed, against ``base_url``: the token
+        is never sent to a host a reply names.
+        """
+        action = "listing predictions"
+        url = self._base_url + "/v1/predictions"
+        params = {"created_after": created_after.astimezone(UTC).isoformat()}
+        found: list[Prediction] = []
+        for _ in range(max_pages):
+            build = partial(
+                self._http.build_request, "GET", url, params=params, headers=self._headers
+            )
+            data = await self._call(build, action, deadline=deadline)
+            if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+                raise malformed_reply(action, "expected an object with a list of results")
+            found.extend(_listed(data["results"], action))
+            cursor = _cursor_of(data.get("next"))
+            if cursor is None:
+                return found
+            params = {**params, "cursor": cursor}
+        log.warning("replicate: listing predictions stopped after %d pages", max_pages)
+        return found
+
     async def model_version(self, ref: ModelRef, *, deadline: float) -> Any:
         """The model (with its ``latest_version``) for ``owner/name``; the version if pinned."""
         path = ref.model_path if ref.version is None else f"{ref.model_path}/versions/{ref.version}"
@@ -170,6 +205,27 @@ class ReplicateClient:
 def _with_read(timeout: httpx.Timeout, read: float) -> httpx.Timeout:
     """``timeout`` with a longer read: a sync create is held open for its ``Prefer: wait``."""
     return httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+
+
+def _listed(items: list[Any], action: str) -> list[Prediction]:
+    """The predictions of a page; an item that is not a prediction is skipped."""
+    found = []
+    for item in items:
+        try:
+            found.append(Prediction.parse(item, action))
+        except UpstreamError:
+            continue
+    return found
+
+
+def _cursor_of(next_url: Any) -> str | None:
+    if not isinstance(next_url, str) or not next_url:
+        return None
+    try:
+        cursor = httpx.URL(next_url).params.get("cursor")
+    except httpx.InvalidURL:
+        return None
+    return cursor if isinstance(cursor, str) and cursor else None
 
 
 def _prediction_path(prediction_id: str) -> str:

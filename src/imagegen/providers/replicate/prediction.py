@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from imagegen.errors import PredictionFailed
@@ -45,6 +46,11 @@ class Prediction:
     logs: str | None = None
     # Seconds Replicate bills for (``metrics.predict_time``); only on a completed prediction.
     predict_time: float | None = None
+    # What it was created with (read when looking for an orphan among listed predictions).
+    model: str | None = field(default=None, compare=False)
+    version: str | None = field(default=None, compare=False)
+    input: Any = field(default=None, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, data: Any, action: str, scrub: Callable[[str], str] = str) -> Prediction:
@@ -62,6 +68,7 @@ class Prediction:
             shown = repr(status)[:100]
             raise malformed_reply(action, f"unknown prediction status {shown}") from None
         logs, error = data.get("logs"), data.get("error")
+        model, version = data.get("model"), data.get("version")
         return cls(
             pid[:200],
             parsed,
@@ -69,6 +76,10 @@ class Prediction:
             scrub(str(error)) if error else None,
             logs if isinstance(logs, str) else None,
             _predict_time(data.get("metrics")),
+            model if isinstance(model, str) else None,
+            version if isinstance(version, str) else None,
+            data.get("input"),
+            _instant(data.get("created_at")),
         )
 
     @property
@@ -111,6 +122,17 @@ def _predict_time(metrics: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return None
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time with a zone (Replicate's ``...Z``), or None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -14,6 +14,7 @@ from imagegen.config import Settings
 from imagegen.errors import ModelNotFound, PredictionFailed, UpstreamHTTPError
 from imagegen.models import (
     GenerationRequest,
+    PendingCreate,
     PredictionRecord,
     ProviderImage,
     ProviderResult,
@@ -129,13 +130,16 @@ class ReplicateProvider:
         request: GenerationRequest,
         predictions: Sequence[PredictionRecord],
         context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
     ) -> ProviderResult:
-        """Wait for predictions created before a restart; creates nothing new."""
+        """Wait for predictions created before a restart. A ``pending`` create adopts the
+        prediction it started, found by listing the account's predictions, and is sent again
+        only when there is none."""
         client = self._require_client()
-        if not predictions:
+        if not predictions and not pending:
             raise PredictionFailed("Replicate: no predictions to resume", provider=PROVIDER)
         run = self._run(client, context)
-        images = await run.resume_all(predictions)
+        images = await run.resume_all(predictions, pending)
         return _result(images, request, run.predict_seconds)
 
     async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:

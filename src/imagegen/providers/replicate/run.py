@@ -1,11 +1,17 @@
 """Driving one generation's predictions to the end: create or reattach, record, poll, cancel.
 
+Each create is announced (``context.on_create``) before it is sent, and its prediction recorded
+(``context.on_prediction``) before it is waited on; a resumed run adopts the predictions of
+creates whose reply never came, found upstream (``orphans.py``), before creating any again.
+
 Every prediction of a generation runs in one ``asyncio.TaskGroup``. The run keeps the ids of the
 ones not yet finished; whatever ends the run early (the deadline, the task being cancelled, or
 any prediction failing) cancels those upstream, shielded and best effort, before the error goes
 on. ``Cancel-After`` on each create is the backstop for a prediction whose create reply we never
 saw. A create in flight when the run is cancelled is left to finish in the background and its
-prediction is then cancelled: its id only arrives with the reply.
+prediction is then cancelled: its id only arrives with the reply. When the run is cancelled
+because imagegen shuts down (``context.handing_back()``), nothing is cancelled upstream: the
+next process resumes the predictions.
 
 A failing prediction does not stop its siblings: nothing a user paid for is dropped. If at least
 one prediction made images the run returns them (the caller reports the shortfall); if none did,
@@ -18,14 +24,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from imagegen.errors import DeadlineExceeded, ImagegenError, UpstreamError
-from imagegen.models import PredictionRecord, ProviderImage
+from imagegen.models import PendingCreate, PredictionRecord, ProviderImage
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.mapping import PlannedPrediction
+from imagegen.providers.replicate.orphans import find_lost, find_orphans, hunt, outcome_unknown
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Sleep
@@ -116,12 +125,33 @@ class PredictionRun:
             [partial(self._create, slot, ref, plan) for slot, plan in enumerate(plans)]
         )
 
-    async def resume_all(self, records: Sequence[PredictionRecord]) -> list[ProviderImage]:
-        """Wait for predictions created earlier (no new create)."""
+    async def resume_all(
+        self, records: Sequence[PredictionRecord], pending: Sequence[PendingCreate] = ()
+    ) -> list[ProviderImage]:
+        """Wait for predictions created earlier. A create in flight when the process stopped
+        (``pending``) adopts the prediction it started if one is found upstream, and only
+        otherwise creates (``orphans.py``)."""
         self._open.update(record.prediction_id for record in records)
-        return await self._run(
-            [partial(self._reattach, slot, record) for slot, record in enumerate(records)]
-        )
+        async with deadline_scope(self._context.deadline, self._clock):
+            orphans = await find_orphans(
+                self._client,
+                pending,
+                taken=self._open,
+                adopt=self._context.adopt,
+                deadline=self._context.deadline,
+                sleep=self._sleep,
+            )
+        jobs = [partial(self._reattach, slot, record) for slot, record in enumerate(records)]
+        for create, orphan in zip(pending, orphans, strict=True):
+            slot = len(jobs)
+            if orphan is not None:
+                self._open.add(orphan.id)
+                jobs.append(partial(self._poll, slot, orphan))
+            else:  # it never reached Replicate: create it now (it is recorded as pending)
+                ref = ModelRef.parse(create.model)
+                plan = PlannedPrediction(create.inputs, create.images_requested)
+                jobs.append(partial(self._create, slot, ref, plan, announce=False))
+        return await self._run(jobs)
 
     async def _run(
         self, jobs: Sequence[Callable[[], Coroutine[Any, Any, list[ProviderImage]]]]
@@ -150,9 +180,15 @@ class PredictionRun:
         return images
 
     async def _create(
-        self, slot: int, ref: ModelRef, plan: PlannedPrediction
+        self, slot: int, ref: ModelRef, plan: PlannedPrediction, *, announce: bool = True
     ) -> list[ProviderImage]:
+        """Create one prediction; ``announce``: record it as pending first (not when it is
+        pending already, a create from before a restart that never reached Replicate)."""
         await self._context.acquire_create()  # imagegen's create rate limit: one token each
+        pending = PendingCreate(str(ref), dict(plan.inputs), plan.images)
+        if announce:  # before it is sent: a crash from here on leaves a trail to search
+            await self._context.on_create(pending)
+        pending = replace(pending, sent_at=datetime.now(UTC))
         create = asyncio.ensure_future(
             self._client.create(
                 ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
@@ -161,8 +197,23 @@ class PredictionRun:
         try:
             prediction = await asyncio.shield(create)
         except asyncio.CancelledError:
-            self._cancel_when_created(create)
+            if not self._context.handing_back():
+                self._cancel_when_created(create, pending)
             raise
+        except UpstreamError as exc:
+            if not outcome_unknown(exc):
+                raise
+            lost = await find_lost(
+                self._client,
+                pending,
+                claim=self._context.claim,
+                deadline=self._context.deadline,
+                sleep=self._sleep,
+            )
+            if lost is None:
+                raise
+            self._open.add(lost.id)  # claimed: recorded as the job's already
+            return await self._poll(slot, lost)
         self._open.add(prediction.id)
         record = PredictionRecord(prediction.id, recordable(plan.inputs), plan.images)
         await self._context.on_prediction(record)
@@ -224,8 +275,25 @@ class PredictionRun:
             self._reported = overall
             await self._context.on_progress(overall)
 
-    def _cancel_when_created(self, create: asyncio.Future[Prediction]) -> None:
-        """The run was cancelled mid-create: once the reply names the prediction, cancel it."""
+    def _cancel_when_created(
+        self, create: asyncio.Future[Prediction], pending: PendingCreate
+    ) -> None:
+        """The run was cancelled mid-create: cancel its prediction once the reply names it, or
+        sooner, once the list shows it (``orphans.hunt``: a sync-mode create is slow to answer).
+        """
+        looking = asyncio.ensure_future(
+            hunt(
+                self._client,
+                create,
+                pending,
+                claim=self._context.claim,
+                cancel=lambda prediction_id: self._spawn_cancel([prediction_id]),
+                until=self._context.deadline,
+                clock=self._clock,
+            )
+        )
+        _background.add(looking)
+        looking.add_done_callback(_background.discard)
 
         def created(future: asyncio.Future[Prediction]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -246,8 +314,8 @@ class PredictionRun:
         return task
 
     async def _cancel_open(self) -> None:
-        if not self._open:
-            return
+        if not self._open or self._context.handing_back():
+            return  # shutting down: the next process resumes them
         ids = sorted(self._open)
         self._open.clear()
         await asyncio.shield(self._spawn_cancel(ids))

@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005_keys_usage"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004_money"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,0 +1,97 @@
+"""Creates in flight: recorded before they are sent, cleared by the prediction that answers them,
+kept when no reply came (what recovery searches upstream for), and orphans adopted once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from imagegen.db import GenerationStore, open_store
+from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
+
+from . import BACKENDS, FakeClock, database_url
+
+REQUEST = GenerationRequest(model="o/m", prompt="cat", num_images=2, width=512, height=512)
+INPUTS = {"prompt": "cat", "num_outputs": 1, "aspect_ratio": "1:1"}
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GenerationStore]:
+    async with database_url(request.param, tmp_path) as url:
+        opened = await open_store(url, clock=FakeClock())
+        yield opened
+        await opened.aclose()
+
+
+async def running(store: GenerationStore, **lease: object) -> str:
+    job = await store.create(REQUEST, provider="replicate", **lease)  # type: ignore[arg-type]
+    await store.mark_running(job.id)
+    return job.id
+
+
+async def test_a_create_is_pending_until_its_prediction_is_recorded(store) -> None:
+    job = await running(store)
+    await store.begin_create(job, PendingCreate("o/m", INPUTS, 1))
+    await store.begin_create(job, PendingCreate("o/m", INPUTS, 1))  # a fan-out, same inputs
+    pending = await store.pending_creates(job)
+    assert [(p.model, dict(p.inputs), p.images_requested) for p in pending] == [
+        ("o/m", INPUTS, 1)
+    ] * 2
+    assert all(p.sent_at is not None and p.sent_at.tzinfo is not None for p in pending)
+
+    # Key order does not matter: the inputs are compared as canonical JSON.
+    reordered = dict(reversed(list(INPUTS.items())))
+    await store.add_prediction(job, PredictionRecord("p-1", reordered, 1))
+    assert len(await store.pending_creates(job)) == 1
+    await store.add_prediction(job, PredictionRecord("p-2", {"prompt": "other"}, 1))
+    assert len(await store.pending_creates(job)) == 1  # not the one it answers
+    await store.add_prediction(job, PredictionRecord("p-3", INPUTS, 1))
+    assert await store.pending_creates(job) == []
+
+
+async def test_an_orphan_is_adopted_by_one_job_only(store) -> None:
+    first, second = await running(store), await running(store)
+    for job in (first, second):
+        await store.begin_create(job, PendingCreate("o/m", INPUTS, 1))
+    orphan = PredictionRecord("orphan", INPUTS, 1)
+    assert await store.adopt_prediction(first, orphan) is True
+    assert await store.adopt_prediction(second, orphan) is False
+    assert [p.prediction_id for p in (await store.get(first)).predictions] == ["orphan"]
+    assert (await store.get(second)).predictions == ()
+    assert await store.pending_creates(first) == []
+    assert len(await store.pending_creates(second)) == 1
+
+
+async def test_released_leases_are_free_for_anyone_at_once(store) -> None:
+    until = datetime(2031, 1, 1, tzinfo=UTC)  # long after the store's FakeClock
+    job = await running(store, lease_owner="a", lease_expires_at=until)
+    other = await running(store, lease_owner="b", lease_expires_at=until)
+    assert await store.claim(job, owner="c", until=until) is False
+    assert await store.release_leases("a", [job, other]) == 1  # only its own
+    assert await store.claim(job, owner="c", until=until, include_own=False) is True
+    assert await store.claim(other, owner="c", until=until) is False
+    assert (await store.get(job)).status is JobStatus.RUNNING
+
+
+async def test_a_sole_claim_is_refused_while_another_job_has_the_same_create_in_flight(
+    store,
+) -> None:
+    mine, theirs = await running(store), await running(store)
+    await store.begin_create(mine, PendingCreate("o/m", INPUTS, 1))
+    await store.begin_create(theirs, PendingCreate("o/m", INPUTS, 1))
+    found = PredictionRecord("found", INPUTS, 1)
+    assert await store.adopt_prediction(mine, found, sole=True) is False  # may be theirs
+    await store.add_prediction(theirs, PredictionRecord("theirs", INPUTS, 1))
+    assert await store.adopt_prediction(mine, found, sole=True) is True
+    assert [p.prediction_id for p in (await store.get(mine)).predictions] == ["found"]
+
+
+async def test_a_finished_jobs_leftover_create_does_not_block_a_sole_claim(store) -> None:
+    mine, old = await running(store), await running(store)
+    await store.begin_create(old, PendingCreate("o/m", INPUTS, 1))  # its reply never came
+    await store.mark_failed(old, error="boom", error_code="upstream_unavailable")
+    await store.begin_create(mine, PendingCreate("o/m", INPUTS, 1))
+    assert await store.adopt_prediction(mine, PredictionRecord("p", INPUTS, 1), sole=True)

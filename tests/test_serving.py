@@ -1,0 +1,44 @@
+"""``imagegen serve`` takes its data directory and its port before anything else, and a second
+one on either is refused with a message naming what is taken."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from imagegen.serving import ServeRefused, hold_data_dir, listen
+
+
+def test_a_data_directory_is_held_by_one_serve_at_a_time(tmp_path) -> None:
+    data = tmp_path / "data"
+    in_use = "is in use by another imagegen serve"
+    with (
+        hold_data_dir(data),
+        pytest.raises(ServeRefused, match=in_use) as refused,
+        hold_data_dir(data),
+    ):
+        pass  # pragma: no cover
+    assert str(refused.value).endswith("stop it first, or set IMAGEGEN_DATA_DIR")
+    with hold_data_dir(data):  # released on the way out
+        assert (data / "imagegen.lock").read_text().strip().isdigit()
+
+
+def test_a_taken_port_is_refused_naming_the_address() -> None:
+    taken = listen("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeRefused, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)
+    finally:
+        taken.close()
+
+
+def test_the_socket_listens_before_the_app_starts() -> None:
+    sock = listen("127.0.0.1", 0)
+    try:
+        # A client can connect (it waits in the backlog) although nothing accepts yet.
+        with socket.create_connection(sock.getsockname(), timeout=2):
+            pass
+    finally:
+        sock.close()
