@@ -95,6 +95,9 @@ def _constrain_forms(schema: Schema, settings: Settings) -> None:
             for name, constraints in bounds[model].items():
                 if name in properties:
                     _constrain(properties[name], constraints)
+            for prop in properties.values():
+                if prop.get("format") != "binary":  # files are bytes, not text
+                    _refuse_nul(prop)
 
 
 def _refuse_nul(prop: Schema) -> None:
