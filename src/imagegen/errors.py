@@ -11,7 +11,8 @@
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
     │   ├── StoreBusy             the database is at capacity (no free connection, or locked)
-    │   └── StorageUnavailable    the image store (S3) is unreachable or refused a request
+    │   ├── StorageUnavailable    the image store (S3) is unreachable or refused a request
+    │   └── SharedStateUnavailable  the shared state (Redis) is unreachable
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
@@ -124,6 +125,14 @@ class StoreBusy(QueueFull):
 class StorageUnavailable(QueueFull):
     """The image store could not be used (S3 unreachable, or it refused the request); the
     backend raises it in place of its client's error, chained to it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 2.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class SharedStateUnavailable(QueueFull):
+    """The state shared across processes (Redis: create rates, events) could not be used; what
+    needed it did not happen (no upstream call went out unthrottled)."""
 
     def __init__(self, message: str, *, retry_after: float | None = 2.0) -> None:
         super().__init__(message, retry_after=retry_after)

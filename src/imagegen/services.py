@@ -22,10 +22,13 @@ from imagegen.errors import ImagegenError
 from imagegen.fetch import SafeFetcher
 from imagegen.http_transport import AiohttpTransport
 from imagegen.ingest import ImageIngestor
+from imagegen.jobs.events import JobEvents
 from imagegen.jobs.setup import start_runner
 from imagegen.netpolicy import HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
+from imagegen.shared.rate import redis_rates
+from imagegen.shared.setup import open_shared_state
 from imagegen.storage.base import ImageStore
 from imagegen.storage.factory import open_image_store
 
@@ -127,6 +130,8 @@ async def build_services(
         image_store = open_image_store(settings, environ, stack)
         catalog = catalog_file.to_catalog(build_providers(stack, specs, settings))
         _check_default_model(catalog, settings)
+        events = JobEvents()
+        redis = await open_shared_state(stack, settings, events)
         # Limits, the webhook worker, and recovery of the jobs a stopped process left unfinished.
         runner = await start_runner(
             stack,
@@ -136,6 +141,8 @@ async def build_services(
             ingestor=build_ingestor(stack, settings, image_store, specs),
             render=webhook_renderer(public_base_url(settings)),
             limits=catalog_file.provider_limits(settings),
+            rates=redis_rates(redis) if redis is not None else None,
+            events=events,
         )
         yield Services(
             settings=settings,
@@ -143,6 +150,7 @@ async def build_services(
             catalog=catalog,
             store=store,
             image_store=image_store,
+            redis=redis,
         )
 
 

@@ -12,6 +12,7 @@ from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.runner import JobRunner
+from imagegen.shared.client import SharedRedis
 from imagegen.storage.base import ImageStore
 
 
@@ -24,6 +25,7 @@ class Services:
     catalog: Catalog
     store: GenerationStore
     image_store: ImageStore
+    redis: SharedRedis | None = None  # the shared state, when IMAGEGEN_REDIS_URL is set
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its

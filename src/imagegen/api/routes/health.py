@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -18,12 +20,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is not usable."}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """The database and the image store are usable."""
+    """The database and the image store are usable, and Redis answers when configured."""
     checks: dict[str, str] = {}
-    for name, check in (
+    probes: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("database", services.store.check),
         ("storage", services.image_store.check),
-    ):
+    ]
+    if services.redis is not None:
+        probes.append(("redis", services.redis.check))
+    for name, check in probes:
         try:
             await check()
             checks[name] = "ok"

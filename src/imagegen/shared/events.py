@@ -1,0 +1,196 @@
+"""Job events between processes: Redis pub/sub, one channel per job.
+
+Each process publishes every event of the jobs it runs to ``<prefix>events:<id>`` (a
+publisher task, pipelined, in order) and subscribes, on one pub/sub connection, to the
+channels of the jobs its own listeners follow. A message names the process it came from, so
+a process never hears its own events twice. A state event carries only the job's id: the
+listener reads the job from the store, which stays the source of truth.
+
+Pub/sub delivers at most once: a message sent while Redis is away is lost, and the listeners'
+store re-reads (``jobs/follow.py``) catch up. When the connection breaks the reader reconnects
+and subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from imagegen.jobs.events import JobEvent
+from imagegen.shared.client import SharedRedis
+
+log = logging.getLogger(__name__)
+
+MAX_OUTGOING = 10_000  # events waiting to be published before new ones are dropped
+RECONNECT_DELAY = 1.0
+
+
+class RedisEventBus:
+    """``EventBus`` over Redis pub/sub; ``start`` runs its tasks, ``aclose`` stops them."""
+
+    def __init__(
+        self,
+        redis: SharedRedis,
+        deliver: Callable[[JobEvent], None],
+        *,
+        reconnect_delay: float = RECONNECT_DELAY,
+    ) -> None:
+        self._redis = redis
+        self._deliver = deliver
+        self._origin = uuid.uuid4().hex
+        self._reconnect_delay = reconnect_delay
+        self._outgoing: asyncio.Queue[JobEvent] = asyncio.Queue(MAX_OUTGOING)
+        self._listeners: dict[str, int] = {}  # channel -> listeners in this process
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._changes: asyncio.Queue[None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dropped = False
+
+    def channel(self, generation_id: str) -> str:
+        return self._redis.key("events", generation_id)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="redis-events-publish"),
+            asyncio.create_task(self._receive_loop(), name="redis-events-receive"),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # --- EventBus ---
+
+    def publish(self, event: JobEvent) -> None:
+        try:
+            self._outgoing.put_nowait(event)
+        except asyncio.QueueFull:
+            if not self._dropped:
+                log.warning("events: Redis is not keeping up; events are dropped")
+                self._dropped = True
+
+    def watch(self, generation_id: str) -> Awaitable[None]:
+        channel = self.channel(generation_id)
+        self._listeners[channel] = self._listeners.get(channel, 0) + 1
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+            self._changes.put_nowait(None)
+        return confirmed
+
+    def unwatch(self, generation_id: str) -> None:
+        channel = self.channel(generation_id)
+        left = self._listeners.get(channel, 0) - 1
+        if left > 0:
+            self._listeners[channel] = left
+            return
+        self._listeners.pop(channel, None)
+        self._confirm(channel)
+        self._confirmed.pop(channel, None)
+        self._changes.put_nowait(None)
+
+    # --- publishing ---
+
+    async def _publish_loop(self) -> None:
+        while True:
+            batch = [await self._outgoing.get()]
+            while not self._outgoing.empty() and len(batch) < 500:
+                batch.append(self._outgoing.get_nowait())
+            try:
+                async with self._redis.client.pipeline(transaction=False) as pipe:
+                    for event in batch:
+                        pipe.publish(self.channel(event.generation_id), self._encode(event))
+                    await pipe.execute()
+                self._dropped = False
+            except Exception as exc:  # lost events are caught up by the store re-reads
+                log.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+
+    def _encode(self, event: JobEvent) -> str:
+        body: dict[str, Any] = {"o": self._origin, "k": event.kind}
+        if event.progress is not None:
+            body["p"] = event.progress
+        return json.dumps(body, separators=(",", ":"))
+
+    # --- receiving ---
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                await self._receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "events: Redis pub/sub connection lost (%s); reconnecting", type(exc).__name__
+                )
+                await asyncio.sleep(self._reconnect_delay)
+
+    async def _receive(self) -> None:
+        pubsub = self._redis.client.pubsub()
+        sync: asyncio.Task[None] | None = None
+        try:
+            # A channel of its own keeps the connection subscribed while no job is followed.
+            await pubsub.subscribe(self._redis.key("events", "_process", self._origin))
+            sync = asyncio.create_task(self._sync(pubsub))
+            self._changes.put_nowait(None)  # (re)subscribe to every followed job
+            while True:
+                if sync.done():
+                    sync.result()  # a failed SUBSCRIBE: reconnect
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._handle(message)
+        finally:
+            if sync is not None:
+                sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sync
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _sync(self, pubsub: Any) -> None:
+        """Bring the connection's subscriptions in line with the followed jobs."""
+        subscribed: set[str] = set()
+        while True:
+            await self._changes.get()
+            wanted = set(self._listeners)
+            added, removed = wanted - subscribed, subscribed - wanted
+            if added:
+                await pubsub.subscribe(*added)
+            if removed:
+                await pubsub.unsubscribe(*removed)
+            for channel in wanted - added:  # followed again before it was ever unsubscribed
+                self._confirm(channel)
+            subscribed = wanted
+
+    def _confirm(self, channel: str) -> None:
+        confirmed = self._confirmed.get(channel)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        channel = _text(message.get("channel"))
+        kind = message.get("type")
+        if kind == "subscribe":
+            self._confirm(channel)
+            return
+        if kind != "message":
+            return
+        try:
+            body = json.loads(message["data"])
+        except (ValueError, TypeError):
+            return
+        if body.get("o") == self._origin or body.get("k") not in ("state", "progress"):
+            return
+        prefix = self._redis.key("events", "")
+        self._deliver(JobEvent(body["k"], channel[len(prefix) :], progress=body.get("p")))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
