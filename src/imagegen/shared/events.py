@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_OUTGOING = 10_000  # events waiting to be published before new ones are dropped
 RECONNECT_DELAY = 1.0
+CLOSE_WAIT = 5.0
+POLL = 0.02  # longest a new subscription waits for the reader to send it
 
 
 class RedisEventBus:
@@ -47,7 +49,6 @@ class RedisEventBus:
         self._outgoing: asyncio.Queue[JobEvent] = asyncio.Queue(MAX_OUTGOING)
         self._listeners: dict[str, int] = {}  # channel -> listeners in this process
         self._confirmed: dict[str, asyncio.Future[None]] = {}
-        self._changes: asyncio.Queue[None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped = False
 
@@ -63,7 +64,8 @@ class RedisEventBus:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a client that swallowed the cancellation must not hang us
+            await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
         self._tasks = []
 
     # --- EventBus ---
@@ -82,7 +84,6 @@ class RedisEventBus:
         confirmed = self._confirmed.get(channel)
         if confirmed is None:
             confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
-            self._changes.put_nowait(None)
         return confirmed
 
     def unwatch(self, generation_id: str) -> None:
@@ -94,7 +95,6 @@ class RedisEventBus:
         self._listeners.pop(channel, None)
         self._confirm(channel)
         self._confirmed.pop(channel, None)
-        self._changes.put_nowait(None)
 
     # --- publishing ---
 
@@ -133,41 +133,33 @@ class RedisEventBus:
                 await asyncio.sleep(self._reconnect_delay)
 
     async def _receive(self) -> None:
+        """One connection's life. Only this task uses it: subscriptions change between reads
+        (a read returns at once when a message comes, else after ``POLL`` seconds)."""
         pubsub = self._redis.client.pubsub()
-        sync: asyncio.Task[None] | None = None
+        subscribed: set[str] = set()
         try:
             # A channel of its own keeps the connection subscribed while no job is followed.
             await pubsub.subscribe(self._redis.key("events", "_process", self._origin))
-            sync = asyncio.create_task(self._sync(pubsub))
-            self._changes.put_nowait(None)  # (re)subscribe to every followed job
             while True:
-                if sync.done():
-                    sync.result()  # a failed SUBSCRIBE: reconnect
-                message = await pubsub.get_message(timeout=1.0)
+                subscribed = await self._sync(pubsub, subscribed)
+                message = await pubsub.get_message(timeout=POLL)
                 if message is not None:
                     self._handle(message)
         finally:
-            if sync is not None:
-                sync.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sync
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _sync(self, pubsub: Any) -> None:
+    async def _sync(self, pubsub: Any, subscribed: set[str]) -> set[str]:
         """Bring the connection's subscriptions in line with the followed jobs."""
-        subscribed: set[str] = set()
-        while True:
-            await self._changes.get()
-            wanted = set(self._listeners)
-            added, removed = wanted - subscribed, subscribed - wanted
-            if added:
-                await pubsub.subscribe(*added)
-            if removed:
-                await pubsub.unsubscribe(*removed)
-            for channel in wanted - added:  # followed again before it was ever unsubscribed
-                self._confirm(channel)
-            subscribed = wanted
+        wanted = set(self._listeners)
+        added, removed = wanted - subscribed, subscribed - wanted
+        if added:
+            await pubsub.subscribe(*added)
+        if removed:
+            await pubsub.unsubscribe(*removed)
+        for channel in wanted - added:  # followed again before it was ever unsubscribed
+            self._confirm(channel)
+        return wanted
 
     def _confirm(self, channel: str) -> None:
         confirmed = self._confirmed.get(channel)
