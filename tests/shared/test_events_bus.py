@@ -13,7 +13,13 @@ from pathlib import Path
 from tests.support.redis import PrivateRedis, unique_prefix
 
 from imagegen.jobs.events import JobEvents
-from imagegen.models import Generation, GenerationRequest, JobStatus
+from imagegen.models import (
+    Generation,
+    GenerationRequest,
+    JobStatus,
+    PredictionRecord,
+    StoredImage,
+)
 from imagegen.shared.client import SharedRedis, open_redis
 from imagegen.shared.events import RedisEventBus
 
@@ -22,7 +28,16 @@ Connect = Callable[[], SharedRedis]
 
 def job(status: JobStatus = JobStatus.RUNNING) -> Generation:
     request = GenerationRequest(prompt="a fox", model="m", num_images=1, width=512, height=512)
-    return Generation("gen_1", status, request, "replicate", datetime.now(UTC))
+    return Generation(
+        "gen_1",
+        status,
+        request,
+        "replicate",
+        datetime.now(UTC),
+        predictions=(PredictionRecord("p1", {"prompt": "a fox", "seed": 7}, 1),),
+        images=(StoredImage("ab/cd.png", "image/png", 512, 512, 1234),),
+        metadata={"team": "blue"},
+    )
 
 
 @asynccontextmanager
@@ -45,7 +60,8 @@ async def test_a_listener_hears_another_processs_events_once(connect: Connect) -
         with b.subscribe("gen_1") as on_b, a.subscribe("gen_1") as on_a:
             await on_b.ready()
             await on_a.ready()
-            a.state(job())
+            sent = job()
+            a.state(sent)
             a.progress("gen_1", 0.5)
             heard = [await on_b.next(5), await on_b.next(5)]
             assert [(e.kind, e.generation_id) for e in heard if e] == [
@@ -53,7 +69,7 @@ async def test_a_listener_hears_another_processs_events_once(connect: Connect) -
                 ("progress", "gen_1"),
             ]
             assert heard[0] is not None
-            assert heard[0].generation is None  # the listener reads the job from the store
+            assert heard[0].generation == sent  # the job as A's transition left it
             assert heard[1] is not None
             assert heard[1].progress == 0.5
             # A's own listener got each event once, from A itself: nothing echoed back.

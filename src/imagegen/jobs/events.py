@@ -2,8 +2,9 @@
 
 Without a bus a listener hears only about jobs this process runs. With an ``EventBus`` (Redis
 pub/sub, ``imagegen.shared.events``) every event is also published to the other processes, and
-a job's events from them are delivered here while it has listeners; such a remote ``state``
-event carries no job (``generation`` is None): the listener reads it from the store. Either way
+a job's events from them are delivered here while it has listeners; a remote ``state`` event
+whose job could not be carried has none (``generation`` is None): the listener reads the store.
+Either way
 a listener also re-reads the store now and then (the SSE route, ``JobRunner.wait``), which
 covers an event the bus lost.
 """

@@ -3,8 +3,9 @@
 Each process publishes every event of the jobs it runs to ``<prefix>events:<id>`` (a
 publisher task, pipelined, in order) and subscribes, on one pub/sub connection, to the
 channels of the jobs its own listeners follow. A message names the process it came from, so
-a process never hears its own events twice. A state event carries only the job's id: the
-listener reads the job from the store, which stays the source of truth.
+a process never hears its own events twice. A state event carries the job as the transition
+left it (JSON), so a listener elsewhere answers without reading the store; one that cannot be
+read arrives without it, and the listener reads the store.
 
 Pub/sub delivers at most once: a message sent while Redis is away is lost, and the listeners'
 store re-reads (``jobs/follow.py``) catch up. When the connection breaks the reader reconnects
@@ -21,7 +22,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from imagegen.jobs.events import JobEvent
+from imagegen.models import Generation
 from imagegen.shared.client import SharedRedis
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_OUTGOING = 10_000  # events waiting to be published before new ones are dropped
 RECONNECT_DELAY = 1.0
 CLOSE_WAIT = 5.0
+_GENERATION: TypeAdapter[Generation] = TypeAdapter(Generation)
 POLL = 0.02  # longest a new subscription waits for the reader to send it
 
 
@@ -116,6 +121,8 @@ class RedisEventBus:
         body: dict[str, Any] = {"o": self._origin, "k": event.kind}
         if event.progress is not None:
             body["p"] = event.progress
+        if event.generation is not None:
+            body["g"] = _GENERATION.dump_python(event.generation, mode="json")
         return json.dumps(body, separators=(",", ":"))
 
     # --- receiving ---
@@ -181,7 +188,19 @@ class RedisEventBus:
         if body.get("o") == self._origin or body.get("k") not in ("state", "progress"):
             return
         prefix = self._redis.key("events", "")
-        self._deliver(JobEvent(body["k"], channel[len(prefix) :], progress=body.get("p")))
+        generation_id = channel[len(prefix) :]
+        self._deliver(JobEvent(body["k"], generation_id, _generation(body), body.get("p")))
+
+
+def _generation(body: dict[str, Any]) -> Generation | None:
+    """The job a state event carries; None (the listener reads the store) if it cannot be read."""
+    if "g" not in body:
+        return None
+    try:
+        return _GENERATION.validate_python(body["g"])
+    except ValidationError:
+        log.warning("events: a job in a Redis message could not be read")
+        return None
 
 
 def _text(value: object) -> str:
