@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Short timeouts: a Redis that does not answer fails the caller fast instead of holding it.
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
+MAX_CONNECTIONS = 32  # per process, besides its one pub/sub connection
 INSTALL_HINT = 'IMAGEGEN_REDIS_URL needs the redis client: pip install "imagegen[redis]"'
 
 
@@ -35,14 +36,14 @@ class SharedRedis:
             await self.client.ping()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)  # the pool is ours
 
 
 def open_redis(url: str, prefix: str) -> SharedRedis:
     """A client for ``url`` (connections open on first use); ``ConfigurationError`` when the
     ``redis`` package is missing or the URL is not a Redis URL."""
     try:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
     except ImportError as exc:
@@ -55,7 +56,11 @@ def open_redis(url: str, prefix: str) -> SharedRedis:
         "health_check_interval": 30,
     }
     try:
-        client = Redis.from_url(url, **options)
+        # Bounded: a burst waits (COMMAND_TIMEOUT at most) for one of MAX_CONNECTIONS.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+        )
+        client = Redis(connection_pool=pool)
     except ValueError as exc:
         raise ConfigurationError(f"IMAGEGEN_REDIS_URL is not a Redis URL: {exc}") from exc
     return SharedRedis(client, prefix)

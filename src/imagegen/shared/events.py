@@ -56,6 +56,7 @@ class RedisEventBus:
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped = False
+        self._closing = False
 
     def channel(self, generation_id: str) -> str:
         return self._redis.key("events", generation_id)
@@ -67,6 +68,9 @@ class RedisEventBus:
         ]
 
     async def aclose(self) -> None:
+        # The flag too: a cancellation that races a read's own timeout can surface as a
+        # TimeoutError (Python 3.11), which the receive loop would take for a lost connection.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:  # bounded: a client that swallowed the cancellation must not hang us
@@ -104,7 +108,7 @@ class RedisEventBus:
     # --- publishing ---
 
     async def _publish_loop(self) -> None:
-        while True:
+        while not self._closing:
             batch = [await self._outgoing.get()]
             while not self._outgoing.empty() and len(batch) < 500:
                 batch.append(self._outgoing.get_nowait())
@@ -128,12 +132,14 @@ class RedisEventBus:
     # --- receiving ---
 
     async def _receive_loop(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._receive()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closing:
+                    return
                 log.warning(
                     "events: Redis pub/sub connection lost (%s); reconnecting", type(exc).__name__
                 )
@@ -147,7 +153,7 @@ class RedisEventBus:
         try:
             # A channel of its own keeps the connection subscribed while no job is followed.
             await pubsub.subscribe(self._redis.key("events", "_process", self._origin))
-            while True:
+            while not self._closing:
                 subscribed = await self._sync(pubsub, subscribed)
                 message = await pubsub.get_message(timeout=POLL)
                 if message is not None:
