@@ -56,6 +56,8 @@ class RedisEventBus:
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped = False
+        self._failing = False
+        self._lost = False
         self._closing = False
 
     def channel(self, generation_id: str) -> str:
@@ -117,9 +119,11 @@ class RedisEventBus:
                     for event in batch:
                         pipe.publish(self.channel(event.generation_id), self._encode(event))
                     await pipe.execute()
-                self._dropped = False
+                self._dropped = self._failing = False
             except Exception as exc:  # lost events are caught up by the store re-reads
-                log.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+                if not self._failing:  # once per outage, not once per event
+                    log.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+                    self._failing = True
 
     def _encode(self, event: JobEvent) -> str:
         body: dict[str, Any] = {"o": self._origin, "k": event.kind}
@@ -140,9 +144,10 @@ class RedisEventBus:
             except Exception as exc:
                 if self._closing:
                     return
-                log.warning(
-                    "events: Redis pub/sub connection lost (%s); reconnecting", type(exc).__name__
-                )
+                if not self._lost:  # once per outage
+                    reason = type(exc).__name__
+                    log.warning("events: Redis pub/sub connection lost (%s); reconnecting", reason)
+                    self._lost = True
                 await asyncio.sleep(self._reconnect_delay)
 
     async def _receive(self) -> None:
@@ -153,6 +158,9 @@ class RedisEventBus:
         try:
             # A channel of its own keeps the connection subscribed while no job is followed.
             await pubsub.subscribe(self._redis.key("events", "_process", self._origin))
+            if self._lost:
+                log.warning("events: Redis pub/sub connection back")
+                self._lost = False
             while not self._closing:
                 subscribed = await self._sync(pubsub, subscribed)
                 message = await pubsub.get_message(timeout=POLL)
