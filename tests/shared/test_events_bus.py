@@ -1,6 +1,7 @@
 """Job events between processes over Redis pub/sub: two ``JobEvents``, each with its own bus and
 client, as two processes have. A listener on one hears the other's events, once; its own are
-not echoed back; a bus reconnects and subscribes again after Redis restarts."""
+not echoed back; while Redis is down a new listener does not wait for it; a bus reconnects and
+subscribes again after Redis restarts."""
 
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ async def test_the_bus_subscribes_again_after_redis_restarts(tmp_path: Path) -> 
                     await listener.ready()
                     server.stop()
                     await asyncio.sleep(0.5)
+                    with b.subscribe("gen_3") as meanwhile:  # Redis down: no wait for it
+                        started = asyncio.get_running_loop().time()
+                        await meanwhile.ready()
+                        assert asyncio.get_running_loop().time() - started < 0.5
                     server.start()
 
                     async def heard() -> None:

@@ -95,6 +95,8 @@ class RedisEventBus:
         confirmed = self._confirmed.get(channel)
         if confirmed is None:
             confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+            if self._lost:  # no confirmation is coming soon: the store re-reads cover it
+                confirmed.set_result(None)
         return confirmed
 
     def unwatch(self, generation_id: str) -> None:
