@@ -191,6 +191,19 @@ class Settings(BaseSettings):
         description="Free space the data disk must keep: below it /readyz fails and new "
         "generations are refused with 503 (0: no floor).",
     )
+    # --- Shared state across processes and replicas (optional) ---
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (redis:// or rediss://) holding what every process must share: the "
+        "providers' create rates and job events. Needs imagegen[redis]. Default: none "
+        "(limits and events are per process).",
+    )
+    redis_prefix: str = Field(
+        default="imagegen:",
+        max_length=100,
+        description="Prefix of imagegen's Redis keys and channels (several deployments may "
+        "share one Redis under different prefixes).",
+    )
     return_provider_urls: bool = Field(
         default=False,
         description="Return the provider's own (expiring) URLs instead of storing images.",

@@ -16,8 +16,9 @@
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
-    │   └── StoreBusy             the database is at capacity (no free connection, or locked)
-    │       └── DatabaseUnavailable   its storage refuses writes: read-only, full, failing I/O
+    │   ├── StoreBusy             the database is at capacity (no free connection, or locked)
+    │   │   └── DatabaseUnavailable   its storage refuses writes: read-only, full, failing I/O
+    │   └── SharedStateUnavailable  the shared state (Redis) is unreachable
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
     ├── LocalFault                imagegen's own storage refuses writes; retry later
     │   └── StorageUnavailable    the image store: folder full, read-only or not permitted,
@@ -180,6 +181,14 @@ class DatabaseUnavailable(StoreBusy):
     ``StoreBusy``, the transaction did not happen and may be retried once the fault passes."""
 
     def __init__(self, message: str, *, retry_after: float | None = 5.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class SharedStateUnavailable(QueueFull):
+    """The state shared across processes (Redis: create rates, events) could not be used; what
+    needed it did not happen (no upstream call went out unthrottled)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 2.0) -> None:
         super().__init__(message, retry_after=retry_after)
 
 

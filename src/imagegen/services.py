@@ -30,6 +30,7 @@ from imagegen.fetch import SafeFetcher
 from imagegen.http_transport import AiohttpTransport
 from imagegen.ingest import ImageIngestor
 from imagegen.inputs import InputImages, InputReader
+from imagegen.jobs.events import JobEvents
 from imagegen.jobs.setup import start_runner
 from imagegen.limits.gate import KeyGate
 from imagegen.limits.rate import MemoryRateWindow
@@ -37,6 +38,8 @@ from imagegen.metrics import Metrics
 from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
+from imagegen.shared.rate import redis_rates
+from imagegen.shared.setup import open_shared_state
 from imagegen.storage.base import ImageStore
 from imagegen.storage.factory import open_image_store
 
@@ -144,6 +147,8 @@ async def build_services(
         image_store = open_image_store(settings, environ, stack)
         catalog = catalog_file.to_catalog(build_providers(stack, specs, settings, image_store))
         _check_default_model(catalog, settings)
+        events = JobEvents()
+        redis = await open_shared_state(stack, settings, events)
         # Limits, the webhook worker, and recovery of the jobs a stopped process left unfinished.
         runner = await start_runner(
             stack,
@@ -154,6 +159,8 @@ async def build_services(
             render=webhook_renderer(public_base_url(settings)),
             limits=catalog_file.provider_limits(settings),
             observer=metrics,
+            rates=redis_rates(redis) if redis is not None else None,
+            events=events,
         )
         yield Services(
             settings=settings,
@@ -167,6 +174,7 @@ async def build_services(
             gate=KeyGate(usage, MemoryRateWindow(), clock=utc_now),
             usage=usage,
             metrics=metrics,
+            redis=redis,
         )
 
 

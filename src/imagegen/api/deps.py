@@ -21,6 +21,7 @@ from imagegen.jobs.runner import JobRunner
 from imagegen.limits.gate import KeyGate
 from imagegen.logs import log_context
 from imagegen.metrics import Metrics
+from imagegen.shared.client import SharedRedis
 from imagegen.storage.base import ImageStore
 
 
@@ -40,6 +41,7 @@ class Services:
     gate: KeyGate | None = None
     usage: SqlUsage | None = None
     metrics: Metrics | None = None
+    redis: SharedRedis | None = None  # the shared state, when IMAGEGEN_REDIS_URL is set
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its

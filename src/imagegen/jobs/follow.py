@@ -3,7 +3,8 @@ report, then ``done``; what an event stream (SSE) sends.
 
 Listening starts before the store is read, so no change between the two is missed; a change
 already seen in the store is not repeated. Between events the store is re-read every
-``heartbeat`` seconds, which also follows a job another replica runs (see ``events.py``).
+``heartbeat`` seconds, which also follows a job another replica runs when no bus carries its
+events, and catches up an event the bus lost (see ``events.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ async def follow(
     store: GenerationStore, events: JobEvents, generation_id: str, *, heartbeat: float
 ) -> AsyncIterator[Update]:
     with events.subscribe(generation_id) as listener:
+        await listener.ready()
         current = await store.get(generation_id)
         yield Update("state", current)
         while not current.status.is_terminal:
@@ -37,8 +39,10 @@ async def follow(
             if event is not None and event.kind == "progress":
                 yield Update("progress", progress=event.progress)
                 continue
-            latest = event.generation if event is not None else await store.get(generation_id)
-            if latest is None or latest.status is current.status:
+            latest = event.generation if event is not None else None
+            if latest is None:  # time to look again, or another process's change
+                latest = await store.get(generation_id)
+            if latest.status is current.status:
                 if event is None:
                     yield Update("heartbeat")
                 continue

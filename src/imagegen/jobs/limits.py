@@ -13,7 +13,9 @@ Two gates, both honouring each job's deadline:
   knows at once when its turn comes, and if that is past its deadline it fails at once with
   ``DeadlineExceeded`` instead of waiting for nothing.
 
-Limits are per process: replicas sharing one upstream account should split the account's rate.
+The create rate is a ``CreateRate``: by default the in-process ``RateLimiter`` (exact for one
+process); with Redis, ``imagegen.shared.rate.RedisRateLimiter``, one bucket per provider account
+shared by every process and replica. Concurrency slots and the queue are always per process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from imagegen.errors import DeadlineExceeded, QueueFull
 
@@ -50,6 +53,21 @@ class Limits:
     max_queue: int = 1000
 
 
+class CreateRate(Protocol):
+    """The create rate of one provider account."""
+
+    async def acquire(self, deadline: float) -> None:
+        """Wait for a token. ``deadline`` is on the event loop's clock: if the token would
+        come after it, raise ``DeadlineExceeded`` at once. A cancelled waiter gives its token
+        back when it can. Implementations that cannot tell (a shared store unreachable) raise
+        ``SharedStateUnavailable`` rather than let the create go out unthrottled."""
+        ...
+
+
+# Builds a provider's create rate from its name (the account) and limits.
+RateFactory = Callable[[str, "Limits"], CreateRate]
+
+
 class RateLimiter:
     """GCRA over ``clock`` (seconds): ``per_minute`` tokens a minute, ``burst`` at most at once."""
 
@@ -61,10 +79,6 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._tat: float | None = None  # theoretical arrival time of the next token
-
-    @property
-    def per_second(self) -> float:
-        return 1.0 / self._interval
 
     async def acquire(self, deadline: float) -> None:
         """Wait for a token; ``DeadlineExceeded`` at once if it would come after ``deadline``."""
@@ -87,15 +101,22 @@ class RateLimiter:
 class ProviderLimiter:
     """The concurrency slots, queue bound and create rate of one provider."""
 
-    def __init__(self, limits: Limits, *, clock: Clock = _loop_time, sleep: Sleep = asyncio.sleep):
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Clock = _loop_time,
+        sleep: Sleep = asyncio.sleep,
+        rate: CreateRate | None = None,
+    ):
+        """``rate``: the create rate to use (default: an in-process ``RateLimiter`` when
+        ``limits.per_minute`` is set)."""
         self.limits = limits
         self._clock = clock
         self._slots = asyncio.Semaphore(limits.max_concurrency) if limits.max_concurrency else None
-        self._rate = (
-            RateLimiter(limits.per_minute, limits.burst, clock=clock, sleep=sleep)
-            if limits.per_minute
-            else None
-        )
+        if rate is None and limits.per_minute:
+            rate = RateLimiter(limits.per_minute, limits.burst, clock=clock, sleep=sleep)
+        self._rate = rate
         self._waiting = 0
         self._running = 0
 
@@ -119,9 +140,9 @@ class ProviderLimiter:
         return QueueTicket(self)
 
     def _retry_after(self) -> float:
-        if self._rate is None:
+        if not self.limits.per_minute:
             return 5.0
-        return max(1.0, math.ceil(self._waiting / self._rate.per_second))
+        return max(1.0, math.ceil(self._waiting * 60.0 / self.limits.per_minute))
 
     def _leave(self) -> None:
         self._waiting -= 1
@@ -167,7 +188,8 @@ class QueueTicket:
 
 
 class ProviderLimits:
-    """A limiter per provider name; providers without configured limits get ``default``."""
+    """A limiter per provider name; providers without configured limits get ``default``.
+    ``rates`` builds the create rate of a provider that has one (default: in-process)."""
 
     def __init__(
         self,
@@ -176,17 +198,20 @@ class ProviderLimits:
         default: Limits | None = None,
         clock: Clock = _loop_time,
         sleep: Sleep = asyncio.sleep,
+        rates: RateFactory | None = None,
     ) -> None:
         self._limits = dict(limits or {})
         self._default = default or Limits()
         self._clock = clock
         self._sleep = sleep
+        self._rates = rates
         self._limiters: dict[str, ProviderLimiter] = {}
 
     def __call__(self, provider: str) -> ProviderLimiter:
         limiter = self._limiters.get(provider)
         if limiter is None:
             limits = self._limits.get(provider, self._default)
-            limiter = ProviderLimiter(limits, clock=self._clock, sleep=self._sleep)
+            rate = self._rates(provider, limits) if self._rates and limits.per_minute else None
+            limiter = ProviderLimiter(limits, clock=self._clock, sleep=self._sleep, rate=rate)
             self._limiters[provider] = limiter
         return limiter

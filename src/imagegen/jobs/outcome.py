@@ -27,6 +27,7 @@ _BUILDERS: dict[str, Callable[[str, Generation], errors.ImagegenError]] = {
     "store_busy": lambda m, g: errors.StoreBusy(m),
     "storage_unavailable": lambda m, g: errors.StorageUnavailable(m),
     "database_unavailable": lambda m, g: errors.DatabaseUnavailable(m),
+    "shared_state_unavailable": lambda m, g: errors.SharedStateUnavailable(m),
 }
 
 

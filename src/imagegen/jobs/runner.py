@@ -220,6 +220,7 @@ class JobRunner:
         """
         while (task := self._tasks.get(generation_id)) is None:
             with self.events.subscribe(generation_id) as listener:
+                await listener.ready()
                 generation = await self._store.get(generation_id)
                 if generation.status.is_terminal:
                     return result_of(generation)

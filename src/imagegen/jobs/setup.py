@@ -10,7 +10,8 @@ import httpx
 
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
-from imagegen.jobs.limits import Limits, ProviderLimits
+from imagegen.jobs.events import JobEvents
+from imagegen.jobs.limits import Limits, ProviderLimits, RateFactory
 from imagegen.jobs.observe import JobObserver, NoObserver
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.jobs.runner import JobRunner, _utcnow
@@ -24,10 +25,13 @@ REPLICATE = "replicate"
 
 
 def provider_limits(
-    settings: Settings, configured: Mapping[str, Limits] | None = None
+    settings: Settings,
+    configured: Mapping[str, Limits] | None = None,
+    rates: RateFactory | None = None,
 ) -> ProviderLimits:
     """Each provider's own limits, by its catalog name (``configured``; without it, the
-    implicit ``replicate`` from the settings); others are bounded only by the queue."""
+    implicit ``replicate`` from the settings); others are bounded only by the queue. ``rates``
+    builds the create rates (default: in-process)."""
     if configured is None:
         replicate = Limits(
             max_concurrency=settings.replicate_max_concurrency,
@@ -36,7 +40,7 @@ def provider_limits(
             max_queue=settings.max_queue,
         )
         configured = {REPLICATE: replicate}
-    return ProviderLimits(configured, default=Limits(max_queue=settings.max_queue))
+    return ProviderLimits(configured, default=Limits(max_queue=settings.max_queue), rates=rates)
 
 
 def webhook_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -79,9 +83,12 @@ async def start_runner(
     render: Render = minimal_body,
     limits: Mapping[str, Limits] | None = None,
     observer: JobObserver | None = None,
+    rates: RateFactory | None = None,
+    events: JobEvents | None = None,
 ) -> JobRunner:
     """Build and start the runner (adopting unfinished jobs); ``stack`` closes it. ``limits``
-    are the providers' own, by name (``CatalogFile.provider_limits``)."""
+    are the providers' own, by name (``CatalogFile.provider_limits``); ``rates`` and
+    ``events`` are shared with other processes when given (``imagegen.shared``)."""
     http = webhook_http_client(settings)
     stack.push_async_callback(http.aclose)
     worker = webhook_worker(settings, store, http, observer)
@@ -91,7 +98,8 @@ async def start_runner(
         ingestor=ingestor,
         timeout=settings.request_timeout,
         idempotency_ttl=settings.idempotency_ttl,
-        limits=provider_limits(settings, limits),
+        limits=provider_limits(settings, limits, rates),
+        events=events,
         messages=WebhookMessages(render),
         wake_webhooks=worker.wake,
         owner=settings.instance_id,

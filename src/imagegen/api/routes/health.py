@@ -23,18 +23,21 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "A dependency is not usable."}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Each dependency, probed for real: the database takes a read and a write, the image store
-    a write, and the data disks have at least ``IMAGEGEN_MIN_FREE_BYTES`` free."""
+    a write, the data disks have at least ``IMAGEGEN_MIN_FREE_BYTES`` free, and Redis answers
+    when configured."""
     settings = services.settings
 
     async def disk() -> None:  # the images, and the database when it is SQLite in data_dir
         for folder in (settings.images_dir, settings.data_dir):
             check_free_space(folder, settings.min_free_bytes)
 
-    probes: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+    probes: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("database", services.store.check),
         ("storage", services.image_store.check),
         ("disk", disk),
-    )
+    ]
+    if services.redis is not None:
+        probes.append(("redis", services.redis.check))
     checks = {name: await _outcome(probe) for name, probe in probes}
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
