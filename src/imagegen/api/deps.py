@@ -22,6 +22,7 @@ from imagegen.limits.gate import KeyGate
 from imagegen.logs import log_context
 from imagegen.metrics import Metrics
 from imagegen.storage.base import ImageStore
+from imagegen.storage.health import StoreHealth
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class Services:
     gate: KeyGate | None = None
     usage: SqlUsage | None = None
     metrics: Metrics | None = None
+    # Whether ``image_store`` is known to be down; without it creates never ask.
+    storage_health: StoreHealth | None = None
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
