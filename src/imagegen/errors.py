@@ -14,6 +14,7 @@
     ├── IdempotencyConflict       an Idempotency-Key reused with a different request
     ├── ConfigurationError        a setting is missing or wrong (e.g. no provider key)
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
+    │   └── StillStoring          ... because its paid-for outputs are being stored again
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
     │   ├── StoreBusy             the database is at capacity (no free connection, or locked)
@@ -138,6 +139,20 @@ class ConfigurationError(ImagegenError):
 
 class DeadlineExceeded(ImagegenError):
     """The request's deadline passed; any upstream work was canceled."""
+
+
+class StillStoring(DeadlineExceeded):
+    """A synchronous request's deadline passed while its generation, made upstream, was still
+    storing its outputs (the image store is down). The job goes on in the background and is
+    never made again; ``generation_id`` is the one to follow."""
+
+    def __init__(self, generation_id: str) -> None:
+        super().__init__(
+            f"generation {generation_id!r} was made upstream but its images could not be stored "
+            f"before the request's deadline: imagegen keeps storing them in the background and "
+            f"never makes them again; follow GET /api/v1/generations/{generation_id}"
+        )
+        self.generation_id = generation_id
 
 
 class Canceled(ImagegenError):

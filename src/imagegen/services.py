@@ -168,6 +168,7 @@ async def build_services(
             catalog=catalog,
             store=store,
             image_store=image_store,
+            storage_health=image_store.health,
             inputs=build_inputs(stack, settings, image_store),
             auth=auth,
             keys=keys,

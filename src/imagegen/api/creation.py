@@ -113,6 +113,8 @@ async def create(
     if not services.settings.return_provider_urls:
         # A prediction is paid for before its images are stored: refuse while there is no room.
         check_free_space(services.settings.images_dir, services.settings.min_free_bytes)
+        if services.storage_health is not None:  # no I/O unless the store is known to be down
+            await services.storage_health.admit()
     idempotency = idempotency_of(request, scope, body, principal.owner)
     gate = None
     if principal.key is not None and services.gate is not None:
@@ -130,7 +132,7 @@ async def create(
     )
     if wants_async(request):
         return Created(job, finished=False)
-    return Created(await wait_for_job(services.runner, job.id, request), finished=True)
+    return Created(await wait_for_job(services.runner, job, request), finished=True)
 
 
 def accepted(generation: Generation, base_url: str, services: Services) -> JSONResponse:

@@ -23,6 +23,7 @@ from imagegen.logs import log_context
 from imagegen.metrics import Metrics
 from imagegen.shared.client import SharedRedis
 from imagegen.storage.base import ImageStore
+from imagegen.storage.health import StoreHealth
 
 
 @dataclass(slots=True)
@@ -42,6 +43,8 @@ class Services:
     usage: SqlUsage | None = None
     metrics: Metrics | None = None
     redis: SharedRedis | None = None  # the shared state, when IMAGEGEN_REDIS_URL is set
+    # Whether ``image_store`` is known to be down; without it creates never ask.
+    storage_health: StoreHealth | None = None
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its

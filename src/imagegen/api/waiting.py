@@ -1,28 +1,65 @@
-"""Waiting on a job for a synchronous response, cancelling it if the client goes away."""
+"""Waiting on a job for a synchronous response, cancelling it if the client goes away.
+
+The wait ends by the job's deadline (plus ``GRACE_SECONDS``): by then the provider's work has
+been stopped, so a job still running is storing outputs it already paid for while the image
+store is down (``jobs/outputs.py``). The answer is then ``StillStoring`` (504, naming the
+generation to follow) while the job goes on in the background; it is not canceled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 
+from imagegen.errors import StillStoring
 from imagegen.jobs.runner import JobRunner
+from imagegen.jobs.work import BACKSTOP_SECONDS
 from imagegen.models import Generation
 
+# Past the deadline and the provider's backstop: time to store outputs and write the end state.
+GRACE_SECONDS = BACKSTOP_SECONDS + 8.0
 
-async def wait_for_job(runner: JobRunner, generation_id: str, request: Request) -> Generation:
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def wait_for_job(
+    runner: JobRunner,
+    generation: Generation,
+    request: Request,
+    *,
+    now: Callable[[], datetime] = _utcnow,
+    grace: float | None = None,
+) -> Generation:
     """Wait for the job; if the client disconnects first, cancel it (and its predictions).
 
     Once the body is read, the ASGI ``receive`` channel yields ``http.disconnect`` only when the
     client goes away, so one waiting task per request costs nothing until that happens.
+    Raises ``StillStoring`` if the job outlives its deadline by ``grace`` seconds (default
+    ``GRACE_SECONDS``).
     """
-    job = asyncio.ensure_future(runner.wait(generation_id))
+    job = asyncio.ensure_future(runner.wait(generation.id))
     watcher = asyncio.ensure_future(_disconnected(request))
+    timeout = None
+    if generation.deadline_at is not None:
+        left = max(0.0, (generation.deadline_at - now()).total_seconds())
+        timeout = left + (GRACE_SECONDS if grace is None else grace)
     try:
-        done, _ = await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {job, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            job.cancel()  # only this wait: the job itself runs on (runner.wait shields it)
+            with contextlib.suppress(asyncio.CancelledError):
+                return await job  # it ended just now after all
+            raise StillStoring(generation.id)
         if job not in done:
-            await runner.cancel(generation_id)
+            await runner.cancel(generation.id)
         return await job
     finally:
         watcher.cancel()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from imagegen.errors import ConfigurationError
-from imagegen.storage.base import ImageStore
+from imagegen.storage.health import TrackedStore, tracked
 from imagegen.storage.local import LocalImageStore
 from imagegen.storage.location import LocalLocation, S3Location
 
@@ -33,12 +33,13 @@ def require_backend(settings: Settings) -> None:
 
 def open_image_store(
     settings: Settings, environ: Mapping[str, str], stack: AsyncExitStack
-) -> ImageStore:
-    """The store ``settings`` name; ``environ`` holds the ``AWS_*`` variables; ``stack`` closes
-    what the store uses (its HTTP client)."""
+) -> TrackedStore:
+    """The store ``settings`` name, tracked (``storage/health.py``: creates are refused while
+    it is known to be down); ``environ`` holds the ``AWS_*`` variables; ``stack`` closes what
+    the store uses (its HTTP client)."""
     location = settings.storage_location
     if isinstance(location, LocalLocation):
-        return LocalImageStore(location.path)
+        return tracked(LocalImageStore(location.path), f"image folder {str(location.path)!r}")
     config_class, store_class = _s3_classes()
     config = config_class.from_environment(
         location,
@@ -55,7 +56,7 @@ def open_image_store(
     stack.push_async_callback(http.aclose)
     store = store_class(config, http=http, staging_dir=settings.data_dir / "staging")
     stack.push_async_callback(store.aclose)
-    return store
+    return tracked(store, f"S3 bucket {config.where}")
 
 
 def _s3_classes() -> tuple[type[S3Config], type[S3ImageStore]]:
