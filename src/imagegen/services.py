@@ -33,11 +33,13 @@ from imagegen.inputs import InputImages, InputReader
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.setup import start_runner
 from imagegen.limits.gate import KeyGate
-from imagegen.limits.rate import MemoryRateWindow
+from imagegen.limits.rate import MemoryRateWindow, RateWindow
 from imagegen.metrics import Metrics
 from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
+from imagegen.shared.client import SharedRedis
+from imagegen.shared.keyrate import RedisRateWindow
 from imagegen.shared.rate import redis_rates
 from imagegen.shared.setup import open_shared_state
 from imagegen.storage.base import ImageStore
@@ -172,7 +174,7 @@ async def build_services(
             inputs=build_inputs(stack, settings, image_store),
             auth=auth,
             keys=keys,
-            gate=KeyGate(usage, MemoryRateWindow(), clock=utc_now),
+            gate=KeyGate(usage, key_rate_window(redis), clock=utc_now),
             usage=usage,
             metrics=metrics,
             redis=redis,
@@ -180,6 +182,12 @@ async def build_services(
 
 
 LAST_USED_FLUSH_SECONDS = 30.0
+
+
+def key_rate_window(redis: SharedRedis | None) -> RateWindow:
+    """Each key's requests per minute: in Redis, shared by every process, when it is
+    configured; else counted by this process alone."""
+    return RedisRateWindow(redis) if redis is not None else MemoryRateWindow()
 
 
 def key_store(database: Database) -> SqlKeyStore:

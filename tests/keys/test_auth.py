@@ -78,6 +78,15 @@ def test_health_and_images_need_no_key(served: Served) -> None:
         assert api.get("/healthz").status_code == 200
 
 
+def test_the_playground_needs_no_key_while_the_api_does(served: Served) -> None:
+    pages = ("/", "/history", "/generations/gen_anything", "/assets/playground.js")
+    with served.client(None) as api:
+        for path in pages:  # shells and assets: the data comes from the API, with the key
+            assert api.get(path).status_code == 200, path
+        assert api.get("/api/v1/generations").status_code == 401
+        assert api.get("/assets/secret.js").status_code == 404
+
+
 def test_the_openai_sdk_uses_an_imagegen_key(served: Served) -> None:
     key = served.new_key("sdk-app")
     sdk = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=key, max_retries=0)

@@ -1,7 +1,7 @@
 """Requests per minute per key, as a sliding window of the last 60 seconds.
 
-``RateWindow`` is the seam: ``MemoryRateWindow`` is exact within one process; a shared store
-(Redis, say) implements the same method for several replicas.
+``RateWindow`` is the seam: ``MemoryRateWindow`` is exact within one process;
+``imagegen.shared.keyrate.RedisRateWindow`` is exact across every process sharing one Redis.
 """
 
 from __future__ import annotations

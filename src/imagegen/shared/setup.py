@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 UNSHARED = (
     "IMAGEGEN_REDIS_URL is not set: processes sharing this database do not share provider "
-    "create rates (each sends up to each account's rate) or job events (event streams follow "
+    "create rates (each sends up to each account's rate), API keys' requests per minute (each "
+    "allows a key its rpm) or job events (event streams follow "
     "other processes' jobs by re-reading the database every IMAGEGEN_SSE_HEARTBEAT seconds)"
 )
 

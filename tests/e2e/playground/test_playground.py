@@ -12,6 +12,9 @@ import httpx
 import pytest
 from tests.e2e.conftest import imagegen
 from tests.e2e.playground.conftest import Visit, open_visit, skip_module_without_a_browser
+from tests.e2e.test_keys_e2e import imagegen_cli
+
+from imagegen.auth.authenticator import MISSING
 
 skip_module_without_a_browser()
 
@@ -173,36 +176,56 @@ def test_keyboard_only_submit(visit: Visit) -> None:
     expect(page.locator("#job .facts")).to_contain_text("1 \u00d7 768\u00d7768")
 
 
-def test_an_api_key_is_asked_for_on_401_and_sent_as_bearer(visit: Visit) -> None:
-    page = visit.page
-    seen: list[str | None] = []
+PAGES = ("/", "/history", "/generations/gen_anything", "/assets/api.js", "/assets/style.css")
 
-    def guarded(route: Route) -> None:  # what imagegen with API keys answers without one
-        authorization = route.request.headers.get("authorization")
-        seen.append(authorization)
-        if authorization != "Bearer sk-playground":
-            route.fulfill(status=401, json={"error": "missing or invalid API key"})
-        else:
-            route.continue_()
 
-    page.route("**/api/v1/images/generate", guarded)
-    visit.goto("/")
-    fill_form(visit, "a locked door")
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#form-error")).to_have_text(
-        '401 Unauthorized: missing or invalid API key. Enter an API key under "API key" at the top.'
-    )
-    expect(page.locator("#key-panel")).to_have_attribute("open", "")
-    expect(page.get_by_label("API key")).to_be_focused()
-    visit.screenshot("playground-api-key")
+def test_an_api_key_is_asked_for_on_401_and_sent_as_bearer(
+    browser: Any, double: Any, control: Any, tmp_path: Any
+) -> None:
+    created = imagegen_cli(tmp_path, "keys", "create", "playground")  # the server's database
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    with imagegen(tmp_path, double) as server:  # with a key, the API needs one
+        with httpx.Client(base_url=server.base_url, timeout=30) as anonymous:
+            for path in PAGES:  # the pages hold no data: they need no key
+                assert anonymous.get(path).status_code == 200, path
+            for path in ("/api/v1/models", "/api/v1/generations"):
+                assert anonymous.get(path).status_code == 401, path
+        sent: list[str | None] = []  # the Authorization header of each create
 
-    page.get_by_label("API key").fill("sk-playground")
-    page.get_by_role("button", name="Save").click()
-    page.get_by_role("button", name="Generate").click()
-    expect(job_state(visit)).to_have_text("succeeded")
-    assert seen == [None, "Bearer sk-playground"]
-    stored = page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
-    assert stored == [1, 0, ""]
+        def record(request: Any) -> None:
+            if request.url.endswith("/api/v1/images/generate"):
+                sent.append(request.headers.get("authorization"))
+
+        for visit in open_visit(browser, server.base_url):
+            page = visit.page
+            page.on("request", record)
+            visit.goto("/")  # its list of models is refused: it asks for a key at once
+            expect(page.locator("#key-panel")).to_have_attribute("open", "")
+            expect(page.locator("#form-error")).to_contain_text("Could not list the models: 401")
+            fill_form(visit, "a locked door")
+            page.get_by_role("button", name="Generate").click()
+            expect(page.locator("#form-error")).to_have_text(
+                f'401 Unauthorized: {MISSING}. Enter an API key under "API key" at the top.'
+            )
+            expect(page.locator("#key-panel")).to_have_attribute("open", "")
+            expect(page.get_by_label("API key")).to_be_focused()
+            visit.screenshot("playground-api-key")
+
+            page.get_by_label("API key").fill(key)
+            page.get_by_role("button", name="Save").click()
+            expect(page.locator(f"#model-list option[value='{MODEL}']")).to_have_count(1)
+            page.get_by_role("button", name="Generate").click()
+            expect(job_state(visit)).to_have_text("succeeded")
+            expect_loaded(visit, page.locator("#job img").first)
+            assert sent == [None, f"Bearer {key}"]
+            stored = page.evaluate(
+                "() => [sessionStorage.length, localStorage.length, document.cookie]"
+            )
+            assert stored == [1, 0, ""]
+
+            visit.goto("/history")  # the key lasts for the tab: the history reads with it
+            expect(page.locator(".history-item")).to_have_count(1)
 
 
 def test_a_generations_page(visit: Visit) -> None:
