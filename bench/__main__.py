@@ -111,9 +111,18 @@ async def main(argv: list[str] | None = None) -> int:
         default = ROOT / ("bench/results/quick.md" if options.quick else "BENCHMARKS.md")
         path = args.output or default
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report + "\n")
+        path.write_text(report + "\n" + _kept_peer_section(path))
         print(f"wrote {path}")
     return 0
+
+
+def _kept_peer_section(path: Path) -> str:
+    """The peer comparison (``make bench-peer``) already in ``path``, kept across rewrites."""
+    start, end = "<!-- peer:start -->", "<!-- peer:end -->"
+    text = path.read_text() if path.exists() else ""
+    if start not in text or end not in text:
+        return ""
+    return "\n" + start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 def _terminated(signum: int, frame: object) -> None:

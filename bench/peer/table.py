@@ -1,0 +1,181 @@
+"""Turn one ``compare.sh`` run into the markdown table of the peer comparison.
+
+    python table.py RAW [--markdown FILE] [--benchmarks BENCHMARKS.md]
+
+RAW is the ``compare-<ts>.txt`` file: ``RESULT``/``PROCMON`` lines tagged ``GW=<gateway>``.
+The table goes to stdout, to ``--markdown`` and, between the ``peer`` markers, into
+``--benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+START = "<!-- peer:start -->"
+END = "<!-- peer:end -->"
+GATEWAYS = (
+    ("litellm", "LiteLLM proxy"),
+    ("imagegen-passthrough", "imagegen, provider URLs passed through"),
+    ("imagegen-stored", "imagegen, images stored"),
+)
+
+
+def fields(line: str) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+class Run:
+    def __init__(self, text: str) -> None:
+        self.results: dict[tuple[str, str], dict[str, str]] = {}
+        self.procmon: dict[str, list[dict[str, str]]] = {}
+        self.idle: dict[str, dict[str, str]] = {}
+        self.loads: list[str] = []
+        self.workers: dict[str, str] = {}
+        self.start = self.end = ""
+        self.fake_pid = ""
+        self.litellm = ""
+        for line in text.splitlines():
+            if line.startswith("START "):
+                self.start = line.split()[1]
+                self.loads.append("start " + line.split("load=")[1].split(" litellm")[0])
+                self.litellm = line.rsplit("litellm=", 1)[1]
+            elif line.startswith("END "):
+                self.end = line.split()[1]
+                self.loads.append("end " + line.split("load=")[1])
+            elif line.startswith("FAKEPID "):
+                self.fake_pid = line.split()[1]
+            elif line.startswith("GW="):
+                gw, _, rest = line.partition(" ")
+                gw = gw.removeprefix("GW=")
+                self._gateway_line(gw, rest)
+
+    def _gateway_line(self, gw: str, rest: str) -> None:
+        if rest.startswith("WORKERS "):
+            self.workers[gw] = rest.split()[1]
+        elif rest.startswith("RESULT "):
+            f = fields(rest)
+            label = re.sub(r"-r\d+$", "", f.get("label", ""))
+            if label.startswith("direct-"):
+                self.results[("direct@" + gw, label.removeprefix("direct-"))] = f
+            else:
+                self.results[(gw, label.removeprefix(gw + "-"))] = f
+        elif rest.startswith("# suite"):
+            self.loads.append(f"{gw} {rest.split('load=')[1]}")
+        elif "gw-idle" in rest:
+            self.idle[gw] = fields(rest[rest.index("PROCMON") :])
+        elif rest.startswith("PROCMON ") and f"label=pid{self.fake_pid} " not in rest + " ":
+            self.procmon.setdefault(gw, []).append(fields(rest))
+
+    def get(self, gw: str, case: str) -> dict[str, str] | None:
+        return self.results.get((gw, case))
+
+
+def _num(f: dict[str, str] | None, key: str) -> float | None:
+    try:
+        return float(f[key]) if f is not None else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def render(run: Run, raw: Path) -> str:
+    gws = [g for g, _ in GATEWAYS if any(k[0] == g for k in run.results)]
+    names = dict(GATEWAYS)
+    head = "| case | " + " | ".join(names[g] for g in gws) + " | fake upstream, direct |"
+    rows = [head, "|---" * (len(gws) + 2) + "|"]
+
+    def row(title: str, case: str, cell: object) -> None:
+        cells = [cell(run.get(g, case), run.get("direct@" + g, case)) for g in gws]  # type: ignore[operator]
+        direct = next(
+            (run.get("direct@" + g, case) for g in gws if run.get("direct@" + g, case)), None
+        )
+        rows.append(f"| {title} | " + " | ".join(cells) + f" | {cell(direct, None)} |")  # type: ignore[operator]
+
+    def c1(f: dict[str, str] | None, d: dict[str, str] | None) -> str:
+        if f is None:
+            return "-"
+        text = f"{_fmt(_num(f, 'rps_ok'))}, {_fmt(_num(f, 'p50_ms'), ' ms', 2)}"
+        gw_p50, direct_p50 = _num(f, "p50_ms"), _num(d, "p50_ms")
+        if d is not None and gw_p50 is not None and direct_p50 is not None:
+            text += f" (adds {gw_p50 - direct_p50:.2f} ms)"
+        return text
+
+    def c64(f: dict[str, str] | None, d: dict[str, str] | None) -> str:
+        if f is None:
+            return "-"
+        return (
+            f"{_fmt(_num(f, 'rps_ok'))}, {_fmt(_num(f, 'p50_ms'), ' ms')}, "
+            f"{_fmt(_num(f, 'p99_ms'), ' ms')}"
+        )
+
+    def slow(f: dict[str, str] | None, d: dict[str, str] | None) -> str:
+        if f is None:
+            return "-"
+        p99 = _num(f, "p99_ms")
+        return (
+            f"{_fmt(_num(f, 'rps_ok'))}, {_fmt(_num(f, 'success_pct'), ' %')}, "
+            f"{_fmt(None if p99 is None else p99 / 1000, ' s', 2)}"
+        )
+
+    row("1 connection: req/s, p50", "0ms-c1", c1)
+    row("64 connections, upstream instant: req/s, p50, p99", "0ms-c64", c64)
+    row("1,000 connections, upstream 1 s: ok/s, success, p99", "1000ms-c1000", slow)
+    mem = []
+    for g in gws:
+        idle = _num(run.idle.get(g), "rss_mb_start")
+        peak = max((_num(p, "rss_mb_peak") or 0.0 for p in run.procmon.get(g, [])), default=None)
+        mem.append(f"{_fmt(idle, ' MB', 0)} idle, {_fmt(peak, ' MB', 0)} peak")
+    rows.append("| memory (RSS, process tree) | " + " | ".join(mem) + " | |")
+    rows.append(
+        "| processes | " + " | ".join(f"{run.workers.get(g, '?')} worker(s)" for g in gws) + " | |"
+    )
+    ratio = ""
+    lite, through = run.get("litellm", "0ms-c64"), run.get("imagegen-passthrough", "0ms-c64")
+    a, b = _num(through, "rps_ok"), _num(lite, "rps_ok")
+    if a and b:
+        ratio = (
+            "\n\nAt 64 connections, imagegen passing provider URLs through serves "
+            f"{a / b:.2f}x LiteLLM's req/s in this run."
+        )
+    return (
+        f"Peer comparison, one run {run.start} .. {run.end} (`make bench-peer`; "
+        f"LiteLLM {run.litellm}, "
+        f"wrk closed loop, the same fake OpenAI-compatible upstream; raw lines `{raw.name}`). "
+        f"Load average (1, 5, 15 min): {'; '.join(run.loads)}. The machine is shared: compare the "
+        "columns of this one run, not runs with each other.\n\n" + "\n".join(rows) + ratio
+    )
+
+
+def splice(path: Path, table: str) -> None:
+    block = f"{START}\n## Peer comparison\n\n{table}\n{END}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--benchmarks", type=Path)
+    args = parser.parse_args()
+    table = render(Run(args.raw.read_text()), args.raw)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.benchmarks:
+        splice(args.benchmarks, table)
+
+
+if __name__ == "__main__":
+    main()
