@@ -5,11 +5,11 @@
 # Output: $BENCH_PEER_DIR/results/compare-<ts>.txt (raw lines), the markdown table in
 # bench/results/peer-<ts>.md, and the same table in BENCHMARKS.md (its "Peer comparison" section).
 set -uo pipefail
+: "${VENV:?set VENV to a venv with imagegen installed}"
+VENV=$(cd "$VENV" && pwd) || exit 1   # relative to the caller's directory
 D=$(cd "$(dirname "$0")" && pwd); cd "$D"
 ROOT=$(cd "$D/../.." && pwd)
 W=${BENCH_PEER_DIR:-$(dirname "$(mktemp -u)")/imagegen-bench-peer}; mkdir -p "$W"  # venv, tools, run, logs, results
-: "${VENV:?set VENV to a venv with imagegen installed}"
-VENV=$(cd "$VENV" && pwd)
 export REPS=${REPS:-1} DURATION=${DURATION:-15} CROSS=0 SLOW_PY=0 CONC_FAST=${CONC_FAST:-64} CONC_SLOW=${CONC_SLOW:-1000}
 ts=$(date +%Y%m%d-%H%M%S); out="$W/results/compare-$ts.txt"; mkdir -p "$W/results"
 keep() { grep -E "^(RESULT|PROCMON|# suite|# gateway)" | sed "s/^/GW=$1 /" | tee -a "$out"; }
