@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tests.support.seaweedfs import SeaweedFS
 
-from imagegen.errors import ConfigurationError, NotFound
+from imagegen.errors import NotFound, StorageUnavailable
 from imagegen.storage import (
     ImageStore,
     LocalImageStore,
@@ -209,5 +209,5 @@ async def test_local_check_creates_the_directories(local_store: LocalImageStore)
 async def test_check_fails_when_the_directory_is_unusable(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the image directory should be")
-    with pytest.raises(ConfigurationError, match="not writable"):
+    with pytest.raises(StorageUnavailable, match="not writable"):
         await LocalImageStore(blocker).check()

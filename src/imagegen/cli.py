@@ -31,6 +31,7 @@ EXIT_FAILED = 1
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment and .env; a bad setting exits naming it."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from imagegen.config import Settings
 
@@ -38,10 +39,18 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         for problem in exc.errors():
-            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            if not problem["loc"]:  # a rule between settings: the message names them
+                typer.echo(f"imagegen: invalid settings: {problem['msg']}", err=True)
+                continue
+            name = str(problem["loc"][0])
             env = name if name.isupper() else f"IMAGEGEN_{name.upper()}"
-            typer.echo(f"imagegen: invalid setting {env}: {problem['msg']}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+            where = ".".join(str(part) for part in problem["loc"][1:])
+            message = f"{problem['msg']} (item {where})" if where else problem["msg"]
+            typer.echo(f"imagegen: invalid setting {env}: {message}", err=True)
+    except SettingsError as exc:  # a value the settings source could not even parse
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "settings"
+        typer.echo(f"imagegen: invalid setting IMAGEGEN_{field.upper()}: {exc}", err=True)
+    raise typer.Exit(EXIT_USAGE) from None
 
 
 def check_catalog(settings: Settings) -> None:
@@ -80,6 +89,15 @@ def check_exposure(settings: Settings) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
+def warn_about_settings(settings: Settings) -> None:
+    import logging
+
+    from imagegen.config import setting_warnings
+
+    for line in setting_warnings(settings):
+        logging.getLogger("imagegen.config").warning("%s", line)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -90,24 +108,17 @@ def serve(
 
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
+    from imagegen.serving import raise_descriptor_limit, uvicorn_config
 
     settings = load_settings(host=host, port=port)
     check_catalog(settings)
     check_storage(settings)
     check_exposure(settings)
     configure_logging(settings.log_level, settings.log_format)
+    warn_about_settings(settings)
     application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # JSON logs: uvicorn's own loggers go through imagegen's handler, not uvicorn's format.
-        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-        access_log=False,
-        ws="none",  # no websocket routes: don't import a websocket implementation at start-up
-        timeout_graceful_shutdown=5,
-    )
+    raise_descriptor_limit(settings.max_connections)
+    uvicorn.Server(uvicorn_config(application, settings)).run()
 
 
 UrlOption = Annotated[

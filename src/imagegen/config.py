@@ -8,21 +8,39 @@ and from a ``.env`` file in the working directory.
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     IPvAnyNetwork,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagegen.jobs.webhooks.signing import decode_secret
 from imagegen.storage.location import LocalLocation, StorageLocation, parse_storage_url
+
+
+def list_value(value: Any) -> Any:
+    """A list setting from the environment: a JSON list (``["a", "b"]``) or a comma-separated
+    value (``a,b``); an empty value is an empty list."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg})") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -88,6 +106,26 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="The interface IMAGEGEN_METRICS_PORT binds."
     )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Open connections (or requests in progress) served at once; past it "
+        "uvicorn answers new requests 503 at once.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers once its connection is "
+        "open (or its previous response sent); then 408 and the connection is closed.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client may pause while sending a request body; then 408.",
+    )
+    keep_alive_timeout: int = Field(
+        default=5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
 
     # --- Models ---
     catalog_path: Path | None = Field(
@@ -147,6 +185,12 @@ class Settings(BaseSettings):
         le=604800,
         description="Seconds a presigned image URL stays valid (S3 allows at most 7 days).",
     )
+    min_free_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=0,
+        description="Free space the data disk must keep: below it /readyz fails and new "
+        "generations are refused with 503 (0: no floor).",
+    )
     return_provider_urls: bool = Field(
         default=False,
         description="Return the provider's own (expiring) URLs instead of storing images.",
@@ -158,6 +202,11 @@ class Settings(BaseSettings):
     min_size: int = Field(default=64, ge=1)
     max_size: int = Field(default=4096, ge=1)
     max_prompt_length: int = Field(default=4000, ge=1)
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; a larger one is refused with 413 unread.",
+    )
 
     idempotency_ttl: float = Field(
         default=86400.0, gt=0, description="Seconds an Idempotency-Key is remembered."
@@ -202,7 +251,7 @@ class Settings(BaseSettings):
     # --- Image downloads ---
     download_timeout: float = Field(default=60.0, gt=0)
     max_image_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
-    download_allowed_hosts: list[str] = Field(
+    download_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(list_value)] = Field(
         default_factory=list,
         description="Extra hosts imagegen may download provider outputs from.",
     )
@@ -268,18 +317,21 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret, whsec_ + base64 of 24-64 random bytes. "
         "Requests may name a webhook only when it is set.",
     )
-    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+    webhook_allowed_networks: Annotated[
+        list[IPvAnyNetwork], NoDecode, BeforeValidator(list_value)
+    ] = Field(
         default_factory=list,
-        description="Networks (CIDRs, JSON list) webhooks may reach although private, loopback "
-        "or link-local.",
+        description="Networks (CIDRs, a JSON list or comma-separated) webhooks may reach "
+        "although private, loopback or link-local.",
     )
-    webhook_retry_delays: list[float] = Field(
+    webhook_retry_delays: Annotated[list[float], NoDecode, BeforeValidator(list_value)] = Field(
         default_factory=lambda: [
             *(5.0, 30.0, 120.0, 600.0, 1800.0),
             *(3600.0, 7200.0, 14400.0, 28800.0),
         ],
         min_length=1,
-        description="Seconds before each retry of a failed delivery (JSON list).",
+        description="Seconds before each retry of a failed delivery (a JSON list or "
+        "comma-separated).",
     )
     webhook_max_age: float = Field(
         default=86400.0, gt=0, description="A delivery is given up this long after its event."
@@ -352,3 +404,48 @@ class Settings(BaseSettings):
         if self.storage_url is None:
             return LocalLocation(self.images_dir)
         return parse_storage_url(self.storage_url)
+
+
+def known_variables() -> frozenset[str]:
+    """Every environment variable name ``Settings`` reads (upper case)."""
+    names: set[str] = set()
+    prefix = Settings.model_config.get("env_prefix", "")
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        names.add(f"{prefix}{name}".upper())
+    return frozenset(names)
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> list[str]:
+    """``IMAGEGEN_*`` variables in the environment or the ``.env`` file that no setting reads:
+    most often a misspelt setting, which would otherwise be ignored in silence."""
+    from dotenv import dotenv_values
+
+    names = set(os.environ if environ is None else environ)
+    if env_file is not None and env_file.is_file():
+        names.update(dotenv_values(env_file))
+    known = known_variables()
+    return sorted(
+        name for name in names if name.upper().startswith("IMAGEGEN_") and name.upper() not in known
+    )
+
+
+def setting_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What ``imagegen serve`` warns about at start-up: settings it will ignore, and a missing
+    Replicate key (every Replicate model would answer 401)."""
+    lines = [
+        f"{name} is not an imagegen setting and is ignored (misspelt?)"
+        for name in unknown_variables(environ)
+    ]
+    if settings.replicate_api_key is None:
+        lines.append(
+            "no Replicate key is set (REPLICATE_API_TOKEN or REPLICATE_API_KEY): "
+            "models served by Replicate will answer 401"
+        )
+    return lines

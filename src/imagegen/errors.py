@@ -16,9 +16,12 @@
     ├── DeadlineExceeded          the request's deadline passed before the generation finished
     ├── Canceled                  the generation was canceled (by the user or a disconnect)
     ├── QueueFull                 imagegen is at capacity; try again later
-    │   ├── StoreBusy             the database is at capacity (no free connection, or locked)
-    │   └── StorageUnavailable    the image store (S3) is unreachable or refused a request
+    │   └── StoreBusy             the database is at capacity (no free connection, or locked)
+    │       └── DatabaseUnavailable   its storage refuses writes: read-only, full, failing I/O
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
+    ├── LocalFault                imagegen's own storage refuses writes; retry later
+    │   └── StorageUnavailable    the image store: folder full, read-only or not permitted,
+    │                             or S3 unreachable or refusing
     └── UpstreamError             a provider failed; ``message`` is shown to the user verbatim
         ├── UpstreamHTTPError     the provider answered with an error status (4xx/5xx)
         │   └── UpstreamRateLimited   429, with ``retry_after`` seconds when known
@@ -157,11 +160,26 @@ class StoreBusy(QueueFull):
         super().__init__(message, retry_after=retry_after)
 
 
-class StorageUnavailable(QueueFull):
-    """The image store could not be used (S3 unreachable, or it refused the request); the
-    backend raises it in place of its client's error, chained to it."""
+class LocalFault(ImagegenError):
+    """imagegen's own disk cannot take a write (full, read-only, not permitted). Neither the
+    request nor the provider is at fault; ``retry_after`` seconds is a hint."""
 
-    def __init__(self, message: str, *, retry_after: float | None = 2.0) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(LocalFault):
+    """The image store cannot be used: the folder refuses writes or has less free space than
+    its floor, or S3 is unreachable or refused the request (its backend raises this in place
+    of its client's error, chained to it)."""
+
+
+class DatabaseUnavailable(StoreBusy):
+    """The database's storage refuses writes (read-only, full) or fails its I/O. As with
+    ``StoreBusy``, the transaction did not happen and may be retried once the fault passes."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 5.0) -> None:
         super().__init__(message, retry_after=retry_after)
 
 

@@ -48,6 +48,7 @@ from imagegen.netpolicy import (
     system_resolver,
 )
 from imagegen.retry_after import parse_retry_after
+from imagegen.storage.faults import storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -218,24 +219,39 @@ class _Spool:
     loop; ``ImageStore.put`` fsyncs before the file becomes visible."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
+        self.directory = directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
+        except OSError as exc:
+            raise _local(exc, directory) from exc
         self.path = Path(name)
         self.file = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
+        try:
+            self.file.write(chunk)
+        except OSError as exc:  # the disk, not the download, failed
+            raise _local(exc, self.directory) from exc
         self.digest.update(chunk)
         self.size += len(chunk)
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()  # flushes the last buffered bytes
+        except OSError as exc:
+            raise _local(exc, self.directory) from exc
 
     def discard(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
+            self.file.close()
         self.path.unlink(missing_ok=True)
+
+
+def _local(exc: OSError, directory: Path) -> Exception:
+    return storage_fault(exc, directory) or exc
 
 
 def _check_response(response: httpx.Response, host: str, max_bytes: int) -> None:

@@ -71,5 +71,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # httpx logs every request URL at INFO; keep it quiet unless debugging.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Libraries' INFO lines are noise here: httpx logs every request URL, alembic seven lines of
+    # set-up on every start. imagegen logs each request itself (``imagegen.access``), so
+    # uvicorn's access log stays off (``imagegen.serving``).
+    for name in ("httpx", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)

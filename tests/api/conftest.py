@@ -17,6 +17,7 @@ from imagegen.api.schemas import webhook_renderer
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.db import GenerationStore, open_store
+from imagegen.jobs.protocols import Ingestor
 from imagegen.jobs.runner import JobRunner
 from imagegen.jobs.setup import start_runner
 from imagegen.services import build_inputs
@@ -34,13 +35,15 @@ class FakeWorld:
         self.settings = Settings(**values)  # type: ignore[arg-type]
         self.provider = ScriptedProvider()
         self.image_store = LocalImageStore(tmp_path / "images")
+        self.database_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+        self.ingestor: Ingestor = FakeIngestor()
         self.store: GenerationStore
         self.runner: JobRunner
 
     @asynccontextmanager
     async def services(self, settings: Settings) -> AsyncIterator[Services]:
         async with AsyncExitStack() as stack:
-            self.store = await open_store(f"sqlite+aiosqlite:///{self.tmp_path / 'jobs.db'}")
+            self.store = await open_store(self.database_url)
             stack.push_async_callback(self.store.aclose)
             catalog = Catalog(default=self.provider)
             self.runner = await start_runner(
@@ -48,7 +51,7 @@ class FakeWorld:
                 settings,
                 store=self.store,
                 catalog=catalog,
-                ingestor=FakeIngestor(),
+                ingestor=self.ingestor,
                 render=webhook_renderer("http://testserver"),
             )
             yield Services(

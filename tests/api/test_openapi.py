@@ -16,7 +16,12 @@ from tests.fakes.scripted_provider import ScriptedProvider
 from imagegen.api.app import create_app
 from imagegen.api.deps import Services
 from imagegen.api.openai_schemas import ImageGenerationRequest
-from imagegen.api.openapi import NOT_BLANK, int_range_pattern, model_name_pattern, size_pattern
+from imagegen.api.openapi import (
+    NOT_BLANK,
+    int_range_pattern,
+    model_name_pattern,
+    size_pattern,
+)
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest, ModelNotFound
@@ -125,6 +130,7 @@ def test_seed_request_carries_the_settings_bounds() -> None:
         assert (props[side]["minimum"], props[side]["maximum"]) == (128, 2048)
     assert (props["prompt"]["minLength"], props["prompt"]["maxLength"]) == (1, 99)
     assert props["prompt"]["pattern"] == NOT_BLANK
+    assert props["prompt"]["not"] == {"pattern": "\x00"}  # no NUL in any string
     assert branch(props["negative_prompt"])["maxLength"] == 99
     assert (branch(props["seed"])["minimum"], branch(props["seed"])["maximum"]) == (0, 2**32 - 1)
     assert props["model"]["pattern"] == model_name_pattern()

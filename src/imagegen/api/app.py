@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from imagegen import __version__
 from imagegen.api import docs, errors, openapi
-from imagegen.api.deps import Services
+from imagegen.api.deps import Services, storable_parameters
+from imagegen.api.limits import BodyLimitMiddleware
 from imagegen.api.middleware import RequestIdMiddleware
 from imagegen.api.observe import ObserveMiddleware
 from imagegen.api.routes import (
@@ -54,10 +55,16 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         lifespan=lifespan,
         docs_url=None,  # served by api/docs.py, with no CDN
         redoc_url=None,
+        dependencies=[Depends(storable_parameters)],
     )
     errors.install(app)
     openapi.install(app, settings)
     docs.install(app)
+    # The last added runs first: an id, then timing, metrics and the log line, then the body
+    # limit (its 413s observed and logged).
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, pause=settings.body_timeout
+    )
     app.add_middleware(ObserveMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: the request id is known to the rest
     routers = (

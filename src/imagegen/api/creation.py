@@ -22,6 +22,7 @@ from imagegen.jobs.protocols import Idempotency
 from imagegen.jobs.records import WebhookEvent, WebhookTarget
 from imagegen.jobs.webhooks.address import check_webhook_url
 from imagegen.models import Generation, GenerationRequest
+from imagegen.storage.faults import check_free_space
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the IETF draft's examples
 
@@ -109,6 +110,9 @@ async def create(
     webhook: WebhookTarget | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Created:
+    if not services.settings.return_provider_urls:
+        # A prediction is paid for before its images are stored: refuse while there is no room.
+        check_free_space(services.settings.images_dir, services.settings.min_free_bytes)
     idempotency = idempotency_of(request, scope, body, principal.owner)
     gate = None
     if principal.key is not None and services.gate is not None:

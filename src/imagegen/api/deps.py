@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from imagegen.api.wire import check_parameters
 from imagegen.auth.authenticator import Authenticator
 from imagegen.auth.principal import ANONYMOUS, Principal
 from imagegen.catalog import Catalog
@@ -83,6 +84,12 @@ async def require_json(request: Request) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise InvalidRequest("Content-Type: must be application/json", field="Content-Type")
+
+
+async def storable_parameters(request: Request) -> None:
+    """Every path and query parameter must be text a database can store (``api/wire.py``)."""
+    check_parameters(request.path_params.items())
+    check_parameters(request.query_params.multi_items())
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegen import errors
+from imagegen.storage.faults import LOCAL_FAULTS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.UnsupportedModel, 422),
     (errors.IdempotencyConflict, 422),
     (errors.ConfigurationError, 503),
-    (errors.QueueFull, 503),  # StoreBusy too: the database at capacity
+    (errors.QueueFull, 503),  # StoreBusy, DatabaseUnavailable too: the database
+    (errors.LocalFault, 503),  # imagegen's own disk: never the provider's fault
     (errors.DeadlineExceeded, 504),
     (errors.Canceled, 409),
     (errors.InvalidTransition, 409),  # e.g. a job that ended while it was being changed
@@ -183,6 +185,8 @@ def validation_message(problems: Sequence[Any]) -> tuple[str, str | None]:
         return "request body is not valid JSON", None
     if kind == "extra_forbidden":
         return f"{field}: unknown field", field
+    if kind == "missing" and field is None:
+        return "request body is empty: send a JSON object", None
     if kind == "missing":
         return f"{field}: field required", field
     if field is None and kind in ("model_attributes_type", "dict_type", "model_type"):
@@ -237,6 +241,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OSError) and exc.errno in LOCAL_FAULTS:  # a disk fault no layer named
+        fault = errors.LocalFault(f"imagegen cannot use its disk: {exc.strerror or exc}")
+        return await handle_imagegen_error(request, fault)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "internal error")
 

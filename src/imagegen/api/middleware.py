@@ -1,4 +1,5 @@
-"""A pure-ASGI middleware that gives every response an ``x-request-id`` (echoing a client's)."""
+"""A pure-ASGI middleware: every response gets an ``x-request-id`` (echoing a client's). The
+request's log line, metrics and ``Server-Timing`` come from ``api/observe.py``."""
 
 from __future__ import annotations
 

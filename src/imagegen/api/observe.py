@@ -56,19 +56,22 @@ class ObserveMiddleware:
             metrics = _metrics(scope)
             if metrics is not None:
                 metrics.request(scope["method"], route, status, seconds)
+            key_name = state.get("key_name")
             log.info(
-                "%s %s %d %.1fms",
+                "%s %s %d %.1fms %s%s",
                 scope["method"],
                 scope["path"],
                 status,
                 seconds * 1000,
+                state.get("request_id", "-"),
+                f" key={key_name}" if key_name else "",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "route": route,
                     "status_code": status,
                     "duration_ms": round(seconds * 1000, 3),
-                    "key_name": state.get("key_name"),
+                    "key_name": key_name,
                 },
             )
             request_timing.reset(timing_token)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from imagegen.api.schemas import GenerateRequest, WholeInt, whole_number
+from imagegen.api.wire import WireModel
 from imagegen.catalog import Route
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
@@ -24,7 +25,7 @@ _SIZE = re.compile(r"^([0-9]{1,6})x([0-9]{1,6})$")
 _WHOLE = BeforeValidator(whole_number)
 
 
-class ImageGenerationRequest(BaseModel):
+class ImageGenerationRequest(WireModel):
     """``POST /v1/images/generations``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)

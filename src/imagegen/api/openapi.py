@@ -13,6 +13,7 @@ FastAPI's generated schema says two untrue things, corrected here once, after ge
   So is whether webhooks are available at all (``IMAGEGEN_WEBHOOK_SECRET``). What the schema
   cannot say: which generation a cursor names, whether a model exists upstream, and (with
   webhooks on) that a webhook URL must not be a private address literal.
+- no request string may hold NUL (``"not": {"pattern": "\\x00"}``), which no database stores.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ VALIDATION_ERROR_DESCRIPTION = (
 )
 MAX_SEED = 2**32 - 1
 SIZE_DIGITS = 6  # a side of OpenAI's "WxH" has at most this many digits (openai_schemas._SIZE)
-# Something besides whitespace: a blank prompt or model is refused. Python's whitespace (what
-# ``str.strip`` removes) is JSON Schema's (ECMA-262) ``\s`` plus U+001C..U+001F and U+0085.
-NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
+# Something besides whitespace: a blank prompt or model is refused. Whitespace as Python's
+# ``str.strip`` has it (``\x1c``-``\x1f`` and ``\x85`` too), spelt out: ``\S`` differs
+# between Python's and ECMAScript's regular expressions.
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 # http(s)://host, no credentials (``jobs.webhooks.address.check_webhook_url``).
 WEBHOOK_URL = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#][^\s]*)?\s*$"
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
@@ -73,6 +75,9 @@ def document(schema: Schema, settings: Settings) -> Schema:
     if GenerateRequest.__name__ in components:
         _document_webhooks(components[GenerateRequest.__name__], settings)
     _constrain_forms(schema, settings)
+    for model in (GenerateRequest, ImageGenerationRequest):
+        for prop in components.get(model.__name__, {}).get("properties", {}).values():
+            _refuse_nul(prop)
     return schema
 
 
@@ -90,6 +95,15 @@ def _constrain_forms(schema: Schema, settings: Settings) -> None:
             for name, constraints in bounds[model].items():
                 if name in properties:
                     _constrain(properties[name], constraints)
+
+
+def _refuse_nul(prop: Schema) -> None:
+    """Strings may not hold NUL (``api/wire.py``; lone surrogates are not UTF-8 at all)."""
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") == "string":
+            branch["not"] = {"pattern": "\x00"}
+        elif branch.get("type") == "array" and branch.get("items", {}).get("type") == "string":
+            branch["items"]["not"] = {"pattern": "\x00"}
 
 
 # --- validation errors -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
+from imagegen.api.wire import WireModel
 from imagegen.config import Settings
 from imagegen.errors import InvalidRequest
 from imagegen.inputs import InputSource
@@ -33,7 +34,7 @@ schema shows them as ``ge``/``le`` instead of ``minimum``/``maximum``."""
 WebhookEventName = Literal["start", "completed"]
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(WireModel):
     """``POST /api/v1/images/generate``: the seed's five fields, plus optional extensions."""
 
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -4,6 +4,7 @@ many generations), and the row count of an UPDATE. Each runs inside a ``Database
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from imagegen.db.rows import to_generation, to_prediction, to_stored_image
 from imagegen.db.tables import GENERATIONS, IMAGES, PREDICTIONS
 from imagegen.errors import NotFound
 from imagegen.models import Generation, PredictionRecord, StoredImage
+
+log = logging.getLogger(__name__)
 
 _BATCH = 500  # ids per IN (...) list
 
@@ -43,10 +46,17 @@ def load_generations(
     ids = [row["id"] for row in rows]
     predictions = predictions_of(connection, ids)
     images = images_of(connection, ids)
-    return [
-        to_generation(row, predictions.get(row["id"], ()), images.get(row["id"], ()))
-        for row in rows
-    ]
+    found = []
+    for row in rows:
+        try:
+            found.append(
+                to_generation(row, predictions.get(row["id"], ()), images.get(row["id"], ()))
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # One damaged record (written by an older imagegen, or by hand) must not make the
+            # whole history unreadable: it is left out, and said so.
+            log.warning("generation %r cannot be read and is left out: %r", row["id"], exc)
+    return found
 
 
 def load_generation(connection: sa.Connection, generation_id: str) -> Generation:

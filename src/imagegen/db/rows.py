@@ -3,6 +3,7 @@ INSERT built from a value, and a value built from a row's mapping (``Result.mapp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import datetime
@@ -39,6 +40,25 @@ def _stored_from_json(data: Mapping[str, Any]) -> StoredImage:
     return StoredImage(**{key: value for key, value in data.items() if key in known})
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD.
+
+    imagegen refuses such text on the way in (``api/wire.py``), but a record stored before it
+    did, as an escape in a JSON column, would otherwise make every response that shows it fail
+    to encode.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() else _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {readable(key): readable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [readable(item) for item in value]
+    return value
+
+
 def to_generation(
     row: Row,
     predictions: Sequence[PredictionRecord] = (),
@@ -48,7 +68,7 @@ def to_generation(
     return Generation(
         id=row["id"],
         status=JobStatus(row["status"]),
-        request=request_from_json(row["request"]),
+        request=request_from_json(readable(row["request"])),
         provider=row["provider"],
         created_at=row["created_at"],
         started_at=row["started_at"],
@@ -57,13 +77,13 @@ def to_generation(
         images=tuple(images),
         provider_urls=tuple(row["provider_urls"]),
         images_missing=row["images_missing"],
-        error=row["error"],
+        error=readable(row["error"]),
         error_code=row["error_code"],
-        metadata=row["metadata"],
+        metadata=readable(row["metadata"]),
         deadline_at=row["deadline_at"],
         idempotency_key=row["idempotency_key"],
         request_hash=row["request_hash"],
-        webhook_url=row["webhook_url"],
+        webhook_url=readable(row["webhook_url"]),
         webhook_events=tuple(row["webhook_events"] or ()),
         updated_at=row["updated_at"],
         owner=row.get("owner"),
@@ -88,7 +108,7 @@ def prediction_values(
 
 
 def to_prediction(row: Row) -> PredictionRecord:
-    return PredictionRecord(row["prediction_id"], row["inputs"], row["images_requested"])
+    return PredictionRecord(row["prediction_id"], readable(row["inputs"]), row["images_requested"])
 
 
 def image_values(generation_id: str, images: Sequence[StoredImage]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import base64
 import binascii
 import builtins
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -182,12 +183,17 @@ class GenerationStore:
         await self._engine.dispose()
 
     async def check(self) -> None:
-        """Readiness: one trivial query. Raises whatever the database raises.
+        """Readiness: a read and a write probe. Raises what the database raises
+        (``DatabaseUnavailable`` when it refuses writes).
 
         It reads the ``generations`` table rather than ``SELECT 1``, which SQLite answers
         without opening the file at all: a missing or unreadable schema must fail readiness.
+        The write is an UPDATE that matches no row: it changes nothing, but a read-only
+        database (file, folder, ``query_only``, ``default_transaction_read_only``, a standby)
+        refuses it all the same.
         """
         await self._db.read(lambda connection: connection.execute(_CHECK).all())
+        await self._db.write(lambda connection: connection.execute(_WRITE_PROBE))
 
     async def create(
         self,
@@ -410,6 +416,9 @@ class GenerationStore:
 
 
 _CHECK = sa.select(GENERATIONS.c.id).limit(1)
+_WRITE_PROBE = sa.update(GENERATIONS).where(GENERATIONS.c.id.is_(None)).values(id=GENERATIONS.c.id)
+_CURSOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CURSOR_YEARS = (1970, 9998)  # what both databases hold, with a margin for time zones
 
 
 def _insert_new_prediction(dialect: str) -> sa.Insert:
@@ -439,12 +448,21 @@ def _encode_cursor(last: Generation) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor this store made: anything else (malformed, or a time no database can hold) is
+    an ``InvalidRequest`` naming ``cursor``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, last_id = json.loads(raw)
         created_at = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidRequest("invalid cursor", field="cursor") from exc
-    if created_at.tzinfo is None or not isinstance(last_id, str):
-        raise InvalidRequest("invalid cursor", field="cursor")
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time is in UTC")
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest("cursor: not a cursor this server returned", field="cursor") from exc
+    if (
+        not isinstance(last_id, str)
+        or not _CURSOR_ID.match(last_id)
+        or not _CURSOR_YEARS[0] <= created_at.year <= _CURSOR_YEARS[1]
+    ):
+        raise InvalidRequest("cursor: not a cursor this server returned", field="cursor")
     return created_at, last_id

@@ -25,6 +25,8 @@ _BUILDERS: dict[str, Callable[[str, Generation], errors.ImagegenError]] = {
     "image_fetch_error": lambda m, g: errors.ImageFetchError(m, provider=g.provider),
     "configuration_error": lambda m, g: errors.ConfigurationError(m),
     "store_busy": lambda m, g: errors.StoreBusy(m),
+    "storage_unavailable": lambda m, g: errors.StorageUnavailable(m),
+    "database_unavailable": lambda m, g: errors.DatabaseUnavailable(m),
 }
 
 

@@ -79,8 +79,9 @@ class ImageStore(Protocol):
     """A content-addressed, write-once store of verified images.
 
     Keys must match ``KEY_PATTERN``; a method given any other key raises ``NotFound`` (reads) or
-    ``ValueError`` (writes), and never touches anything outside the store. Backend failures
-    (disk full, network) surface as ``OSError`` or the backend's own error, except from ``check``.
+    ``ValueError`` (writes), and never touches anything outside the store. A store that cannot
+    write (disk full, read-only, not permitted) raises ``imagegen.errors.StorageUnavailable``;
+    other backend failures surface as ``OSError`` or the backend's own error.
     """
 
     @property
@@ -117,7 +118,8 @@ class ImageStore(Protocol):
         ...
 
     async def check(self) -> None:
-        """Readiness probe: raises ``imagegen.errors.ConfigurationError`` if unusable."""
+        """Readiness probe, a real write: raises ``imagegen.errors.StorageUnavailable`` if the
+        store cannot take one."""
         ...
 
 

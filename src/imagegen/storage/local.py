@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from imagegen.errors import ConfigurationError, NotFound
+from imagegen.errors import NotFound, StorageUnavailable
 from imagegen.storage.base import StoredObject, content_type_for_key, is_valid_key
+from imagegen.storage.faults import storage_fault
 
 
 class LocalImageStore:
@@ -46,7 +47,13 @@ class LocalImageStore:
             raise ValueError(f"not a valid image key: {key!r}")
         if content_type_for_key(key) != content_type:
             raise ValueError(f"content type {content_type!r} does not match key {key!r}")
-        return await asyncio.to_thread(self._put_sync, self.path_for(key), source)
+        try:
+            return await asyncio.to_thread(self._put_sync, self.path_for(key), source)
+        except OSError as exc:
+            fault = storage_fault(exc, self._root)
+            if fault is None:
+                raise
+            raise fault from exc
 
     async def exists(self, key: str) -> bool:
         if not is_valid_key(key):
@@ -77,7 +84,7 @@ class LocalImageStore:
         try:
             await asyncio.to_thread(self._probe_sync)
         except OSError as exc:
-            raise ConfigurationError(
+            raise StorageUnavailable(
                 f"image directory {str(self._root)!r} is not writable: {exc.strerror or exc}"
             ) from exc
 
@@ -110,10 +117,15 @@ class LocalImageStore:
         return Path(name)
 
     def _probe_sync(self) -> None:
+        """A real write: a byte written and synced in the staging folder, then removed."""
         self._staging.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self._staging, prefix=".probe-")
-        os.close(fd)
-        os.unlink(name)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

@@ -1,0 +1,129 @@
+"""How ``imagegen serve`` runs uvicorn: the connection limits, in one place the tests share.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) but gives a new connection,
+or one that sends its headers a byte at a time, all the time it wants: a few thousand such
+connections would hold every file descriptor. :class:`HeaderTimeoutProtocol` closes a
+connection whose request headers are not complete ``IMAGEGEN_HEADER_TIMEOUT`` seconds after it
+opened (or after its previous response), with ``408``. Past ``IMAGEGEN_MAX_CONNECTIONS`` open
+connections (or requests in progress) it answers a new request ``503`` with ``Retry-After`` at
+once, in the endpoint's own error shape, and closes that connection (where uvicorn's
+``limit_concurrency`` would answer plain text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+import uvicorn
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from imagegen.api.errors import error_response
+from imagegen.config import Settings
+
+log = logging.getLogger(__name__)
+
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: 50\r\n\r\n"
+    b'{"error": "request headers not received in time"}'
+)
+_SPARE_DESCRIPTORS = 256  # database, provider connections, files, logs
+
+
+async def over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer past ``IMAGEGEN_MAX_CONNECTIONS``: 503, Retry-After, connection closed."""
+    message = "imagegen is serving as many connections as it may; try again shortly"
+    response = error_response(Request(scope), 503, message, headers={"Retry-After": "1"})
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on receiving each request's headers, and a
+    cap on connections answered in the API's own error shape."""
+
+    header_timeout: float = 10.0
+    max_connections: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        cap = self.max_connections
+        if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+            super().on_headers_complete()
+            return
+        log.warning("%d connections open: a request was answered 503", len(self.connections))
+        app, self.app = self.app, over_capacity  # the request cycle takes the app from here
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(_TIMED_OUT)
+            self.transport.close()
+
+
+def protocol_class(header_timeout: float, max_connections: int) -> type[HeaderTimeoutProtocol]:
+    """The protocol with these limits (uvicorn builds protocols from a class)."""
+    attributes = {"header_timeout": header_timeout, "max_connections": max_connections}
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), attributes)
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The server ``imagegen serve`` runs; ``overrides`` go to ``uvicorn.Config`` as they are."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # JSON logs: uvicorn's own loggers go through imagegen's handler, not uvicorn's format.
+        "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        "access_log": False,  # imagegen logs each request itself (api/observe.py)
+        "ws": "none",  # no websocket routes: don't import a websocket implementation
+        "http": protocol_class(settings.header_timeout, settings.max_connections),
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "timeout_graceful_shutdown": 5,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
+def raise_descriptor_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets and its spare files, within the hard limit
+    (the soft limit is often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _SPARE_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
