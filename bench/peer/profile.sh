@@ -22,4 +22,4 @@ spy=$!
   http://127.0.0.1:15000/v1/images/generations | grep WRKRESULT
 wait "$spy"
 ./stop.sh imagegen >/dev/null; ./stop.sh fake >/dev/null
-"$VENV/bin/python" -m bench.flame "$raw"
+(cd "$D/../.." && "$VENV/bin/python" -m bench.flame "$raw")
