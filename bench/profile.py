@@ -107,11 +107,15 @@ async def run(options: Options) -> Result:
             return result
         counts = breakdown(raw)
         own, _, _ = tops(raw)
+        kept = Path(__file__).parent / "results" / "profile-seed-stored.txt"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(raw, kept)
     total = sum(counts.values())
     rate = len(samples.ok()) / elapsed
     for name, count in counts.most_common():
         result.add(name, f"{100 * count / total:.0f}% of imagegen's CPU")
     result.note(f"{total} samples at {rate:.0f} generations/s, concurrency 16")
+    result.note("the raw stacks: bench/results/profile-seed-stored.txt (`python -m bench.flame`)")
     result.note(
         "most own time: "
         + "; ".join(f"{name} {100 * n / total:.1f}%" for name, n in own.most_common(12))
