@@ -27,6 +27,7 @@ from bench import (
     overhead,
     profile,
     startup,
+    targets,
     throughput,
 )
 from bench.common import Options
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         clients,
         profile,
         keys,
+        targets,
     )
 }
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,5 +34,5 @@ done
 echo "END $(date -Is) load=$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out"
 mkdir -p "$ROOT/bench/results"
 "$VENV/bin/python" "$D/table.py" "$out" --markdown "$ROOT/bench/results/peer-$ts.md" \
-  --benchmarks "$ROOT/BENCHMARKS.md"
+  --benchmarks "$ROOT/BENCHMARKS.md" --json "$ROOT/bench/results/peer-latest.json"
 echo "== $out"

@@ -10,6 +10,7 @@ The table goes to stdout, to ``--markdown`` and, between the ``peer`` markers, i
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -170,6 +171,29 @@ def render(run: Run, raw: Path) -> str:
     )
 
 
+def summary(run: Run) -> dict[str, object]:
+    """What ``python -m bench --only targets`` reads back (``bench/results/peer-latest.json``)."""
+    lite, through = run.get("litellm", "fast"), run.get("imagegen-passthrough", "fast")
+    a, b = _num(through, "rps_ok"), _num(lite, "rps_ok")
+    slow: dict[str, dict[str, object]] = {}
+    for gw, _ in GATEWAYS:
+        found = run.get(gw, "slow")
+        if found is not None:
+            slow[gw] = {
+                "rps_ok": _num(found, "rps_ok"),
+                "success_pct": _num(found, "success_pct"),
+                "p99_ms": _num(found, "p99_ms"),
+                "conc": found.get("conc"),
+                "workers": run.workers.get(gw, "?"),
+            }
+    return {
+        "start": run.start,
+        "loads": "; ".join(run.loads),
+        "ratio_fast": a / b if a and b else None,
+        "slow": slow,
+    }
+
+
 def splice(path: Path, table: str) -> None:
     block = f"{START}\n## Peer comparison\n\n{table}\n{END}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -187,8 +211,12 @@ def main() -> None:
     parser.add_argument("raw", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--benchmarks", type=Path)
+    parser.add_argument("--json", type=Path, help="the numbers the targets benchmark reads")
     args = parser.parse_args()
-    table = render(Run(args.raw.read_text()), args.raw)
+    run = Run(args.raw.read_text())
+    table = render(run, args.raw)
+    if args.json:
+        args.json.write_text(json.dumps(summary(run), indent=1) + "\n")
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")
