@@ -61,8 +61,10 @@ def skip_module_without_a_browser() -> None:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread until it
+    stops, which would break every asyncio test that runs after it in the session."""
     problem = _missing()
     if problem is not None:
         pytest.fail(f"CI is set and the browser tests cannot run: {problem}")
