@@ -113,18 +113,24 @@ async def main(argv: list[str] | None = None) -> int:
         default = ROOT / ("bench/results/quick.md" if options.quick else "BENCHMARKS.md")
         path = args.output or default
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report + "\n" + _kept_peer_section(path))
+        path.write_text(report + "\n" + _kept_sections(path))
         print(f"wrote {path}")
     return 0
 
 
-def _kept_peer_section(path: Path) -> str:
-    """The peer comparison (``make bench-peer``) already in ``path``, kept across rewrites."""
-    start, end = "<!-- peer:start -->", "<!-- peer:end -->"
+KEPT = ("notes", "peer")
+
+
+def _kept_sections(path: Path) -> str:
+    """The sections of ``path`` this run does not measure, kept across rewrites: the written
+    notes on the profiles and the peer comparison (``make bench-peer``)."""
     text = path.read_text() if path.exists() else ""
-    if start not in text or end not in text:
-        return ""
-    return "\n" + start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+    kept = ""
+    for name in KEPT:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start in text and end in text:
+            kept += "\n" + start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+    return kept
 
 
 def _terminated(signum: int, frame: object) -> None:
