@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench bench-peer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-fast: lint typecheck pytest-fast
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench
+
+# side by side with LiteLLM's proxy (bench/peer/README.md): its own venv and wrk under $$TMPDIR
+bench-peer: $(STAMP)
+	bench/peer/setup.sh
+	VENV=$(VENV) bench/peer/compare.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ Each benchmark runs ``imagegen serve`` and the Replicate double as real processe
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from bench import (
     profile,
     startup,
     sync_wait,
+    targets,
     throughput,
 )
 from bench.common import Options
@@ -49,6 +51,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         profile,
         keys,
         sync_wait,
+        targets,
     )
 }
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +74,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def render(results: list[Result], options: Options, command: str) -> str:
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def render(results: list[Result], options: Options, command: str, load_at_start: str = "") -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     scale = "quick (scaled-down)" if options.quick else "full"
     lines = [
@@ -83,6 +90,8 @@ def render(results: list[Result], options: Options, command: str) -> str:
         "Machine:",
         "",
         *[f"- {line}" for line in describe()],
+        f"- load average (1, 5, 15 min): {load_at_start or '?'} at the start, {_load()} at the "
+        "end (the machine may be shared: compare numbers within one run)",
         "",
         summary(results),
         "",
@@ -97,6 +106,7 @@ def render(results: list[Result], options: Options, command: str) -> str:
 async def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     options = Options(quick=args.quick)
+    load_at_start = _load()
     raise_fd_limit()
     results: list[Result] = []
     for name in args.names:
@@ -107,15 +117,30 @@ async def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(summary([result]), "\n", *[f"  - {n}\n" for n in result.notes], flush=True)
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = render(results, options, command.strip())
+    report = render(results, options, command.strip(), load_at_start)
     print(report)
     if not args.no_write:
         default = ROOT / ("bench/results/quick.md" if options.quick else "BENCHMARKS.md")
         path = args.output or default
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report + "\n")
+        path.write_text(report + "\n" + _kept_sections(path))
         print(f"wrote {path}")
     return 0
+
+
+KEPT = ("notes", "peer")
+
+
+def _kept_sections(path: Path) -> str:
+    """The sections of ``path`` this run does not measure, kept across rewrites: the written
+    notes on the profiles and the peer comparison (``make bench-peer``)."""
+    text = path.read_text() if path.exists() else ""
+    kept = ""
+    for name in KEPT:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start in text and end in text:
+            kept += "\n" + start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+    return kept
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -18,13 +18,10 @@ TARGET_RATE = 100.0
 LIGHT_RATE = 10.0
 TARGET_P50, TARGET_P99 = 0.003, 0.015
 LIMITS = (
-    "CPU. imagegen spends 15-20 ms of CPU on each generation (see `throughput`), so even at "
-    "10/s it adds about that much to each request, and at 100/s one process needs more than the "
-    "one core a Python process can use: requests queue and the added latency is the backlog. "
-    "Where the CPU goes is the `profile` benchmark: most of it is the database layer (per "
-    "generation, 13 SQL statements in 4 write transactions through the SQLAlchemy ORM, each "
-    "state change reading the whole generation back with two selectin loads), then httpx (its "
-    "CPU per request is several times aiohttp's, see `clients`), then the HTTP server."
+    "CPU. imagegen spends the CPU per generation `throughput` shows, so even at 10/s it adds "
+    "about that much to each request, and at 100/s requests arriving together queue behind each "
+    "other on the one core a Python process uses: the added latency is that backlog. Where the "
+    "CPU goes: the `targets` section and the notes below."
 )
 
 

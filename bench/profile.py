@@ -78,6 +78,8 @@ def breakdown(raw: Path) -> Counter[str]:
 
 
 async def run(options: Options) -> Result:
+    from bench.flame import tops
+
     result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
     spy = shutil.which("py-spy") or str(Path(__file__).parents[1] / ".venv/bin/py-spy")
     if not Path(spy).exists():
@@ -104,9 +106,18 @@ async def run(options: Options) -> Result:
             result.note(f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
             return result
         counts = breakdown(raw)
+        own, _, _ = tops(raw)
+        kept = Path(__file__).parent / "results" / "profile-seed-stored.txt"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(raw, kept)
     total = sum(counts.values())
     rate = len(samples.ok()) / elapsed
     for name, count in counts.most_common():
         result.add(name, f"{100 * count / total:.0f}% of imagegen's CPU")
     result.note(f"{total} samples at {rate:.0f} generations/s, concurrency 16")
+    result.note("the raw stacks: bench/results/profile-seed-stored.txt (`python -m bench.flame`)")
+    result.note(
+        "most own time: "
+        + "; ".join(f"{name} {100 * n / total:.1f}%" for name, n in own.most_common(12))
+    )
     return result

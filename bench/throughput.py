@@ -18,9 +18,9 @@ NAME = "throughput"
 TARGET = 400.0
 LIMITS = (
     "CPU per generation, in one Python process (one core's worth of bytecode at a time): 400/s "
-    "needs at most 2.5 ms of imagegen's CPU per generation, and it spends 15-20 ms, most of it in "
-    "the database layer, then httpx (the `profile` and `overhead` sections say where). On this "
-    "2-core machine the load generator and the double take their share of the second core too."
+    "needs at most 2.5 ms of imagegen's CPU per generation, and it spends the CPU per generation "
+    "above (where it goes: the `targets` section and the notes). On this 2-core machine the load "
+    "generator and the double take their share of the second core too."
 )
 
 

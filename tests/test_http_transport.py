@@ -145,6 +145,33 @@ async def test_the_provider_clients_transport_is_a_setting(
     for client in (provider_http_client(settings), blocking_http_client(settings)):
         assert isinstance(client._transport, transport)
         await client.aclose()
-    downloads = download_http_client(settings)  # the safe fetcher needs httpcore's extensions
-    assert isinstance(downloads._transport, httpx.AsyncHTTPTransport)
+    downloads = download_http_client(settings)  # the same kind, in a pool of its own
+    assert isinstance(downloads._transport, transport)
     await downloads.aclose()
+
+
+async def test_a_pinned_download_keeps_the_host_name_over_aiohttp() -> None:
+    """The safe fetcher's pinning: the checked address in the URL, the name in ``Host``."""
+    heads: list[bytes] = []
+
+    async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\npng")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(first, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(transport=transport) as client:
+        request = client.build_request(
+            "GET", f"http://images.example:{port}/a.png", headers={"Accept-Encoding": "identity"}
+        )
+        request.url = request.url.copy_with(host="127.0.0.1")
+        request.extensions = {**request.extensions, "sni_hostname": "images.example"}
+        response = await client.send(request)
+    server.close()
+    assert response.content == b"png"
+    head = heads[0].lower()
+    assert f"host: images.example:{port}\r\n".encode() in head
+    assert b"accept-encoding: identity\r\n" in head

@@ -1,13 +1,25 @@
 """``imagegen serve`` takes its data directory and its port before anything else, and a second
-one on either is refused with a message naming what is taken."""
+one on either is refused with a message naming what is taken; it runs uvicorn on uvloop, with
+httptools' parser."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from pathlib import Path
 
 import pytest
+import uvloop
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from imagegen.serving import ServeRefused, hold_data_dir, listen
+from imagegen.config import Settings
+from imagegen.serving import (
+    HeaderTimeoutProtocol,
+    ServeRefused,
+    hold_data_dir,
+    listen,
+    uvicorn_config,
+)
 
 
 def test_a_data_directory_is_held_by_one_serve_at_a_time(tmp_path) -> None:
@@ -42,3 +54,23 @@ def test_the_socket_listens_before_the_app_starts() -> None:
             pass
     finally:
         sock.close()
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    return None
+
+
+def test_serve_runs_on_uvloop_and_httptools(tmp_path: Path) -> None:
+    config = uvicorn_config(_app, Settings(data_dir=tmp_path))
+    assert config.loop == "uvloop"
+    assert isinstance(config.http, type)
+    assert issubclass(config.http, HeaderTimeoutProtocol)
+    assert issubclass(config.http, HttpToolsProtocol)
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()

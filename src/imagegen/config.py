@@ -241,8 +241,8 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(default=5.0, gt=0)
     provider_http_transport: Literal["aiohttp", "httpx"] = Field(
         default="aiohttp",
-        description="What carries provider API calls under httpx's API: aiohttp's connection "
-        "pool (less CPU per request) or httpx's own. Downloads always use httpx's.",
+        description="What carries provider API calls and output downloads under httpx's API: "
+        "aiohttp's connection pools (less CPU per request) or httpx's own.",
     )
     schema_cache_ttl: float = Field(default=3600.0, ge=0)
 

@@ -2,9 +2,11 @@
 
 httpx's own pool costs several times aiohttp's CPU per request, more as concurrency grows
 (encode/httpx#3215; BENCHMARKS.md, ``clients``). Providers keep the httpx API, and their tests
-their ``httpx.MockTransport``: only the transport under the provider clients changes, chosen by
-``IMAGEGEN_PROVIDER_HTTP_TRANSPORT`` (``httpx`` falls back to httpx's own). Output downloads keep
-httpx's transport: the safe fetcher pins connections with httpcore's extensions.
+their ``httpx.MockTransport``: only the transport under the provider and download clients
+changes, chosen by ``IMAGEGEN_PROVIDER_HTTP_TRANSPORT`` (``httpx`` falls back to httpx's own).
+The safe fetcher's pinning survives it: httpx-aiohttp passes the ``sni_hostname`` extension to
+aiohttp as ``server_hostname`` (SNI and the certificate's name), and aiohttp keeps the ``Host``
+header it is given.
 
 aiohttp's errors become httpx's by type, by what they mean for a retry: the Replicate client
 retries a create (a paid prediction) only after ``ConnectError`` or ``ConnectTimeout``, i.e. when

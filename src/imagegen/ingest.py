@@ -60,11 +60,10 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     that is too large to decode safely.
     """
     try:
-        with _open(source) as image:
-            image.verify()
-        with _open(source) as image:
+        with _open(source) as image:  # opened once: size and format come from the header
             width, height = image.size
             ext = EXTENSIONS.get(image.format or "")
+            image.verify()
     except Image.DecompressionBombError as exc:
         raise ImageFetchError("image is too large to decode safely", provider=_OWN) from exc
     except Exception as exc:  # Pillow signals corrupt input with many exception types

@@ -73,10 +73,17 @@ def provider_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncB
 
 
 def download_http_client(settings: Settings) -> httpx.AsyncClient:
-    """A separate client for output downloads: no provider credentials ever ride along."""
+    """A separate client (and pool) for output downloads: no provider credentials ever ride
+    along. Its transport is the provider clients' kind: the safe fetcher's pinning (the checked
+    address in the URL, the name in ``Host`` and the ``sni_hostname`` extension) works on both."""
     timeout = httpx.Timeout(settings.download_timeout, connect=settings.http_connect_timeout)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        transport=provider_transport(settings, limits),
+    )
 
 
 def blocking_http_client(settings: Settings) -> httpx.AsyncClient:

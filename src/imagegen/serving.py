@@ -124,6 +124,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         "access_log": False,  # imagegen logs each request itself (api/observe.py)
         "ws": "none",  # no websocket routes: don't import a websocket implementation
+        # uvloop and httptools (uvicorn[standard]) named, not left to "auto": what is measured
+        # in BENCHMARKS.md is what runs.
+        "loop": "uvloop",
         "http": protocol_class(settings.header_timeout, settings.max_connections),
         "timeout_keep_alive": settings.keep_alive_timeout,
         "timeout_graceful_shutdown": 5,

@@ -175,3 +175,44 @@ def test_offline_sql_for_postgresql_can_be_printed_without_a_server() -> None:
     assert "CREATE TABLE generations" in sql
     assert "JSONB" in sql
     assert "TIMESTAMP WITH TIME ZONE" in sql
+
+
+def test_the_heads_read_from_the_files_are_alembics() -> None:
+    from imagegen.db.migrate import script_heads
+
+    assert script_heads() == frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def test_a_database_at_head_opens_without_loading_alembic(tmp_path: Path) -> None:
+    """The usual start (the schema is current) needs neither Alembic nor what it imports."""
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'imagegen.db'}"
+    store = await open_store(url)
+    await store.aclose()
+    probe = (
+        "import asyncio, sys\n"
+        "from imagegen.db import open_store\n"
+        "async def main():\n"
+        f"    store = await open_store({url!r})\n"
+        "    await store.aclose()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+async def test_a_database_behind_head_is_still_upgraded(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        await migrate(engine, "0003")
+        assert await _revision(engine) == "0003"
+        await migrate(engine)
+        assert await _revision(engine) == _head()
+        assert await _diff(engine) == []
+    finally:
+        await engine.dispose()

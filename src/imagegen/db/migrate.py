@@ -5,23 +5,36 @@ SQLite files are put in WAL mode first. Migrations ship inside the package
 Replicas starting together are serialised: on PostgreSQL by a transaction-scoped advisory lock,
 on SQLite by ``BEGIN IMMEDIATE`` (which also makes SQLite's DDL transactional, so a crash
 mid-migration leaves nothing half-built).
+
+A database already at the head revision is the usual start: that is read from its
+``alembic_version`` table and the revision ids in the migration files, and Alembic itself (and
+what it imports: Mako, Pygments, every dialect's DDL) is not loaded at all. Anything unclear
+(a file whose ids cannot be read, a branch, an older database) goes through Alembic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegen.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "alembic_config", "create_engine", "migrate"]
 
 SCRIPT_LOCATION = "imagegen.db:migrations"
+VERSIONS = Path(__file__).parent / "migrations" / "versions"
+_REVISION = re.compile(r"^revision(?:\s*:\s*[\w.| \[\]]+)?\s*=\s*[\"']([^\"']+)[\"']\s*$", re.M)
+_DOWN = re.compile(r"^down_revision(?:\s*:\s*[\w.| \[\],]+)?\s*=\s*(.+?)\s*$", re.M)
 _WAL_ATTEMPTS = 60  # about five seconds
 # An arbitrary constant naming imagegen's migration lock among PostgreSQL advisory locks.
 _PG_MIGRATION_LOCK = 0x696D6167656E
@@ -46,6 +59,8 @@ async def _use_wal(engine: AsyncEngine) -> None:
 
 def alembic_config(url: str | None = None) -> Config:
     """Alembic's configuration, built in code; ``url`` is needed only for offline (--sql) use."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.set_main_option("path_separator", "os")
@@ -60,7 +75,40 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
         await _use_wal(engine)
     async with engine.begin() as connection:
         await _lock_for_migration(connection)
+        if revision == "head" and await connection.run_sync(_at_head):
+            return
         await connection.run_sync(_run_upgrade, revision)
+
+
+@functools.cache
+def script_heads() -> frozenset[str] | None:
+    """The head revision ids of the migration files, read from their text; None when a file's
+    ids cannot be read plainly (then Alembic decides)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in sorted(VERSIONS.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.findall(text), _DOWN.findall(text)
+        if len(revision) != 1 or len(down) != 1:
+            return None
+        revisions.add(revision[0])
+        value = down[0]
+        if value != "None":
+            named = re.fullmatch(r"[\"']([^\"']+)[\"']", value)
+            if named is None:  # a tuple (a merge) or anything else: Alembic reads it
+                return None
+            downs.add(named[1])
+    heads = revisions - downs
+    return frozenset(heads) if heads and downs <= revisions else None
+
+
+def _at_head(connection: sa.Connection) -> bool:
+    """True when the database's ``alembic_version`` names exactly the files' heads."""
+    heads = script_heads()
+    if heads is None or not sa.inspect(connection).has_table("alembic_version"):
+        return False
+    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    return frozenset(rows) == heads
 
 
 async def _lock_for_migration(connection: AsyncConnection) -> None:
@@ -75,6 +123,8 @@ async def _lock_for_migration(connection: AsyncConnection) -> None:
 
 
 def _run_upgrade(connection: sa.Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
