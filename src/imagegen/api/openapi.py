@@ -96,8 +96,20 @@ def _constrain_forms(schema: Schema, settings: Settings) -> None:
                 if name in properties:
                     _constrain(properties[name], constraints)
             for prop in properties.values():
-                if prop.get("format") != "binary":  # files are bytes, not text
-                    _refuse_nul(prop)
+                _refuse_nul_in_form(prop)
+
+
+def _refuse_nul_in_form(prop: Schema) -> None:
+    """A form's text fields hold no NUL either: said with an anchored ``pattern`` (schemathesis
+    cannot generate negative multipart data from ``not``); files (``binary``), enums and fields
+    already held to an anchored pattern need nothing more."""
+    if prop.get("type") != "string" or "enum" in prop or prop.get("format") == "binary":
+        return
+    pattern = prop.get("pattern")
+    if pattern is None:
+        prop["pattern"] = r"^[^\x00]*$"
+    elif pattern == NOT_BLANK:  # some text that is not blank, and no NUL anywhere
+        prop["pattern"] = rf"^[^\x00]*{NOT_BLANK[:-1]}\x00][^\x00]*$"
 
 
 def _refuse_nul(prop: Schema) -> None:
