@@ -121,6 +121,8 @@ async def test_three_processes_create_at_the_accounts_rate_with_no_upstream_429(
     stats = control.stats()
     assert stats["creates"]["total"] == requests  # one prediction per request
     assert stats["creates_rate_limited"] == 0  # zero upstream 429s
-    done = sorted(at for _, at in results)
-    achieved = (len(done) - 1) / (done[-1] - done[0]) * 60
+    # The rate the account saw: the double's own create times (client response times bunch up
+    # on a loaded machine; the shared bucket's burst is 1, so no create goes early).
+    created = sorted(p["created"] for p in stats["predictions"])
+    achieved = (len(created) - 1) / (created[-1] - created[0]) * 60
     assert abs(achieved - per_minute) / per_minute <= 0.05, achieved
