@@ -15,8 +15,9 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
+
+from tests.support.lifecycle import Started
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -41,7 +42,7 @@ class Received:
         return json.loads(self.body)
 
 
-class WebhookReceiver:
+class WebhookReceiver(Started):
     """``status`` is what it answers (200 by default); ``redirect_to`` makes it answer 307."""
 
     def __init__(self, secret: str) -> None:
@@ -91,14 +92,3 @@ class WebhookReceiver:
             time.sleep(0.01)
         assert len(self.received) >= count, f"got {len(self.received)} of {count} webhooks"
         return self.received
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -37,7 +37,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -49,6 +48,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tests.fakes.openai_edits import read_edit
 from tests.fakes.openai_models import MODELS, ApiError, ImageJob, validate
+from tests.support.lifecycle import Started
 from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 CONTENT_POLICY_MESSAGE = (
@@ -409,7 +409,7 @@ def _server(app: Starlette) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-class OpenAIDouble:
+class OpenAIDouble(Started):
     """Runs the double with uvicorn in a background thread on 127.0.0.1 and a free port."""
 
     def __init__(self, *, api_key: str | None = "sk-test", url_ttl: float = 3600.0) -> None:
@@ -431,17 +431,6 @@ class OpenAIDouble:
 
     def stop(self) -> None:
         self._runner.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Control over HTTP, so the same calls work against the double run as a process.
     def script(self, *faults: Fault) -> None:

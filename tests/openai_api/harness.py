@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
+from tests.support.lifecycle import Started
 from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 from imagegen.api.app import create_app
@@ -83,7 +83,7 @@ def settings_for(
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-class InProcessImagegen:
+class InProcessImagegen(Started):
     """``create_app(settings)`` over ``build_services`` with ``environ`` as the key source."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
@@ -103,14 +103,3 @@ class InProcessImagegen:
 
     def stop(self) -> None:
         self._runner.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
+from tests.support.lifecycle import Started
 
 # Variables a developer's shell may hold that would leak into the server under test.
 _SCRUB_PREFIXES = ("IMAGEGEN_", "REPLICATE_", "OPENAI_", "AWS_")
@@ -24,7 +24,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ImagegenProcess:
+class ImagegenProcess(Started):
     """Runs ``python -m imagegen serve`` in ``workdir`` (no stray ``.env``) with ``env`` only."""
 
     def __init__(self, workdir: Path, env: dict[str, str], *, startup_timeout: float = 30.0):
@@ -89,14 +89,3 @@ class ImagegenProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,8 +13,9 @@ import time
 import uuid
 from functools import cache
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from tests.support.lifecycle import Started
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 CONFIGURED_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL") or DEFAULT_URL
@@ -36,7 +37,7 @@ def answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
         return False
 
 
-class PrivateRedis:
+class PrivateRedis(Started):
     """A ``redis-server`` of its own on a free port, no persistence; ``stop`` and ``start``
     again keep the port."""
 
@@ -66,17 +67,6 @@ class PrivateRedis:
             self._proc.terminate()
             self._proc.wait(timeout=10)
         self._proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @cache

@@ -16,10 +16,10 @@ import time
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
+from tests.support.lifecycle import Started
 
 ACCESS_KEY = "imagegen-test-key"
 SECRET_KEY = "imagegen-test-secret"
@@ -46,7 +46,7 @@ def _free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
-class SeaweedFS:
+class SeaweedFS(Started):
     """``weed mini`` in ``workdir`` with one bucket, ``bucket``, and one admin key pair."""
 
     def __init__(
@@ -164,14 +164,3 @@ class SeaweedFS:
             self._proc.send_signal(signal.SIGKILL)
             self._proc.wait()
         self._proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

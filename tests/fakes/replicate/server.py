@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -23,6 +22,7 @@ from tests.fakes.replicate.app import create_double_app
 from tests.fakes.replicate.config import DoubleConfig
 from tests.fakes.replicate.control import queue_faults
 from tests.fakes.replicate.state import DoubleState
+from tests.support.lifecycle import Started
 from tests.support.threaded_server import ThreadedServer, bind_loopback
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -43,7 +43,7 @@ def _fault_payload(fault: str | None, fields: dict[str, Any]) -> dict[str, Any]:
     return {"fault": fault, **fields} if fault is not None else fields
 
 
-class ReplicateDouble:
+class ReplicateDouble(Started):
     """The double served by uvicorn on ``127.0.0.1:<free port>`` from a daemon thread.
 
     ``with ReplicateDouble(DoubleConfig(duration=0.1)) as double: double.base_url``. Pass
@@ -82,17 +82,6 @@ class ReplicateDouble:
         if self._runner is not None:
             self._runner.stop(timeout=5)
         self._runner = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- controls (the same as over HTTP) ---------------------------------------------------------
 
@@ -158,7 +147,7 @@ class DoubleControl:
         self._http.close()
 
 
-class DoubleProcess:
+class DoubleProcess(Started):
     """``python -m tests.fakes.replicate_double --port 0 <args>`` as a child process."""
 
     def __init__(self, *args: str, startup_timeout: float = 20.0) -> None:
@@ -198,17 +187,6 @@ class DoubleProcess:
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
         self._proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 _CLI_FIELDS = {
