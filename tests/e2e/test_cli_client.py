@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 from tests.e2e.conftest import imagegen
 from tests.fakes.replicate_double import DoubleProcess
 from tests.support.imagegen_process import ImagegenProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,16 +52,6 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> A
         env=env or environment(),
         check=False,
     )
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_generate_shows_progress_and_prints_where_each_image_was_saved(

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tests.api.receiver import WebhookReceiver
 from tests.e2e.conftest import imagegen
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,16 +31,6 @@ BODY = {
     "height": 512,
 }
 ASYNC = {"Prefer": "respond-async"}
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_kill_9_with_jobs_in_flight_then_restart_ends_every_job_without_a_second_prediction(

@@ -4,8 +4,6 @@ read the errors; page through the history; open a generation's page; do it all b
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,6 +11,7 @@ import pytest
 from tests.e2e.conftest import imagegen
 from tests.e2e.playground.conftest import Visit, open_visit, skip_module_without_a_browser
 from tests.e2e.test_keys_e2e import imagegen_cli
+from tests.support.waiting import wait_until
 
 from imagegen.auth.authenticator import MISSING
 
@@ -53,16 +52,6 @@ def job_state(visit: Visit) -> Any:
 def expect_loaded(visit: Visit, image: Any) -> None:
     check = "img => img.complete && img.naturalWidth > 0"
     visit.page.wait_for_function(check, arg=image.element_handle())
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_generate_and_see_the_images(visit: Visit) -> None:
