@@ -321,6 +321,13 @@ class Settings(BaseSettings):
         description="How long a job stays an instance's after its last renewal; another "
         "replica adopts it after that.",
     )
+    claim_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="On PostgreSQL, seconds between looks for jobs waiting in the database for "
+        "an instance with room (one also looks whenever one of its jobs ends).",
+    )
     sse_heartbeat: float = Field(
         default=15.0, gt=0, description="Seconds between keep-alive comments on event streams."
     )
@@ -407,6 +414,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'imagegen.db').as_posix()}"
+
+    @property
+    def shared_database(self) -> bool:
+        """Jobs live in a database other processes may share (PostgreSQL), not SQLite."""
+        return not self.resolved_database_url.startswith("sqlite")
 
     @property
     def images_dir(self) -> Path:
