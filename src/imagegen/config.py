@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Base URL clients use to reach imagegen (behind a proxy); "
         "image links are built from it. Default: the request's own base URL.",
     )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description="Processes `imagegen serve` runs, each a full peer on one listening socket "
+        "(auto: one per core). More than one needs PostgreSQL (IMAGEGEN_DATABASE_URL).",
+    )
     log_level: str = "info"
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -405,6 +410,8 @@ class Settings(BaseSettings):
     def _check_bounds(self) -> Self:
         if self.min_size > self.max_size:
             raise ValueError("IMAGEGEN_MIN_SIZE must not exceed IMAGEGEN_MAX_SIZE")
+        if self.workers != "auto" and self.workers < 1:
+            raise ValueError("IMAGEGEN_WORKERS must be at least 1, or auto")
         if self.min_images > self.max_images:
             raise ValueError("IMAGEGEN_MIN_IMAGES must not exceed IMAGEGEN_MAX_IMAGES")
         return self
@@ -414,6 +421,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'imagegen.db').as_posix()}"
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve: ``workers``, or the number of cores for ``auto``."""
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.workers
 
     @property
     def shared_database(self) -> bool:
