@@ -406,12 +406,24 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        """One line for a bad value, not one per member of the union."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            raise ValueError("must be a whole number of processes, or auto") from None
+        if count < 1:
+            raise ValueError("must be at least 1, or auto")
+        return count
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
         if self.min_size > self.max_size:
             raise ValueError("IMAGEGEN_MIN_SIZE must not exceed IMAGEGEN_MAX_SIZE")
-        if self.workers != "auto" and self.workers < 1:
-            raise ValueError("IMAGEGEN_WORKERS must be at least 1, or auto")
         if self.min_images > self.max_images:
             raise ValueError("IMAGEGEN_MIN_IMAGES must not exceed IMAGEGEN_MAX_IMAGES")
         return self

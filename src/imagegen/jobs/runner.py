@@ -316,6 +316,8 @@ class JobRunner:
             except asyncio.CancelledError:
                 if not task.cancelled():
                     raise  # the caller was cancelled, not the job
+        if task.done() and self._left(task):  # another instance runs it now
+            return await self._cancel_elsewhere(generation_id)
         return await self._store.get(generation_id)
 
     async def _cancel_elsewhere(self, generation_id: str) -> Generation:
