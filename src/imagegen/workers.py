@@ -74,7 +74,11 @@ def metrics_dir() -> Path | None:
 def run_workers(settings: Settings, sock: socket.socket, workers: int) -> None:
     """Serve on ``sock`` with ``workers`` processes until SIGTERM or SIGINT."""
     made = metrics_dir()
-    os.environ["IMAGEGEN_WORKERS"] = str(workers)  # what the workers' settings read
+    # The workers read their settings from the environment: what the command line set goes
+    # there too (the host decides whether requests without a key are allowed).
+    os.environ.update(
+        IMAGEGEN_HOST=settings.host, IMAGEGEN_PORT=str(settings.port), IMAGEGEN_WORKERS=str(workers)
+    )
     config: uvicorn.Config = uvicorn_config(
         "imagegen.workers:worker_app",
         settings,
