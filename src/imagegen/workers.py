@@ -13,14 +13,18 @@ a dead peer's after its lease, so workers need the shared database (PostgreSQL);
 several workers are refused at start-up. Each worker names itself ``<instance id>-<pid>`` on the
 jobs it leases, so the workers fence each other like replicas do. The Prometheus values of all
 workers go to one multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, a fresh temporary one
-when unset), so a scrape of any worker reports them all.
+when unset), so a scrape of any worker reports them all. A worker whose parent dies (``kill -9``)
+gets SIGTERM from the kernel and drains, so a killed replica leaves no orphan serving.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from uvicorn.supervisors import Multiprocess
 from imagegen.config import Settings
 from imagegen.serving import HeaderTimeoutProtocol, uvicorn_config
 
+_PR_SET_PDEATHSIG = 1
 SQLITE_REFUSAL = (
     "several workers need PostgreSQL (set IMAGEGEN_DATABASE_URL=postgresql+asyncpg://...); "
     "the SQLite default serves with one worker"
@@ -47,6 +52,7 @@ def worker_app() -> Any:
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
 
+    _end_with_parent()
     settings = Settings()
     base = settings.instance_id or socket.gethostname()
     settings = settings.model_copy(update={"instance_id": f"{base}-{os.getpid()}"})
@@ -54,6 +60,18 @@ def worker_app() -> Any:
     WorkerProtocol.max_connections = settings.max_connections
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def _end_with_parent() -> None:
+    """On Linux, have the kernel send this worker SIGTERM when the parent dies (``kill -9``
+    included), so no orphan keeps serving and renewing leases with no supervisor; it drains
+    and hands its jobs back as on any SIGTERM."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def metrics_dir() -> Path | None:

@@ -73,6 +73,14 @@ def replicas(tmp: Path, double: DoubleProcess, shared: dict[str, str]) -> list[I
     ]
 
 
+def serving(server: ImagegenProcess) -> bool:
+    try:
+        httpx.get(f"{server.base_url}/healthz", timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
+
+
 def wait_for(predicate: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -172,12 +180,15 @@ def test_a_replica_stalled_past_its_lease_leaves_its_jobs_and_nothing_is_paid_tw
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_kill_9_of_a_replica_with_jobs_in_flight_another_adopts_them_and_pays_once(
-    tmp_path: Path, double: DoubleProcess, control: Any
+    tmp_path: Path, double: DoubleProcess, control: Any, workers: str
 ) -> None:
     jobs = 12
     control.configure(duration=4.0, queue_time=0.05)
-    with shared_settings(IMAGEGEN_LEASE_SECONDS="2", IMAGEGEN_REQUEST_TIMEOUT="60") as shared:
+    with shared_settings(
+        IMAGEGEN_LEASE_SECONDS="2", IMAGEGEN_REQUEST_TIMEOUT="60", IMAGEGEN_WORKERS=workers
+    ) as shared:
         servers = replicas(tmp_path, double, shared)
         victim, survivors = servers[0], servers[1:]
         try:
@@ -192,7 +203,8 @@ def test_kill_9_of_a_replica_with_jobs_in_flight_another_adopts_them_and_pays_on
                 wait_for(
                     lambda: control.stats()["creates"]["total"] >= jobs, 30, "every job's create"
                 )
-                victim.kill()  # kill -9, predictions running upstream
+                victim.kill()  # kill -9 (of the parent, with workers), predictions running
+                wait_for(lambda: not serving(victim), 15, "no orphan worker serving on")
                 wait_for(lambda: all_ended(api, survivors, ids), 60, "every job to end")
                 final = ended(api, survivors, ids)
         finally:
@@ -208,7 +220,7 @@ def test_a_rolling_restart_under_steady_load_fails_no_request(
     tmp_path: Path, double: DoubleProcess, control: Any
 ) -> None:
     control.configure(duration=0.3, queue_time=0.05)
-    with shared_settings(IMAGEGEN_REQUEST_TIMEOUT="30") as shared:
+    with shared_settings(IMAGEGEN_REQUEST_TIMEOUT="30", IMAGEGEN_WORKERS="2") as shared:
         servers = replicas(tmp_path, double, shared)
         up = set(range(len(servers)))
         try:
