@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,25 @@ async def test_on_sqlite_a_full_instance_queues_in_memory_and_runs_its_jobs_itse
         await alone.aclose()
     finally:
         await store.aclose()
+
+
+async def test_a_restart_takes_its_own_jobs_back_but_only_as_many_waiting_ones_as_it_has_room_for(
+    pg_stores, runners
+):
+    store = pg_stores[0]
+    own = await store.create(
+        REQUEST, provider="gated", lease_owner="a", lease_expires_at=datetime.now(UTC)
+    )
+    waiting = [await store.create(REQUEST, provider="gated") for _ in range(3)]
+    provider = GatedProvider()
+    restarted = runner_for(
+        store, provider, owner="a", limits=one_slot(), share_queue=True, claim_interval=30
+    )
+    runners.append(restarted)
+    assert await restarted.start() == 1  # its own job; its one slot is taken then
+    assert restarted.in_flight() == 1
+    provider.release.set()
+    assert (await asyncio.wait_for(restarted.wait(own.id), 10)).status is JobStatus.SUCCEEDED
+    for job in waiting:  # then the waiting ones, one slot at a time, as each ends
+        done = await asyncio.wait_for(restarted.wait(job.id), 10)
+        assert done.status is JobStatus.SUCCEEDED

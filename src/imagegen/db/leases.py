@@ -147,6 +147,27 @@ class SqlLeases:
             return []
         return await self._db.write(take)
 
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Extend to ``until`` the leases ``owner`` holds on unfinished jobs, whether or not they
+        ran out (a restarted instance taking its jobs back); those jobs, oldest first."""
+        stmt = (
+            sa.update(GENERATIONS)
+            .where(
+                GENERATIONS.c.lease_owner == owner,
+                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+            )
+            .values(lease_expires_at=until)
+            .returning(GENERATIONS.c.id)
+        )
+
+        def take(connection: sa.Connection) -> builtins.list[Generation]:
+            ids = [row.id for row in connection.execute(stmt)]
+            if not ids:
+                return []
+            return load_generations(connection, _UNFINISHED.where(GENERATIONS.c.id.in_(ids)))
+
+        return await self._db.write(take)
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds now (``owner`` lost them)."""
         ids = list(generation_ids)

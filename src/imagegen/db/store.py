@@ -461,6 +461,10 @@ class GenerationStore:
         """Lease free or expired unfinished jobs to ``owner`` (``SqlLeases.claim_free``)."""
         return await self._leases.claim_free(owner, until=until, limit=limit, exclude=exclude)
 
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Take back ``owner``'s unfinished jobs (``SqlLeases.claim_own``)."""
+        return await self._leases.claim_own(owner, until=until)
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds (``SqlLeases``)."""
         return await self._leases.held_elsewhere(owner, generation_ids)

@@ -183,6 +183,10 @@ class GenerationStore(Protocol):
         """Lease to ``owner`` up to ``limit`` unfinished jobs whose lease is free or ran out."""
         ...
 
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Extend ``owner``'s leases on its unfinished jobs, run out or not; those jobs."""
+        ...
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds now."""
         ...

@@ -76,8 +76,18 @@ class Recovery:
         return self._clock() + self._lease
 
     async def at_start(self) -> int:
-        """Claim and adopt this instance's unfinished jobs and any orphans; how many."""
-        return await self._claim_unfinished(include_own=True)
+        """Take back this instance's unfinished jobs, then claim free or expired ones as room
+        allows; how many it adopted."""
+        own = await self._store.claim_own(self._owner, until=self.lease_expires_at)
+        for job in own:
+            log.info("recovery: taking back %s (%s)", job.id, job.status)
+            self._adopt(job)
+        adopted = len(own)
+        while True:
+            claimed = await self.claim_free()
+            adopted += claimed
+            if claimed < CLAIM_BATCH:
+                return adopted
 
     async def keep(self) -> None:
         """Renew the leases of the jobs this instance runs, leaving those another instance
@@ -124,17 +134,3 @@ class Recovery:
             log.info("recovery: adopting %s (%s)", job.id, job.status)
             self._adopt(job)
         return len(claimed)
-
-    async def _claim_unfinished(self, *, include_own: bool) -> int:
-        adopted = 0
-        for job in await self._store.list_unfinished():
-            if job.id in self._running():
-                continue
-            claimed = await self._store.claim(
-                job.id, owner=self._owner, until=self.lease_expires_at, include_own=include_own
-            )
-            if claimed:
-                log.info("recovery: adopting %s (%s)", job.id, job.status)
-                self._adopt(job)
-                adopted += 1
-        return adopted

@@ -127,7 +127,8 @@ class JobRunner:
             adopt=self.adopt,
             running=self._tasks.keys,
             lose=self._lose,
-            room=lambda: self._limits.room(CLAIM_BATCH),
+            # Alone on its database, an instance takes every job and queues in memory.
+            room=(lambda: self._limits.room(CLAIM_BATCH)) if share_queue else lambda: CLAIM_BATCH,
             claim_interval=claim_interval if share_queue else None,
         )
 
