@@ -15,6 +15,7 @@ from tests.jobs.conftest import REQUEST, runner_for
 from tests.jobs.fakes import GatedProvider
 
 from imagegen.db import GenerationStore, open_store
+from imagegen.errors import QueueFull
 from imagegen.jobs.limits import Limits, ProviderLimits
 from imagegen.models import JobStatus
 
@@ -121,3 +122,18 @@ async def test_a_restart_takes_its_own_jobs_back_but_only_as_many_waiting_ones_a
     for job in waiting:  # then the waiting ones, one slot at a time, as each ends
         done = await asyncio.wait_for(restarted.wait(job.id), 10)
         assert done.status is JobStatus.SUCCEEDED
+
+
+async def test_jobs_waiting_in_the_database_are_bounded_like_a_queue(pg_stores, runners):
+    provider = GatedProvider()
+    limits = ProviderLimits({"gated": Limits(max_concurrency=1, max_queue=2)})
+    busy = runner_for(pg_stores[0], provider, owner="a", limits=limits, share_queue=True)
+    runners.append(busy)
+    await busy.start()
+    await busy.submit(REQUEST)  # runs here
+    await busy.submit(REQUEST)  # waits in the database
+    await busy.submit(REQUEST)
+    with pytest.raises(QueueFull) as refused:
+        await busy.submit(REQUEST)
+    assert refused.value.retry_after is not None
+    provider.release.set()

@@ -168,6 +168,22 @@ class SqlLeases:
 
         return await self._db.write(take)
 
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """How many of ``provider``'s jobs wait unleased for an instance with room (counted up
+        to ``limit``)."""
+        waiting = (
+            sa.select(GENERATIONS.c.id)
+            .where(
+                GENERATIONS.c.status == JobStatus.QUEUED.value,
+                GENERATIONS.c.lease_owner.is_(None),
+                GENERATIONS.c.provider == provider,
+            )
+            .limit(limit)
+            .subquery()
+        )
+        stmt = sa.select(sa.func.count()).select_from(waiting)
+        return int(await self._db.read(lambda connection: connection.execute(stmt).scalar_one()))
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds now (``owner`` lost them)."""
         ids = list(generation_ids)

@@ -465,6 +465,10 @@ class GenerationStore:
         """Take back ``owner``'s unfinished jobs (``SqlLeases.claim_own``)."""
         return await self._leases.claim_own(owner, until=until)
 
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """Jobs waiting unleased for room (``SqlLeases.waiting``)."""
+        return await self._leases.waiting(provider, limit=limit)
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds (``SqlLeases``)."""
         return await self._leases.held_elsewhere(owner, generation_ids)

@@ -145,10 +145,19 @@ class ProviderLimiter:
         self._waiting += 1
         return QueueTicket(self)
 
-    def _retry_after(self) -> float:
+    def refuse_if_full(self, waiting: int) -> None:
+        """``QueueFull`` when ``waiting`` jobs (in a shared database) fill ``max_queue``."""
+        if self.limits.max_concurrency and waiting >= self.limits.max_queue:
+            raise QueueFull(
+                f"imagegen's queue is full ({waiting} generations waiting); try again later",
+                retry_after=self._retry_after(waiting),
+            )
+
+    def _retry_after(self, waiting: int | None = None) -> float:
         if not self.limits.per_minute:
             return 5.0
-        return max(1.0, math.ceil(self._waiting * 60.0 / self.limits.per_minute))
+        waiting = self._waiting if waiting is None else waiting
+        return max(1.0, math.ceil(waiting * 60.0 / self.limits.per_minute))
 
     def _leave(self) -> None:
         self._waiting -= 1

@@ -187,6 +187,10 @@ class GenerationStore(Protocol):
         """Extend ``owner``'s leases on its unfinished jobs, run out or not; those jobs."""
         ...
 
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """How many of ``provider``'s jobs wait unleased for room (counted up to ``limit``)."""
+        ...
+
     async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
         """Which of these unfinished jobs another instance holds now."""
         ...

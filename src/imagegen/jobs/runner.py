@@ -227,7 +227,11 @@ class JobRunner:
         webhook: WebhookTarget | None,
         owner: str | None,
     ) -> Generation:
-        """No room here: write the job unleased; whichever instance has room claims it."""
+        """No room here: write the job unleased; whichever instance has room claims it. The
+        jobs waiting so are bounded like a process's queue (``QueueFull`` past ``max_queue``)."""
+        limiter = self._limits(route.provider.name)
+        queue = limiter.limits.max_queue
+        limiter.refuse_if_full(await self._store.waiting(route.provider.name, limit=queue))
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         try:
             generation = await self._store.create(
