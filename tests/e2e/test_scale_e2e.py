@@ -6,7 +6,8 @@ against the Replicate double as a process:
 - a replica stalled (``SIGSTOP``) for longer than its lease while its jobs wait for create
   tokens: the others adopt them, it leaves them when it wakes, one prediction per job;
 - ``kill -9`` of a replica with jobs in flight: another adopts them after the lease, every job
-  ends, and no prediction is created twice;
+  ends, no prediction is created twice, and an event stream opened on another replica sees the
+  job through to its end;
 - a rolling restart (SIGTERM each replica in turn, start it again) under steady load: no request
   fails, and nothing is paid for twice.
 """
@@ -14,7 +15,9 @@ against the Replicate double as a process:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +74,22 @@ def replicas(tmp: Path, double: DoubleProcess, shared: dict[str, str]) -> list[I
     return [
         imagegen(tmp / name, double, IMAGEGEN_INSTANCE_ID=name, **shared).start() for name in NAMES
     ]
+
+
+async def events(base_url: str, job: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each event of the job's stream on ``base_url``, until it ends."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    kind = ""
+    async with (
+        httpx.AsyncClient(timeout=60) as api,
+        api.stream("GET", f"{base_url}/api/v1/generations/{job}/events") as stream,
+    ):
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line.removeprefix("data: "))))
+    return seen
 
 
 def serving(server: ImagegenProcess) -> bool:
@@ -203,16 +222,24 @@ def test_kill_9_of_a_replica_with_jobs_in_flight_another_adopts_them_and_pays_on
                 wait_for(
                     lambda: control.stats()["creates"]["total"] >= jobs, 30, "every job's create"
                 )
+                # An event stream on a survivor follows a job of the victim through its adoption.
+                stream = concurrent.futures.ThreadPoolExecutor(1).submit(
+                    asyncio.run, events(survivors[0].base_url, ids[0])
+                )
+                time.sleep(0.5)
                 victim.kill()  # kill -9 (of the parent, with workers), predictions running
                 wait_for(lambda: not serving(victim), 15, "no orphan worker serving on")
                 wait_for(lambda: all_ended(api, survivors, ids), 60, "every job to end")
                 final = ended(api, survivors, ids)
+                seen = stream.result(timeout=30)
         finally:
             for server in servers:
                 server.stop()
     assert [job["status"] for job in final] == ["succeeded"] * jobs
     stats = control.stats()
     assert stats["creates"]["total"] == jobs, stats["creates"]  # none created twice
+    assert [kind for kind, _ in seen][-2:] == ["state", "done"], seen
+    assert seen[-1][1]["status"] == "succeeded"
 
 
 @pytest.mark.timeout(120)
