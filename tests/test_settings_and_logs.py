@@ -43,6 +43,8 @@ def serve_with(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("IMAGEGEN_PORT", "eighty"),
         ("IMAGEGEN_MAX_BODY_BYTES", "1"),
         ("REPLICATE_BASE_URL", "ftp://example.com"),
+        ("IMAGEGEN_WORKERS", "0"),
+        ("IMAGEGEN_WORKERS", "many"),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, name, value):
@@ -51,6 +53,12 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, name, va
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"imagegen: invalid setting {name}: "), lines[0]
+
+
+def test_workers_auto_is_one_per_core_and_a_number_is_taken_as_it_is():
+    assert Settings(workers="auto").worker_count == max(1, os.cpu_count() or 1)
+    assert Settings(workers="3").worker_count == 3
+    assert Settings().worker_count == 1
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,10 @@ def warn_about_settings(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(help="Processes to serve with, or auto (one per core); >1 needs PostgreSQL."),
+    ] = None,
 ) -> None:
     """Serve the imagegen API."""
     import uvicorn
@@ -116,7 +120,12 @@ def serve(
         uvicorn_config,
     )
 
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, workers=workers)
+    if settings.worker_count > 1 and not settings.shared_database:
+        from imagegen.workers import SQLITE_REFUSAL
+
+        typer.echo(f"imagegen: {SQLITE_REFUSAL}", err=True)
+        raise typer.Exit(EXIT_USAGE)
     check_catalog(settings)
     check_storage(settings)
     check_exposure(settings)
@@ -128,6 +137,11 @@ def serve(
     try:
         with hold_data_dir(settings.data_dir):
             sock = listen(settings.host, settings.port)
+            if settings.worker_count > 1:
+                from imagegen.workers import run_workers
+
+                run_workers(settings, sock, settings.worker_count)
+                return
             server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
             server.run(sockets=[sock])
     except ServeRefused as exc:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Base URL clients use to reach imagegen (behind a proxy); "
         "image links are built from it. Default: the request's own base URL.",
     )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description="Processes `imagegen serve` runs, each a full peer on one listening socket "
+        "(auto: one per core). More than one needs PostgreSQL (IMAGEGEN_DATABASE_URL).",
+    )
     log_level: str = "info"
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -321,6 +326,13 @@ class Settings(BaseSettings):
         description="How long a job stays an instance's after its last renewal; another "
         "replica adopts it after that.",
     )
+    claim_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="On PostgreSQL, seconds between looks for jobs waiting in the database for "
+        "an instance with room (one also looks whenever one of its jobs ends).",
+    )
     sse_heartbeat: float = Field(
         default=15.0, gt=0, description="Seconds between keep-alive comments on event streams."
     )
@@ -394,6 +406,20 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        """One line for a bad value, not one per member of the union."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            raise ValueError("must be a whole number of processes, or auto") from None
+        if count < 1:
+            raise ValueError("must be at least 1, or auto")
+        return count
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
         if self.min_size > self.max_size:
@@ -407,6 +433,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'imagegen.db').as_posix()}"
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve: ``workers``, or the number of cores for ``auto``."""
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.workers
+
+    @property
+    def shared_database(self) -> bool:
+        """Jobs live in a database other processes may share (PostgreSQL), not SQLite."""
+        return not self.resolved_database_url.startswith("sqlite")
 
     @property
     def images_dir(self) -> Path:

@@ -21,6 +21,7 @@
     │   │   └── DatabaseUnavailable   its storage refuses writes: read-only, full, failing I/O
     │   └── SharedStateUnavailable  the shared state (Redis) is unreachable
     ├── InvalidTransition         a job's state changed under us (another writer won the race)
+    ├── LeaseLost                 another instance holds the job's lease now: stop working on it
     ├── LocalFault                imagegen's own storage refuses writes; retry later
     │   └── StorageUnavailable    the image store: folder full, read-only or not permitted,
     │                             or S3 unreachable or refusing
@@ -214,6 +215,16 @@ class InvalidTransition(ImagegenError):
         super().__init__(f"generation {current.id!r} is {current.status}; cannot become {target}")
         self.current = current
         self.target = target
+
+
+class LeaseLost(ImagegenError):
+    """A write fenced by the job's lease matched nothing: another instance adopted the job (this
+    one stalled past its lease). Nothing was written; the caller stops working on the job at
+    once and cancels nothing upstream, since the adopter resumes what it stored."""
+
+    def __init__(self, generation_id: str) -> None:
+        super().__init__(f"generation {generation_id!r} is leased to another instance now")
+        self.generation_id = generation_id
 
 
 class UpstreamError(ImagegenError):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from imagegen.db import GenerationStore, open_store
-from imagegen.models import GenerationRequest
+from imagegen.errors import LeaseLost
+from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
 
 from . import BACKENDS, FakeClock, SequentialIds, database_url
 
@@ -76,3 +77,92 @@ async def test_finished_jobs_are_never_claimed(store: GenerationStore) -> None:
     job = await store.create(REQUEST, provider="p")
     await store.mark_canceled(job.id, reason="x")
     assert not await store.claim(job.id, owner="a", until=job.created_at)
+
+
+async def test_writes_fenced_by_a_lease_taken_over_raise_lease_lost_and_write_nothing(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    job = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=5)
+    )
+    await store.mark_running(job.id, holder="a")  # while "a" holds it, its writes apply
+    clock.advance(10)  # "a" stalled past its lease; "b" adopts the job
+    assert await store.claim(job.id, owner="b", until=clock.now + timedelta(seconds=5))
+    pending = PendingCreate("a/b", {"prompt": "p"}, 1)
+    record = PredictionRecord("p1", {"prompt": "p"}, 1)
+    with pytest.raises(LeaseLost):
+        await store.begin_create(job.id, pending, holder="a", until=clock.now)
+    with pytest.raises(LeaseLost):
+        await store.add_prediction(job.id, record, holder="a")
+    with pytest.raises(LeaseLost):
+        await store.adopt_prediction(job.id, record, holder="a")
+    with pytest.raises(LeaseLost):
+        await store.mark_failed(job.id, error="x", error_code="internal_error", holder="a")
+    with pytest.raises(LeaseLost):
+        await store.mark_succeeded(
+            job.id, images=[], provider_urls=[], images_missing=0, holder="a"
+        )
+    current = await store.get(job.id)
+    assert current.status is JobStatus.RUNNING
+    assert not current.predictions
+    assert await store.pending_creates(job.id) == []
+    # The adopter's writes apply; a user's cancel (no holder) applies whoever holds it.
+    await store.begin_create(job.id, pending, holder="b", until=clock.now + timedelta(seconds=9))
+    assert len(await store.pending_creates(job.id)) == 1
+    assert (await store.mark_canceled(job.id, reason="user")).status is JobStatus.CANCELED
+
+
+async def test_a_fenced_create_extends_the_lease_so_no_one_can_claim_it_meanwhile(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    job = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=1)
+    )
+    pending = PendingCreate("a/b", {"prompt": "p"}, 1)
+    await store.begin_create(job.id, pending, holder="a", until=clock.now + timedelta(seconds=30))
+    clock.advance(10)
+    assert not await store.claim(job.id, owner="b", until=clock.now + timedelta(seconds=5))
+    assert await store.held_elsewhere("a", [job.id]) == set()
+    clock.advance(30)
+    assert await store.claim(job.id, owner="b", until=clock.now + timedelta(seconds=5))
+    assert await store.held_elsewhere("a", [job.id]) == {job.id}
+
+
+async def test_claim_free_takes_the_oldest_free_or_expired_jobs_up_to_the_room_given(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    held = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=60)
+    )
+    free = [await store.create(REQUEST, provider="p") for _ in range(3)]
+    expired = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now - timedelta(seconds=1)
+    )
+    until = clock.now + timedelta(seconds=60)
+    first = await store.claim_free("b", until=until, limit=2, exclude=[free[0].id])
+    assert [job.id for job in first] == [free[1].id, free[2].id]
+    rest = await store.claim_free("c", until=until, limit=10)
+    assert [job.id for job in rest] == [free[0].id, expired.id]
+    assert await store.claim_free("c", until=until, limit=10) == []
+    assert not await store.claim(held.id, owner="c", until=until, include_own=False)
+
+
+async def test_replicas_claiming_free_jobs_at_once_take_each_once(
+    url: str, clock: FakeClock
+) -> None:
+    stores = [await open_store(url, clock=clock) for _ in range(3)]
+    try:
+        jobs = [await stores[0].create(REQUEST, provider="p") for _ in range(30)]
+        until = clock.now + timedelta(seconds=60)
+        taken = await asyncio.gather(
+            *(
+                store.claim_free(f"r{index}", until=until, limit=4)
+                for _ in range(4)
+                for index, store in enumerate(stores)
+            )
+        )
+        ids = [job.id for batch in taken for job in batch]
+        assert len(ids) == len(set(ids)) == len(jobs)
+    finally:
+        for store in stores:
+            await store.aclose()

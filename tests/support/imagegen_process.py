@@ -80,6 +80,15 @@ class ImagegenProcess(Started):
             self._proc.send_signal(signal.SIGKILL)
             self._proc.wait()
 
+    def pause(self) -> None:
+        """``SIGSTOP``: the whole process stalls (as in a long GC pause) until ``resume``."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()

@@ -47,6 +47,7 @@ STATUS: tuple[tuple[type[errors.ImagegenError], int], ...] = (
     (errors.DeadlineExceeded, 504),
     (errors.Canceled, 409),
     (errors.InvalidTransition, 409),  # e.g. a job that ended while it was being changed
+    (errors.LeaseLost, 503),  # the job moved to another instance mid-request; it runs there
     (errors.UpstreamRateLimited, 429),
     (errors.UpstreamHTTPError, 502),  # 4xx statuses are passed through, see status_for
     (errors.UpstreamError, 502),

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from imagegen.db.database import Database
+from imagegen.db.leases import fence
 from imagegen.db.rows import prediction_values
 from imagegen.db.tables import GENERATIONS, PENDING_CREATES, PREDICTIONS
 from imagegen.models import JobStatus, PendingCreate, PredictionRecord
@@ -67,8 +68,16 @@ class SqlCreates:
         self._clock = clock
         self._insert_prediction = insert_prediction
 
-    async def begin_create(self, generation_id: str, pending: PendingCreate) -> None:
-        """Record that a create with these inputs is about to be sent (``sent_at``: now)."""
+    async def begin_create(
+        self,
+        generation_id: str,
+        pending: PendingCreate,
+        *,
+        holder: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Record that a create with these inputs is about to be sent (``sent_at``: now);
+        ``holder``: only while it holds the job's lease, extended to ``until``."""
         values = {
             "generation_id": generation_id,
             "model": pending.model,
@@ -77,7 +86,13 @@ class SqlCreates:
             "images_requested": pending.images_requested,
             "sent_at": self._clock(),
         }
-        await self._db.write(partial(_execute, _INSERT, values))
+
+        def begin(connection: sa.Connection) -> None:
+            if holder is not None:
+                fence(connection, generation_id, holder, until)
+            connection.execute(_INSERT, values)
+
+        await self._db.write(begin)
 
     async def pending_creates(self, generation_id: str) -> list[PendingCreate]:
         """The job's creates whose prediction is not recorded, oldest first."""
@@ -87,18 +102,34 @@ class SqlCreates:
             for row in rows
         ]
 
-    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
-        """Record ``record`` and clear the pending create it answers, in one transaction."""
-        await self._db.write(partial(self._record, generation_id, record))
+    async def add_prediction(
+        self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
+    ) -> None:
+        """Record ``record`` and clear the pending create it answers, in one transaction
+        (``holder``: only while it holds the job's lease)."""
+
+        def add(connection: sa.Connection) -> None:
+            if holder is not None:
+                fence(connection, generation_id, holder)
+            self._record(generation_id, record, connection)
+
+        await self._db.write(add)
 
     async def adopt_prediction(
-        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+        self,
+        generation_id: str,
+        record: PredictionRecord,
+        *,
+        sole: bool = False,
+        holder: str | None = None,
     ) -> bool:
         """Record an orphan found upstream as this job's, unless a job records it already;
         ``sole``: also unless another job has a create with the same inputs in flight (then
         the orphan may be that one's)."""
 
         def adopt(connection: sa.Connection) -> bool:
+            if holder is not None:
+                fence(connection, generation_id, holder)
             parameters = {"prediction_id": record.prediction_id}
             if connection.execute(_RECORDED, parameters).first() is not None:
                 return False
@@ -128,7 +159,3 @@ def inputs_digest(inputs: Mapping[str, Any]) -> str:
 
 def _pending_rows(connection: sa.Connection, generation_id: str) -> list[sa.RowMapping]:
     return list(connection.execute(_OF_GENERATION, {"generation_id": generation_id}).mappings())
-
-
-def _execute(stmt: sa.Executable, parameters: dict[str, Any], connection: sa.Connection) -> None:
-    connection.execute(stmt, parameters)

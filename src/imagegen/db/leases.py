@@ -4,6 +4,17 @@ An unfinished job carries a lease (``lease_owner``, ``lease_expires_at``): the i
 it renews the lease, and recovery claims only jobs whose lease is its own or has run out. A claim
 is one conditional UPDATE, so of several replicas claiming an orphan at once exactly one wins.
 Finished jobs are never claimed or renewed.
+
+Leases fence: every write of the instance running a job (its transitions, predictions and
+pending creates) is conditional on ``lease_owner`` still naming it, checked in the same
+transaction (``fence``). An instance that stalled past its lease while another adopted the job
+gets ``LeaseLost`` from its next write, having written nothing; since a create is sent only
+after its pending create is written this way, a replica whose lease was taken over cannot
+create. Instance names must be unique among live instances (``Settings.instance_id``).
+
+``claim_free`` is how work is shared: every instance takes the oldest unfinished jobs whose lease
+is free or ran out, as many as it has room for, in one transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so replicas claiming at once skip each other's rows instead of waiting on them).
 """
 
 from __future__ import annotations
@@ -16,8 +27,9 @@ from functools import partial
 import sqlalchemy as sa
 
 from imagegen.db.database import Database
-from imagegen.db.queries import load_generations, rowcount
+from imagegen.db.queries import load_generations, not_found, rowcount
 from imagegen.db.tables import GENERATIONS
+from imagegen.errors import LeaseLost
 from imagegen.models import Generation, JobStatus
 
 _UNFINISHED_VALUES = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
@@ -27,6 +39,32 @@ _UNFINISHED = (
     .where(GENERATIONS.c.status.in_(_UNFINISHED_VALUES))
     .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
 )
+
+
+_OWNER_OF = sa.select(GENERATIONS.c.lease_owner).where(
+    GENERATIONS.c.id == sa.bindparam("generation_id")
+)
+
+
+def fence(
+    connection: sa.Connection, generation_id: str, holder: str, until: datetime | None = None
+) -> None:
+    """Inside a write transaction: go on only while ``holder`` holds the job's lease (the row
+    stays locked to the transaction's end, so no claim slips in between). ``until``: extend the
+    lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job."""
+    values: dict[str, object] = {"lease_owner": holder}
+    if until is not None:
+        values["lease_expires_at"] = until
+    stmt = (
+        sa.update(GENERATIONS)
+        .where(GENERATIONS.c.id == generation_id, GENERATIONS.c.lease_owner == holder)
+        .values(**values)
+    )
+    if rowcount(connection, stmt) == 1:
+        return
+    if connection.execute(_OWNER_OF, {"generation_id": generation_id}).first() is None:
+        raise not_found(generation_id)
+    raise LeaseLost(generation_id)
 
 
 class SqlLeases:
@@ -70,6 +108,99 @@ class SqlLeases:
             .values(lease_owner=owner, lease_expires_at=until)
         )
         return await self._db.write(partial(rowcount, stmt=stmt)) == 1
+
+    async def claim_free(
+        self, owner: str, *, until: datetime, limit: int, exclude: Sequence[str] = ()
+    ) -> builtins.list[Generation]:
+        """Lease to ``owner`` up to ``limit`` unfinished jobs, oldest first, whose lease is free
+        or ran out (none of ``exclude``); the jobs it now holds."""
+        now = self._clock()
+        found = (
+            sa.select(GENERATIONS.c.id)
+            .where(
+                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                sa.or_(
+                    GENERATIONS.c.lease_owner.is_(None),
+                    GENERATIONS.c.lease_expires_at.is_(None),
+                    GENERATIONS.c.lease_expires_at < now,
+                ),
+            )
+            .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
+            .limit(limit + len(exclude))
+            .with_for_update(skip_locked=True)
+        )
+        skip = set(exclude)
+
+        def take(connection: sa.Connection) -> builtins.list[Generation]:
+            ids = [row.id for row in connection.execute(found) if row.id not in skip][:limit]
+            if not ids:
+                return []
+            stmt = (
+                sa.update(GENERATIONS)
+                .where(GENERATIONS.c.id.in_(ids))
+                .values(lease_owner=owner, lease_expires_at=until)
+            )
+            connection.execute(stmt)
+            return load_generations(connection, _UNFINISHED.where(GENERATIONS.c.id.in_(ids)))
+
+        if limit <= 0:
+            return []
+        return await self._db.write(take)
+
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Extend to ``until`` the leases ``owner`` holds on unfinished jobs, whether or not they
+        ran out (a restarted instance taking its jobs back); those jobs, oldest first."""
+        stmt = (
+            sa.update(GENERATIONS)
+            .where(
+                GENERATIONS.c.lease_owner == owner,
+                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+            )
+            .values(lease_expires_at=until)
+            .returning(GENERATIONS.c.id)
+        )
+
+        def take(connection: sa.Connection) -> builtins.list[Generation]:
+            ids = [row.id for row in connection.execute(stmt)]
+            if not ids:
+                return []
+            return load_generations(connection, _UNFINISHED.where(GENERATIONS.c.id.in_(ids)))
+
+        return await self._db.write(take)
+
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """How many of ``provider``'s jobs wait unleased for an instance with room (counted up
+        to ``limit``)."""
+        waiting = (
+            sa.select(GENERATIONS.c.id)
+            .where(
+                GENERATIONS.c.status == JobStatus.QUEUED.value,
+                GENERATIONS.c.lease_owner.is_(None),
+                GENERATIONS.c.provider == provider,
+            )
+            .limit(limit)
+            .subquery()
+        )
+        stmt = sa.select(sa.func.count()).select_from(waiting)
+        return int(await self._db.read(lambda connection: connection.execute(stmt).scalar_one()))
+
+    async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
+        """Which of these unfinished jobs another instance holds now (``owner`` lost them)."""
+        ids = list(generation_ids)
+
+        def lost(connection: sa.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(ids), _RENEW_BATCH):
+                stmt = sa.select(GENERATIONS.c.id).where(
+                    GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
+                    GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                    GENERATIONS.c.lease_owner.is_not(None),
+                    GENERATIONS.c.lease_owner != owner,
+                )
+                found.update(row.id for row in connection.execute(stmt))
+            return found
+
+        return await self._db.read(lost)
 
     async def renew_leases(
         self, owner: str, generation_ids: Sequence[str], *, until: datetime

@@ -274,11 +274,16 @@ class GenerationStore:
         if await self._db.write(partial(rowcount, stmt=_RELEASE_KEY, parameters=parameters)) == 0:
             raise not_found(generation_id)
 
-    async def mark_running(self, generation_id: str, *, outbox: Outbox | None = None) -> Generation:
-        """queued -> running (sets ``started_at``); the replica that gets no error owns the run."""
+    async def mark_running(
+        self, generation_id: str, *, outbox: Outbox | None = None, holder: str | None = None
+    ) -> Generation:
+        """queued -> running (sets ``started_at``); the replica that gets no error owns the run.
+        ``holder`` (on every transition): only while that instance holds the job's lease,
+        else ``LeaseLost``."""
         now = self._clock()
+        values = {"started_at": now}
         return await self._db.write(
-            Transition(generation_id, JobStatus.RUNNING, now, {"started_at": now}, outbox=outbox)
+            Transition(generation_id, JobStatus.RUNNING, now, values, outbox=outbox, holder=holder)
         )
 
     async def mark_succeeded(
@@ -291,6 +296,7 @@ class GenerationStore:
         outbox: Outbox | None = None,
         cost: float | None = None,
         predict_seconds: float | None = None,
+        holder: str | None = None,
     ) -> Generation:
         """running -> succeeded, storing the images in order, in the same transaction, with
         what it cost (USD) and the seconds the upstream billed, None where unknown."""
@@ -306,7 +312,13 @@ class GenerationStore:
         }
         return await self._db.write(
             Transition(
-                generation_id, JobStatus.SUCCEEDED, now, values, tuple(images), outbox=outbox
+                generation_id,
+                JobStatus.SUCCEEDED,
+                now,
+                values,
+                tuple(images),
+                outbox=outbox,
+                holder=holder,
             )
         )
 
@@ -318,26 +330,34 @@ class GenerationStore:
         error_code: str,
         outbox: Outbox | None = None,
         cost: float | None = None,
+        holder: str | None = None,
     ) -> Generation:
         """queued | running -> failed; ``cost`` when known (0 for a per-image price)."""
         now = self._clock()
         values = {"completed_at": now, "error": error, "error_code": error_code, "cost": cost}
         return await self._db.write(
-            Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox)
+            Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox, holder=holder)
         )
 
     async def mark_canceled(
-        self, generation_id: str, *, reason: str, outbox: Outbox | None = None
+        self,
+        generation_id: str,
+        *,
+        reason: str,
+        outbox: Outbox | None = None,
+        holder: str | None = None,
     ) -> Generation:
         """queued | running -> canceled; ``reason`` becomes ``error``, ``error_code`` is
         ``"canceled"``."""
         now = self._clock()
         values = {"completed_at": now, "error": reason, "error_code": CANCELED_ERROR_CODE}
         return await self._db.write(
-            Transition(generation_id, JobStatus.CANCELED, now, values, outbox=outbox)
+            Transition(generation_id, JobStatus.CANCELED, now, values, outbox=outbox, holder=holder)
         )
 
-    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
+    async def add_prediction(
+        self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
+    ) -> None:
         """Record an upstream prediction (status ``starting``) before waiting on it, clearing
         the pending create it answers (``SqlCreates.add_prediction``).
 
@@ -345,14 +365,21 @@ class GenerationStore:
         and canceled upstream. Recording the same ``prediction_id`` again is a no-op.
         """
         try:
-            await self._creates.add_prediction(generation_id, record)
+            await self._creates.add_prediction(generation_id, record, holder=holder)
         except IntegrityError as exc:  # the foreign key: no such generation
             raise not_found(generation_id) from exc
 
-    async def begin_create(self, generation_id: str, pending: PendingCreate) -> None:
+    async def begin_create(
+        self,
+        generation_id: str,
+        pending: PendingCreate,
+        *,
+        holder: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
         """Record a create about to be sent (``SqlCreates.begin_create``)."""
         try:
-            await self._creates.begin_create(generation_id, pending)
+            await self._creates.begin_create(generation_id, pending, holder=holder, until=until)
         except IntegrityError as exc:
             raise not_found(generation_id) from exc
 
@@ -361,10 +388,15 @@ class GenerationStore:
         return await self._creates.pending_creates(generation_id)
 
     async def adopt_prediction(
-        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+        self,
+        generation_id: str,
+        record: PredictionRecord,
+        *,
+        sole: bool = False,
+        holder: str | None = None,
     ) -> bool:
         """Record an orphan found upstream unless a job has it (``SqlCreates``)."""
-        return await self._creates.adopt_prediction(generation_id, record, sole=sole)
+        return await self._creates.adopt_prediction(generation_id, record, sole=sole, holder=holder)
 
     async def set_prediction_status(
         self, generation_id: str, prediction_id: str, status: str
@@ -422,6 +454,24 @@ class GenerationStore:
         return await self._leases.claim(
             generation_id, owner=owner, until=until, include_own=include_own
         )
+
+    async def claim_free(
+        self, owner: str, *, until: datetime, limit: int, exclude: Sequence[str] = ()
+    ) -> builtins.list[Generation]:
+        """Lease free or expired unfinished jobs to ``owner`` (``SqlLeases.claim_free``)."""
+        return await self._leases.claim_free(owner, until=until, limit=limit, exclude=exclude)
+
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Take back ``owner``'s unfinished jobs (``SqlLeases.claim_own``)."""
+        return await self._leases.claim_own(owner, until=until)
+
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """Jobs waiting unleased for room (``SqlLeases.waiting``)."""
+        return await self._leases.waiting(provider, limit=limit)
+
+    async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
+        """Which of these unfinished jobs another instance holds (``SqlLeases``)."""
+        return await self._leases.held_elsewhere(owner, generation_ids)
 
     async def renew_leases(
         self, owner: str, generation_ids: Sequence[str], *, until: datetime

@@ -6,7 +6,9 @@ the loser reads the job as the winner left it and raises ``InvalidTransition``. 
 job is built from the returned row without reading it again: its images are the ones this
 transition writes (only the transition to ``succeeded`` writes images, and it is final, so a job
 has none before it), and its predictions are read only when the returned count says it has any.
-Webhook messages the transition owes are written in the same transaction.
+Webhook messages the transition owes are written in the same transaction. A transition made by
+the instance running the job names it (``holder``): it applies only while that instance holds the
+job's lease, and raises ``LeaseLost`` when another instance adopted the job (``db/leases.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from imagegen.db.queries import load_generation, predictions_of
 from imagegen.db.rows import delivery_values, image_values, to_generation
 from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
-from imagegen.errors import InvalidTransition
+from imagegen.errors import InvalidTransition, LeaseLost
 from imagegen.jobs.records import Outbox
 from imagegen.models import Generation, JobStatus, PredictionRecord, StoredImage
 
@@ -49,6 +51,10 @@ _UPDATES = {
     .returning(*GENERATIONS.c, _PREDICTION_COUNT)
     for target, allowed in ALLOWED_FROM.items()
 }
+_FENCED_UPDATES = {
+    target: stmt.where(GENERATIONS.c.lease_owner == sa.bindparam("holder"))
+    for target, stmt in _UPDATES.items()
+}
 _INSERT_IMAGES = sa.insert(IMAGES)
 _INSERT_DELIVERIES = sa.insert(DELIVERIES)
 
@@ -67,6 +73,7 @@ class Transition:
     values: Mapping[str, Any]
     images: Sequence[StoredImage] = ()
     outbox: Outbox | None = None
+    holder: str | None = None
 
     def __call__(self, connection: sa.Connection) -> Generation:
         parameters = {
@@ -75,9 +82,15 @@ class Transition:
             "status": self.target.value,
             "updated_at": self.now,
         }
-        row = connection.execute(_UPDATES[self.target], parameters).mappings().one_or_none()
+        stmt = _UPDATES[self.target]
+        if self.holder is not None:
+            stmt, parameters["holder"] = _FENCED_UPDATES[self.target], self.holder
+        row = connection.execute(stmt, parameters).mappings().one_or_none()
         if row is None:
-            raise InvalidTransition(load_generation(connection, self.generation_id), self.target)
+            current = load_generation(connection, self.generation_id)
+            if self.holder is not None and current.status in ALLOWED_FROM[self.target]:
+                raise LeaseLost(self.generation_id)  # the state allows it: the lease does not
+            raise InvalidTransition(current, self.target)
         if self.images:
             connection.execute(_INSERT_IMAGES, image_values(self.generation_id, self.images))
         predictions: Sequence[PredictionRecord] = ()

@@ -3,6 +3,9 @@ it owes (written in the same transaction), and the event its listeners hear.
 
 A transition another writer beat (a cancel racing completion, two replicas recovering one job)
 raises ``InvalidTransition`` carrying the job as that writer left it; listeners hear that state.
+Transitions of the instance running the job are fenced by its lease (``holder``): one another
+instance adopted raises ``LeaseLost`` and changes nothing. A cancel asked of an instance that
+does not run the job (``fenced=False``) is the user's, and applies whoever holds the lease.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ class Transitions:
         messages: WebhookMessages,
         *,
         wake_webhooks: Callable[[], None] = lambda: None,
+        holder: str | None = None,
     ) -> None:
         self._store = store
+        self._holder = holder
         self._events = events
         self._outbox = messages.outbox()
         self._wake = wake_webhooks
@@ -38,7 +43,7 @@ class Transitions:
         _log_state(generation)
 
     async def running(self, generation_id: str) -> Generation:
-        marked = self._store.mark_running(generation_id, outbox=self._outbox)
+        marked = self._store.mark_running(generation_id, outbox=self._outbox, holder=self._holder)
         return self._told(await self._apply(marked))
 
     async def succeeded(
@@ -59,6 +64,7 @@ class Transitions:
             outbox=self._outbox,
             cost=cost,
             predict_seconds=predict_seconds,
+            holder=self._holder,
         )
         return self._told(await self._apply(marked))
 
@@ -66,12 +72,20 @@ class Transitions:
         self, generation_id: str, *, error: str, error_code: str, cost: float | None = None
     ) -> Generation:
         marked = self._store.mark_failed(
-            generation_id, error=error, error_code=error_code, outbox=self._outbox, cost=cost
+            generation_id,
+            error=error,
+            error_code=error_code,
+            outbox=self._outbox,
+            cost=cost,
+            holder=self._holder,
         )
         return self._told(await self._apply(marked))
 
-    async def canceled(self, generation_id: str, *, reason: str) -> Generation:
-        marked = self._store.mark_canceled(generation_id, reason=reason, outbox=self._outbox)
+    async def canceled(self, generation_id: str, *, reason: str, fenced: bool = True) -> Generation:
+        holder = self._holder if fenced else None
+        marked = self._store.mark_canceled(
+            generation_id, reason=reason, outbox=self._outbox, holder=holder
+        )
         return self._told(await self._apply(marked))
 
     async def _apply(self, marked: Awaitable[Generation]) -> Generation:

@@ -125,6 +125,12 @@ class ProviderLimiter:
         """Jobs admitted but not yet holding a slot."""
         return self._waiting
 
+    def room(self, cap: int) -> int:
+        """How many more jobs could start at once here (``cap`` without a concurrency limit)."""
+        if not self.limits.max_concurrency:
+            return cap
+        return max(0, min(cap, self.limits.max_concurrency - self._running - self._waiting))
+
     def admit(self, *, force: bool = False) -> QueueTicket:
         """A place in the queue; ``QueueFull`` when ``max_queue`` jobs already wait for the
         slots (``force``: a recovered job, which must run whatever the queue holds). Without a
@@ -139,10 +145,19 @@ class ProviderLimiter:
         self._waiting += 1
         return QueueTicket(self)
 
-    def _retry_after(self) -> float:
+    def refuse_if_full(self, waiting: int) -> None:
+        """``QueueFull`` when ``waiting`` jobs (in a shared database) fill ``max_queue``."""
+        if self.limits.max_concurrency and waiting >= self.limits.max_queue:
+            raise QueueFull(
+                f"imagegen's queue is full ({waiting} generations waiting); try again later",
+                retry_after=self._retry_after(waiting),
+            )
+
+    def _retry_after(self, waiting: int | None = None) -> float:
         if not self.limits.per_minute:
             return 5.0
-        return max(1.0, math.ceil(self._waiting * 60.0 / self.limits.per_minute))
+        waiting = self._waiting if waiting is None else waiting
+        return max(1.0, math.ceil(waiting * 60.0 / self.limits.per_minute))
 
     def _leave(self) -> None:
         self._waiting -= 1
@@ -206,6 +221,14 @@ class ProviderLimits:
         self._sleep = sleep
         self._rates = rates
         self._limiters: dict[str, ProviderLimiter] = {}
+
+    def room(self, cap: int) -> int:
+        """How many more jobs this process could start at once, over every provider it has
+        limits for (``cap`` at most)."""
+        names = set(self._limits) | set(self._limiters)
+        if not names:
+            return cap
+        return min(cap, sum(self(name).room(cap) for name in names))
 
     def __call__(self, provider: str) -> ProviderLimiter:
         limiter = self._limiters.get(provider)

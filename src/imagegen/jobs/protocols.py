@@ -57,9 +57,11 @@ class WebhookOutbox(Protocol):
 class GenerationStore(Protocol):
     """Persistence of generation jobs (``imagegen.db.store`` implements it).
 
-    Transitions raise ``imagegen.errors.InvalidTransition`` (carrying the job as it now is) when
-    another writer changed the job first; ``outbox`` builds the webhook messages the transition
-    owes, written in its transaction.
+    Writes naming a ``holder`` apply only while that instance holds the job's lease and raise
+    ``imagegen.errors.LeaseLost`` otherwise. Transitions raise
+    ``imagegen.errors.InvalidTransition`` (carrying the job as it now is) when another writer
+    changed the job first; ``outbox`` builds the webhook messages the transition owes, written
+    in its transaction.
     """
 
     @property
@@ -88,15 +90,25 @@ class GenerationStore(Protocol):
         ...
 
     async def mark_running(
-        self, generation_id: str, *, outbox: Outbox | None = None
+        self, generation_id: str, *, outbox: Outbox | None = None, holder: str | None = None
     ) -> Generation: ...
 
-    async def add_prediction(self, generation_id: str, record: PredictionRecord) -> None:
+    async def add_prediction(
+        self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
+    ) -> None:
         """Record a prediction the provider created, clearing the pending create it answers."""
         ...
 
-    async def begin_create(self, generation_id: str, pending: PendingCreate) -> None:
-        """Record, before it is sent, that an upstream create is in flight."""
+    async def begin_create(
+        self,
+        generation_id: str,
+        pending: PendingCreate,
+        *,
+        holder: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Record, before it is sent, that an upstream create is in flight (``holder``: only
+        while it holds the job's lease, extended to ``until``; else ``LeaseLost``)."""
         ...
 
     async def pending_creates(self, generation_id: str) -> builtins.list[PendingCreate]:
@@ -104,7 +116,12 @@ class GenerationStore(Protocol):
         ...
 
     async def adopt_prediction(
-        self, generation_id: str, record: PredictionRecord, *, sole: bool = False
+        self,
+        generation_id: str,
+        record: PredictionRecord,
+        *,
+        sole: bool = False,
+        holder: str | None = None,
     ) -> bool:
         """Record a prediction found upstream as the job's; False if a job records it already
         (``sole``: or another job has a create with the same inputs in flight)."""
@@ -120,6 +137,7 @@ class GenerationStore(Protocol):
         outbox: Outbox | None = None,
         cost: float | None = None,
         predict_seconds: float | None = None,
+        holder: str | None = None,
     ) -> Generation: ...
 
     async def mark_failed(
@@ -130,10 +148,16 @@ class GenerationStore(Protocol):
         error_code: str,
         outbox: Outbox | None = None,
         cost: float | None = None,
+        holder: str | None = None,
     ) -> Generation: ...
 
     async def mark_canceled(
-        self, generation_id: str, *, reason: str, outbox: Outbox | None = None
+        self,
+        generation_id: str,
+        *,
+        reason: str,
+        outbox: Outbox | None = None,
+        holder: str | None = None,
     ) -> Generation: ...
 
     async def get(self, generation_id: str) -> Generation:
@@ -151,6 +175,24 @@ class GenerationStore(Protocol):
     ) -> bool:
         """Lease an unfinished job to ``owner``: True when its lease was free, expired or
         (``include_own``) ``owner``'s already."""
+        ...
+
+    async def claim_free(
+        self, owner: str, *, until: datetime, limit: int, exclude: Sequence[str] = ()
+    ) -> builtins.list[Generation]:
+        """Lease to ``owner`` up to ``limit`` unfinished jobs whose lease is free or ran out."""
+        ...
+
+    async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
+        """Extend ``owner``'s leases on its unfinished jobs, run out or not; those jobs."""
+        ...
+
+    async def waiting(self, provider: str, *, limit: int) -> int:
+        """How many of ``provider``'s jobs wait unleased for room (counted up to ``limit``)."""
+        ...
+
+    async def held_elsewhere(self, owner: str, generation_ids: Sequence[str]) -> set[str]:
+        """Which of these unfinished jobs another instance holds now."""
         ...
 
     async def renew_leases(

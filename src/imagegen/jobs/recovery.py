@@ -1,11 +1,17 @@
-"""Crash recovery: no job stays unfinished because the process running it died.
+"""Crash recovery and shared work: no job stays unfinished because the process running it died,
+and a job waits for whichever instance has room.
 
 Each unfinished job is leased to the instance running it (``lease_owner`` = its instance id,
 ``lease_expires_at`` renewed every third of ``lease_seconds``). At start-up an instance claims
 the unfinished jobs whose lease is its own (it was restarted, ``kill -9`` included), free, or run
-out; while it runs, it renews the leases of the jobs it has a task for, and claims jobs whose
-lease ran out (another replica died, or a task of its own ended without settling its job, say
-while the database was away). The runner then, per job:
+out. While it runs it renews the leases of the jobs it has a task for; a renewal that matches a
+job another instance holds now (this one stalled past its lease and was adopted) makes it leave
+that job at once (``lose``: its task stops, canceling nothing upstream; ``fencing.py``). And it
+claims, as many as it has room for (``room``), jobs whose lease is free or ran out: another
+replica died, a task of its own ended without settling its job, or the job was written unleased
+by a replica with no room (``JobRunner`` on a shared database). The claim is one transaction
+(``GenerationStore.claim_free``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), every
+``claim_interval`` and whenever ``wake`` is called. The runner then, per job:
 
 - past its deadline: cancels its predictions upstream and marks it failed (504's error);
 - ``running`` with stored predictions or pending creates (a create is recorded, with its exact
@@ -17,20 +23,20 @@ while the database was away). The runner then, per job:
 
 A graceful shutdown (``JobRunner.aclose``) cancels nothing upstream and releases the leases of
 the jobs it stops, so a restart or another replica takes them up at once.
-
-A job whose lease is still another live instance's is left alone; claims are conditional
-UPDATEs, so two instances never both adopt one job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.models import Generation
+
+CLAIM_BATCH = 100  # jobs claimed at most in one transaction
 
 log = logging.getLogger(__name__)
 
@@ -45,45 +51,86 @@ class Recovery:
         clock: Callable[[], datetime],
         adopt: Callable[[Generation], None],
         running: Callable[[], Collection[str]],
+        lose: Callable[[Collection[str]], None] = lambda ids: None,
+        room: Callable[[], int] = lambda: CLAIM_BATCH,
+        claim_interval: float | None = None,
     ) -> None:
+        """``claim_interval``: seconds between claims (default: a third of the lease)."""
         self._store = store
         self._owner = owner
         self._lease = timedelta(seconds=lease_seconds)
         self._clock = clock
         self._adopt = adopt
         self._running = running
+        self._lose = lose
+        self._room = room
+        self._claim_interval = claim_interval or lease_seconds / 3
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Claim now (a slot came free)."""
+        self._woken.set()
 
     @property
     def lease_expires_at(self) -> datetime:
         return self._clock() + self._lease
 
     async def at_start(self) -> int:
-        """Claim and adopt this instance's unfinished jobs and any orphans; how many."""
-        return await self._claim_unfinished(include_own=True)
+        """Take back this instance's unfinished jobs, then claim free or expired ones as room
+        allows; how many it adopted."""
+        own = await self._store.claim_own(self._owner, until=self.lease_expires_at)
+        for job in own:
+            log.info("recovery: taking back %s (%s)", job.id, job.status)
+            self._adopt(job)
+        adopted = len(own)
+        while True:
+            claimed = await self.claim_free()
+            adopted += claimed
+            if claimed < CLAIM_BATCH:
+                return adopted
 
     async def keep(self) -> None:
-        """Renew the leases of the jobs this instance runs and adopt jobs whose lease ran out
-        (another instance's, or one of ours whose task died), until cancelled."""
+        """Renew the leases of the jobs this instance runs, leaving those another instance
+        holds now, until cancelled."""
         period = self._lease.total_seconds() / 3
         while True:
             await asyncio.sleep(period)
             try:
-                running = list(self._running())
-                await self._store.renew_leases(self._owner, running, until=self.lease_expires_at)
-                await self._claim_unfinished(include_own=False)
+                await self.renew()
             except Exception:  # the database may be briefly away: try again next period
                 log.exception("recovery: renewing leases failed")
 
-    async def _claim_unfinished(self, *, include_own: bool) -> int:
-        adopted = 0
-        for job in await self._store.list_unfinished():
-            if job.id in self._running():
-                continue
-            claimed = await self._store.claim(
-                job.id, owner=self._owner, until=self.lease_expires_at, include_own=include_own
-            )
-            if claimed:
-                log.info("recovery: adopting %s (%s)", job.id, job.status)
-                self._adopt(job)
-                adopted += 1
-        return adopted
+    async def renew(self) -> None:
+        running = list(self._running())
+        renewed = await self._store.renew_leases(self._owner, running, until=self.lease_expires_at)
+        if renewed < len(running):
+            lost = await self._store.held_elsewhere(self._owner, running)
+            if lost:
+                self._lose(lost)
+
+    async def share(self) -> None:
+        """Claim jobs whose lease is free or ran out, as many as there is room for, every
+        ``claim_interval`` or when woken, until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._claim_interval):
+                    await self._woken.wait()
+            self._woken.clear()
+            try:
+                await self.claim_free()
+            except Exception:  # the database may be briefly away: try again next period
+                log.exception("recovery: claiming jobs failed")
+
+    async def claim_free(self) -> int:
+        """Claim and adopt free or expired jobs this instance has room for; how many."""
+        room = min(self._room(), CLAIM_BATCH)
+        if room <= 0:
+            return 0
+        running = list(self._running())
+        claimed = await self._store.claim_free(
+            self._owner, until=self.lease_expires_at, limit=room, exclude=running
+        )
+        for job in claimed:
+            log.info("recovery: adopting %s (%s)", job.id, job.status)
+            self._adopt(job)
+        return len(claimed)

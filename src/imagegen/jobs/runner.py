@@ -17,15 +17,22 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from imagegen.catalog import Catalog, Route
-from imagegen.errors import Canceled, IdempotencyKeyInUse, ImagegenError, InvalidTransition
+from imagegen.errors import (
+    Canceled,
+    IdempotencyKeyInUse,
+    ImagegenError,
+    InvalidTransition,
+    LeaseLost,
+)
 from imagegen.jobs.events import JobEvents
+from imagegen.jobs.fencing import LeaseFence
 from imagegen.jobs.idempotency import IdempotencyKeys, matching
 from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits
@@ -33,7 +40,7 @@ from imagegen.jobs.observe import JobObserver
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
 from imagegen.jobs.records import WebhookTarget
-from imagegen.jobs.recovery import Recovery
+from imagegen.jobs.recovery import CLAIM_BATCH, Recovery
 from imagegen.jobs.webhooks.messages import WebhookMessages
 from imagegen.jobs.work import STORE_RETRY_DELAYS, JobWork, Plan
 from imagegen.models import Generation, GenerationRequest, JobStatus
@@ -73,8 +80,14 @@ class JobRunner:
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         store_retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
         observer: JobObserver | None = None,
+        share_queue: bool = False,
+        claim_interval: float | None = None,
     ) -> None:
+        """``share_queue``: the database is shared with other instances; a job submitted when
+        this one has no room is left unleased, for whichever instance has room to claim it
+        (every ``claim_interval`` seconds, and whenever one of its jobs ends)."""
         self._store = store
+        self._share_queue = share_queue
         self._catalog = catalog
         self._timeout = timeout
         self._keys = IdempotencyKeys(store, ttl=idempotency_ttl, now=now)
@@ -87,8 +100,13 @@ class JobRunner:
         self._daemons: list[asyncio.Task[None]] = []
         self._closing = False
         self._transitions = Transitions(
-            store, self.events, messages or WebhookMessages(), wake_webhooks=wake_webhooks
+            store,
+            self.events,
+            messages or WebhookMessages(),
+            wake_webhooks=wake_webhooks,
+            holder=self._owner,
         )
+        self._fence = LeaseFence(store, holder=self._owner, lease_seconds=lease_seconds, clock=now)
         self._work = JobWork(
             store=store,
             transitions=self._transitions,
@@ -98,6 +116,7 @@ class JobRunner:
             closing=lambda: self._closing,
             retry_delays=store_retry_delays,
             observer=observer,
+            fence=self._fence,
             clock=now,
         )
         self._recovery = Recovery(
@@ -107,12 +126,16 @@ class JobRunner:
             clock=now,
             adopt=self.adopt,
             running=self._tasks.keys,
+            lose=self._lose,
+            # Alone on its database, an instance takes every job and queues in memory.
+            room=(lambda: self._limits.room(CLAIM_BATCH)) if share_queue else lambda: CLAIM_BATCH,
+            claim_interval=claim_interval if share_queue else None,
         )
 
     async def start(self) -> int:
         """Adopt unfinished jobs (returns how many), then start the background work."""
         adopted = await self._recovery.at_start()
-        for daemon in (self._recovery.keep, *self._background):
+        for daemon in (self._recovery.keep, self._recovery.share, *self._background):
             self._daemons.append(asyncio.create_task(daemon(), name=daemon.__qualname__))
         return adopted
 
@@ -161,7 +184,12 @@ class JobRunner:
         webhook: WebhookTarget | None,
         owner: str | None,
     ) -> Generation:
-        ticket = self._limits(route.provider.name).admit()
+        limiter = self._limits(route.provider.name)
+        if self._share_queue and limiter.room(1) <= 0:
+            return await self._hand_off(
+                request, route, deadline_seconds, metadata, idempotency, webhook, owner
+            )
+        ticket = limiter.admit()
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         deadline = asyncio.get_running_loop().time() + seconds
         try:
@@ -187,6 +215,40 @@ class JobRunner:
             raise
         self._transitions.created(generation)
         self._spawn(generation.id, self._work.run(Plan(generation, route, deadline, ticket)))
+        return generation
+
+    async def _hand_off(
+        self,
+        request: GenerationRequest,
+        route: Route,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency: Idempotency | None,
+        webhook: WebhookTarget | None,
+        owner: str | None,
+    ) -> Generation:
+        """No room here: write the job unleased; whichever instance has room claims it. The
+        jobs waiting so are bounded like a process's queue (``QueueFull`` past ``max_queue``)."""
+        limiter = self._limits(route.provider.name)
+        queue = limiter.limits.max_queue
+        limiter.refuse_if_full(await self._store.waiting(route.provider.name, limit=queue))
+        seconds = deadline_seconds if deadline_seconds is not None else self._timeout
+        try:
+            generation = await self._store.create(
+                request,
+                provider=route.provider.name,
+                deadline_at=self._now() + timedelta(seconds=seconds),
+                metadata=metadata,
+                idempotency_key=idempotency.key if idempotency else None,
+                request_hash=idempotency.request_hash if idempotency else None,
+                webhook_url=webhook.url if webhook else None,
+                webhook_events=[event.value for event in webhook.events] if webhook else None,
+                owner=owner,
+            )
+        except IdempotencyKeyInUse as exc:
+            assert idempotency is not None
+            return matching(exc.existing, idempotency)
+        self._transitions.created(generation)
         return generation
 
     def adopt(self, generation: Generation) -> None:
@@ -218,14 +280,34 @@ class JobRunner:
 
         A job this process does not run (another replica's) is watched through the store.
         """
-        while (task := self._tasks.get(generation_id)) is None:
-            with self.events.subscribe(generation_id) as listener:
-                await listener.ready()
-                generation = await self._store.get(generation_id)
-                if generation.status.is_terminal:
-                    return result_of(generation)
-                await listener.next(WATCH_INTERVAL)  # a change, or time to look again
-        return await asyncio.shield(task)
+        while True:
+            while (task := self._tasks.get(generation_id)) is None:
+                with self.events.subscribe(generation_id) as listener:
+                    await listener.ready()
+                    generation = await self._store.get(generation_id)
+                    if generation.status.is_terminal:
+                        return result_of(generation)
+                    await listener.next(WATCH_INTERVAL)  # a change, or time to look again
+            try:
+                return await asyncio.shield(task)
+            except (asyncio.CancelledError, LeaseLost):
+                if not (task.done() and self._left(task)):
+                    raise  # the caller was cancelled, or the runner is closing
+            # another instance adopted the job: follow it there
+
+    def _left(self, task: asyncio.Task[Generation]) -> bool:
+        """``task`` stopped because another instance holds its job now."""
+        if self._closing:
+            return False
+        return task.cancelled() or isinstance(task.exception(), LeaseLost)
+
+    def _lose(self, generation_ids: Collection[str]) -> None:
+        """Another instance holds these jobs now: stop their tasks, canceling nothing upstream."""
+        for generation_id in generation_ids:
+            self._fence.lose(generation_id)
+            task = self._tasks.get(generation_id)
+            if task is not None:
+                task.cancel()
 
     async def cancel(self, generation_id: str) -> Generation:
         """Cancel a job and its upstream predictions; a finished job is returned unchanged."""
@@ -239,6 +321,8 @@ class JobRunner:
             except asyncio.CancelledError:
                 if not task.cancelled():
                     raise  # the caller was cancelled, not the job
+        if task.done() and self._left(task):  # another instance runs it now
+            return await self._cancel_elsewhere(generation_id)
         return await self._store.get(generation_id)
 
     async def _cancel_elsewhere(self, generation_id: str) -> Generation:
@@ -248,7 +332,9 @@ class JobRunner:
         if generation.status.is_terminal:
             return generation
         try:
-            generation = await self._transitions.canceled(generation_id, reason="canceled")
+            generation = await self._transitions.canceled(
+                generation_id, reason="canceled", fenced=False
+            )
         except InvalidTransition as lost:
             return lost.current
         with contextlib.suppress(ImagegenError):
@@ -282,11 +368,14 @@ class JobRunner:
 
     def _spawn(self, generation_id: str, work: Coroutine[Any, Any, Generation]) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"generation-{generation_id}")
+        self._fence.lost.discard(generation_id)
         self._tasks[generation_id] = task
         task.add_done_callback(functools.partial(self._finished, generation_id))
 
     def _finished(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
         if self._tasks.get(generation_id) is task:
             del self._tasks[generation_id]
+        if self._share_queue:
+            self._recovery.wake()  # a slot came free: take a job waiting in the database
         if not task.cancelled():
             task.exception()  # retrieved here so async jobs never log "never retrieved"

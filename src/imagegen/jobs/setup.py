@@ -106,6 +106,8 @@ async def start_runner(
         lease_seconds=settings.lease_seconds,
         background=[worker.run],
         observer=observer,
+        share_queue=settings.shared_database,
+        claim_interval=settings.claim_interval,
     )
     stack.push_async_callback(runner.aclose)
     await runner.start()

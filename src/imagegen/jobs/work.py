@@ -12,7 +12,8 @@ runs out recovery adopts it and settles it (``recovery.py``).
 The deadline bounds the provider's work, not the storing of what it made: the predictions are
 paid for by then, and an output that cannot be stored for a local fault is stored again until
 storage is back (``outputs.py``). A task cancelled for shutdown leaves its predictions running
-upstream (``GenerationContext.handing_back``), for the next process to resume.
+upstream (``GenerationContext.handing_back``), for the next process to resume. So does a task
+whose job another instance adopted (``fencing.py``: its writes raise ``LeaseLost``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from imagegen.errors import (
     DeadlineExceeded,
     ImagegenError,
     InvalidTransition,
+    LeaseLost,
     StoreBusy,
 )
 from imagegen.jobs.events import JobEvents
+from imagegen.jobs.fencing import LeaseFence
 from imagegen.jobs.lifecycle import Transitions
 from imagegen.jobs.limits import ProviderLimits, QueueTicket
 from imagegen.jobs.observe import JobObserver, NoObserver, add_upstream_time
@@ -84,9 +87,11 @@ class JobWork:
         closing: Callable[[], bool],
         retry_delays: Sequence[float] = STORE_RETRY_DELAYS,
         observer: JobObserver | None = None,
+        fence: LeaseFence,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
+        self.fence = fence
         self._transitions = transitions
         self._events = events
         self._limits = limits
@@ -104,6 +109,9 @@ class JobWork:
         try:
             ended = await self._run(plan)
             return ended
+        except LeaseLost:  # another instance adopted it: it ends there
+            self.fence.lose(plan.generation.id)
+            raise
         except ImagegenError:
             ended = await self._final_state(plan.generation.id)
             raise
@@ -127,6 +135,8 @@ class JobWork:
             return await self._finish(plan, result)
         except InvalidTransition as lost:
             return result_of(lost.current)
+        except LeaseLost:
+            raise
         except _Unsettled as unsettled:  # succeeded, but the database would not record it
             raise unsettled.error from unsettled.error.__cause__
         except TimeoutError as exc:
@@ -137,7 +147,7 @@ class JobWork:
         except ImagegenError as exc:
             return await self._end(generation_id, exc, cost=plan.route.pricing.failed_cost())
         except asyncio.CancelledError:
-            if self._closing():
+            if self._closing() or generation_id in self.fence.lost:
                 raise
             return await self._canceled(generation_id)
         except Exception as exc:
@@ -194,16 +204,19 @@ class JobWork:
             await acquire_create(plan.deadline)
             self._observer.upstream_create(provider)
 
+        fence, holder, job = self.fence, self.fence.holder, generation.id
         context = GenerationContext(
             deadline=plan.deadline,
-            on_prediction=partial(self._store.add_prediction, generation.id),
-            on_progress=partial(self._on_progress, generation.id),
+            on_prediction=fence.guard(job, partial(self._store.add_prediction, job, holder=holder)),
+            on_progress=partial(self._on_progress, job),
             acquire_create=create_turn,
             metered=plan.route.pricing.per_second is not None,
-            on_create=partial(self._store.begin_create, generation.id),
-            adopt=partial(self._store.adopt_prediction, generation.id),
-            claim=partial(self._store.adopt_prediction, generation.id, sole=True),
-            handing_back=self._closing,
+            on_create=fence.begin_create(job),
+            adopt=fence.guard(job, partial(self._store.adopt_prediction, job, holder=holder)),
+            claim=fence.guard(
+                job, partial(self._store.adopt_prediction, job, sole=True, holder=holder)
+            ),
+            handing_back=lambda: self._closing() or job in fence.lost,
         )
         request = replace(generation.request, model=plan.route.upstream_model)
         started = time.perf_counter()
