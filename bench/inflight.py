@@ -21,6 +21,7 @@ from bench.procs import (
     logged_errors,
     machine_busy,
     own_cpu,
+    postgres_cpu,
     running,
     tree_usage,
     usage,
@@ -72,10 +73,22 @@ async def measure(
         for _ in range(count):
             client = Client(server.base_url)  # one connection per in-flight request
             calls.append(_closing(Generate(client), client))
-        before = (tree_usage(server.pid), usage(double.pid), own_cpu(), machine_busy())
+        before = (
+            tree_usage(server.pid),
+            usage(double.pid),
+            own_cpu(),
+            postgres_cpu(),
+            machine_busy(),
+        )
         async with PeakRss(server.pid, interval=0.1, fds=True, tree=True) as rss:
             samples = await all_at_once(calls, ramp=ramp)
-        after = (tree_usage(server.pid), usage(double.pid), own_cpu(), machine_busy())
+        after = (
+            tree_usage(server.pid),
+            usage(double.pid),
+            own_cpu(),
+            postgres_cpu(),
+            machine_busy(),
+        )
         stats = double.ctl.stats()
         imagegen.close()
         errors_logged = logged_errors(server)
@@ -105,20 +118,21 @@ async def measure(
     return result
 
 
-Snapshot = tuple[Usage, Usage, float, tuple[int, int]]
+Snapshot = tuple[Usage, Usage, float, float, tuple[int, int]]
 
 
 def _cpu_spent(before: Snapshot, after: Snapshot) -> str:
     """Where the machine's CPU went during the run, in CPU seconds."""
-    busy, total = (a - b for a, b in zip(after[3], before[3], strict=True))
+    busy, total = (a - b for a, b in zip(after[4], before[4], strict=True))
     wall = total / (os.cpu_count() or 1)  # jiffies of one core: the run's length
     machine = busy / TICKS
     spent = {
         "imagegen (all processes)": after[0].cpu_seconds - before[0].cpu_seconds,
         "double": after[1].cpu_seconds - before[1].cpu_seconds,
         "load generator": after[2] - before[2],
+        "PostgreSQL (all its databases)": after[3] - before[3],
     }
-    spent["the rest (PostgreSQL, the machine's other users)"] = machine - sum(spent.values())
+    spent["the rest (the machine's other users)"] = machine - sum(spent.values())
     parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
     return f"CPU seconds during the run ({wall / TICKS:.1f} s, {os.cpu_count()} cores): {parts}"
 

@@ -14,7 +14,7 @@ from tests.db import postgres_database
 
 from bench.common import BODY, GENERATE, INSTANT, Generate, Options
 from bench.load import Client, closed_loop, percentile
-from bench.procs import machine_busy, own_cpu, running, tree_usage, usage
+from bench.procs import machine_busy, own_cpu, postgres_cpu, running, tree_usage, usage
 from bench.report import Result, ms
 
 NAME = "workers"
@@ -23,7 +23,7 @@ CONCURRENCY = 64
 LIMITS = (
     "The two cores, shared. A second worker only adds throughput where a core is idle for it. "
     "The load generator and the double take little (see the notes), but PostgreSQL and the "
-    "machine's other users take most of a core, so with one worker the machine is already "
+    "machine's other users take half a core or more, so with one worker the machine is already "
     "nearly busy and the second worker mostly splits the CPU imagegen already had (and each "
     "generation costs a little more CPU across two processes: two pools, two caches). The "
     "ratio needs cores the rest of the machine does not take."
@@ -62,11 +62,13 @@ async def _rate(result: Result, workers: int, duration: float) -> float:
             await closed_loop(generate, concurrency=CONCURRENCY, duration=1.0)  # warm each
             before, before_double = tree_usage(server.pid), usage(double.pid)
             before_self, before_machine = own_cpu(), machine_busy()
+            before_postgres = postgres_cpu()
             samples, elapsed = await closed_loop(
                 generate, concurrency=CONCURRENCY, duration=duration
             )
             after, after_double = tree_usage(server.pid), usage(double.pid)
             after_self, after_machine = own_cpu(), machine_busy()
+            after_postgres = postgres_cpu()
             imagegen.close()
     ok, errors = samples.ok(), samples.errors()
     rate = len(ok) / elapsed if not errors else 0.0
@@ -76,12 +78,11 @@ async def _rate(result: Result, workers: int, duration: float) -> float:
         "imagegen": after.cpu_seconds - before.cpu_seconds,
         "double": after_double.cpu_seconds - before_double.cpu_seconds,
         "load generator": after_self - before_self,
+        "PostgreSQL (all its databases)": after_postgres - before_postgres,
     }
     busy, total = (a - b for a, b in zip(after_machine, before_machine, strict=True))
     machine = busy / total * (os.cpu_count() or 1)
-    cores["the rest (PostgreSQL, the machine's other users)"] = machine * elapsed - sum(
-        cores.values()
-    )
+    cores["the rest (the machine's other users)"] = machine * elapsed - sum(cores.values())
     spent = ", ".join(f"{name} {seconds / elapsed:.2f}" for name, seconds in cores.items())
     result.note(
         f"--workers {workers}: {len(ok) / elapsed:.1f}/s, {len(errors)} errors, p50 "
