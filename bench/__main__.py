@@ -24,6 +24,7 @@ from bench import (
     clients,
     image_path,
     inflight,
+    inflight_workers,
     keys,
     overhead,
     profile,
@@ -31,6 +32,7 @@ from bench import (
     sync_wait,
     targets,
     throughput,
+    workers,
 )
 from bench.common import Options
 from bench.machine import describe
@@ -52,6 +54,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         keys,
         sync_wait,
         targets,
+        workers,
+        inflight_workers,
     )
 }
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,23 @@ decide the result; each latency counts from its own start.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from bench.common import BODY, GENERATE, INSTANT, Generate, Options
 from bench.load import Call, Client, all_at_once, percentile
-from bench.procs import PeakRss, logged_errors, running, usage
+from bench.procs import (
+    TICKS,
+    PeakRss,
+    Usage,
+    logged_errors,
+    machine_busy,
+    own_cpu,
+    postgres_cpu,
+    running,
+    tree_usage,
+    usage,
+)
 from bench.report import Result, mb, ms
 
 NAME = "in-flight"
@@ -42,19 +54,41 @@ async def run(options: Options) -> Result:
         "imagegen's queue and concurrency guards are lifted (0 = no limit).",
         limits=LIMITS,
     )
-    env = {"IMAGEGEN_REQUEST_TIMEOUT": "600", "IMAGEGEN_REPLICATE_WAIT": "30"}
+    return await measure(result, count, {}, ramp=options.pick(2.0, 0.5), target_p99=TARGET_P99)
+
+
+async def measure(
+    result: Result, count: int, env: dict[str, str], *, ramp: float, target_p99: float
+) -> Result:
+    """``count`` held generations at once against an ``imagegen serve`` with ``env``; the
+    memory is that of the serve process and every worker below it, summed."""
+    env = {"IMAGEGEN_REQUEST_TIMEOUT": "600", "IMAGEGEN_REPLICATE_WAIT": "30", **env}
     with running({**INSTANT, "output_mode": "data_uri"}, env) as (double, server):
         imagegen = Client(server.base_url)
         for _ in range(5):
             await imagegen.post(GENERATE, json_body=BODY)
         double.ctl.script("slow", route="create", seconds=HOLD, times=count)
-        base = usage(server.pid).rss_bytes
+        base = tree_usage(server.pid).rss_bytes
         calls = []
         for _ in range(count):
             client = Client(server.base_url)  # one connection per in-flight request
             calls.append(_closing(Generate(client), client))
-        async with PeakRss(server.pid, interval=0.1, fds=True) as rss:
-            samples = await all_at_once(calls, ramp=options.pick(2.0, 0.5))
+        before = (
+            tree_usage(server.pid),
+            usage(double.pid),
+            own_cpu(),
+            postgres_cpu(),
+            machine_busy(),
+        )
+        async with PeakRss(server.pid, interval=0.1, fds=True, tree=True) as rss:
+            samples = await all_at_once(calls, ramp=ramp)
+        after = (
+            tree_usage(server.pid),
+            usage(double.pid),
+            own_cpu(),
+            postgres_cpu(),
+            machine_busy(),
+        )
         stats = double.ctl.stats()
         imagegen.close()
         errors_logged = logged_errors(server)
@@ -69,7 +103,7 @@ async def run(options: Options) -> Result:
         "<= 15 KiB",
         per_request <= TARGET_BYTES,
     )
-    result.add("p99 latency", ms(p99), f"<= {TARGET_P99:g} s", p99 <= TARGET_P99)
+    result.add("p99 latency", ms(p99), f"<= {target_p99:g} s", p99 <= target_p99)
     statuses = Counter(s.status for s in samples.items)
     result.note(
         f"statuses {dict(statuses)}; latency p50 {ms(percentile(latencies, 50))}, max "
@@ -78,9 +112,29 @@ async def run(options: Options) -> Result:
         f"{stats['creates']['total']}"
         + (f"; first error: {errors[0].status} {errors[0].error}" if errors else "")
     )
+    result.note(_cpu_spent(before, after))
     for line in errors_logged:
         result.note(f"imagegen logged {line}")
     return result
+
+
+Snapshot = tuple[Usage, Usage, float, float, tuple[int, int]]
+
+
+def _cpu_spent(before: Snapshot, after: Snapshot) -> str:
+    """Where the machine's CPU went during the run, in CPU seconds."""
+    busy, total = (a - b for a, b in zip(after[4], before[4], strict=True))
+    wall = total / (os.cpu_count() or 1)  # jiffies of one core: the run's length
+    machine = busy / TICKS
+    spent = {
+        "imagegen (all processes)": after[0].cpu_seconds - before[0].cpu_seconds,
+        "double": after[1].cpu_seconds - before[1].cpu_seconds,
+        "load generator": after[2] - before[2],
+        "PostgreSQL (all its databases)": after[3] - before[3],
+    }
+    spent["the rest (the machine's other users)"] = machine - sum(spent.values())
+    parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
+    return f"CPU seconds during the run ({wall / TICKS:.1f} s, {os.cpu_count()} cores): {parts}"
 
 
 def _closing(generate: Generate, client: Client) -> Call:

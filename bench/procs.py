@@ -40,9 +40,11 @@ IMAGEGEN_ENV = {
     "IMAGEGEN_REQUEST_TIMEOUT": "120",
 }
 #: imagegen's own guards for a real Replicate account (100 generations at once, 1,000 queued,
-#: 600 creates a minute, bursts of 60), lifted for benchmarks of imagegen itself; the burst
-#: benchmark keeps them, as they are what it measures.
+#: 600 creates a minute, bursts of 60) and for one process (2,000 connections, past which it
+#: answers 503), lifted for benchmarks of imagegen itself; the burst benchmark keeps them, as
+#: they are what it measures.
 UNGUARDED_ENV = {
+    "IMAGEGEN_MAX_CONNECTIONS": "20000",
     "IMAGEGEN_MAX_QUEUE": "1000000",
     "IMAGEGEN_REPLICATE_MAX_CONCURRENCY": "0",
     "IMAGEGEN_REPLICATE_CREATES_PER_MINUTE": "1e9",
@@ -74,6 +76,72 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, rss)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (``imagegen serve --workers N``: its workers), from
+    the parent pids in ``/proc``."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def tree_usage(pid: int) -> Usage:
+    """``usage`` of ``pid`` and every process below it, summed."""
+    total_cpu, total_rss = 0.0, 0
+    for one in (pid, *descendants(pid)):
+        try:
+            each = usage(one)
+        except OSError:  # ended between the listing and the read
+            continue
+        total_cpu += each.cpu_seconds
+        total_rss += each.rss_bytes
+    return Usage(total_cpu, total_rss)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server process on the machine (``comm`` postgres): the
+    benchmark's database and any other on the same server."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                head, _, rest = stat.read().rpartition(b")")
+        except OSError:
+            continue
+        if head.endswith(b"(postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process: the load generator."""
+    times = os.times()
+    return times.user + times.system
+
+
+def machine_busy() -> tuple[int, int]:
+    """Busy and total jiffies of every core (``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def open_fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -85,21 +153,27 @@ class PeakRss:
     """Samples a process's RSS (and open files) every ``interval`` s in the background; keeps
     the peaks."""
 
-    def __init__(self, pid: int, interval: float = 0.02, *, fds: bool = False) -> None:
+    def __init__(
+        self, pid: int, interval: float = 0.02, *, fds: bool = False, tree: bool = False
+    ) -> None:
         self.pid, self.interval, self._fds = pid, interval, fds
-        self.peak = self.start = usage(pid).rss_bytes
+        #: With ``tree``, the RSS (and fds) of ``pid`` and every process below it, summed.
+        self._usage = tree_usage if tree else usage
+        self._tree = tree
+        self.peak = self.start = self._usage(pid).rss_bytes
         self.peak_fds = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
-            self.peak = max(self.peak, usage(self.pid).rss_bytes)
+            self.peak = max(self.peak, self._usage(self.pid).rss_bytes)
             if self._fds:
-                self.peak_fds = max(self.peak_fds, open_fds(self.pid))
+                pids = [self.pid, *(descendants(self.pid) if self._tree else ())]
+                self.peak_fds = max(self.peak_fds, sum(open_fds(one) for one in pids))
             await asyncio.sleep(self.interval)
 
     async def __aenter__(self) -> PeakRss:
-        self.peak = self.start = usage(self.pid).rss_bytes
+        self.peak = self.start = self._usage(self.pid).rss_bytes
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -108,7 +182,7 @@ class PeakRss:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self.peak = max(self.peak, usage(self.pid).rss_bytes)
+        self.peak = max(self.peak, self._usage(self.pid).rss_bytes)
 
     @property
     def grew(self) -> int:

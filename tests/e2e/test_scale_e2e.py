@@ -1,8 +1,10 @@
 """Several ``imagegen serve`` replicas (real processes) on one PostgreSQL database and one Redis,
 against the Replicate double as a process:
 
-- a burst spread over three replicas of two workers each, at the account's 600 creates/min:
-  no upstream 429, no client error, one prediction per request;
+- a burst spread over three replicas of two workers each, images stored in S3 (SeaweedFS), at
+  the account's 600 creates/min: no upstream 429, no client error, one prediction per request,
+  the double sees creates at that rate (within 5 %), and an image made through replica A is
+  served by replica C byte for byte;
 - a replica stalled (``SIGSTOP``) for longer than its lease while its jobs wait for create
   tokens: the others adopt them, it leaves them when it wakes, one prediction per job;
 - ``kill -9`` of a replica with jobs in flight: another adopts them after the lease, every job
@@ -25,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import obstore
 import pytest
 from tests.db import postgres_database
 from tests.e2e.conftest import imagegen
 from tests.fakes.replicate_double import DoubleProcess
 from tests.support.imagegen_process import ImagegenProcess
 from tests.support.redis import server_url, unique_prefix
+from tests.support.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.e2e
 
@@ -110,8 +114,8 @@ def wait_for(predicate: Any, seconds: float, what: str) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_burst_over_three_replicas_of_two_workers_keeps_to_the_account_rate(
-    tmp_path: Path, double: DoubleProcess, control: Any
+def test_a_burst_over_three_replicas_of_two_workers_on_s3_keeps_to_the_account_rate(
+    tmp_path: Path, double: DoubleProcess, control: Any, seaweedfs: SeaweedFS, s3_prefix: str
 ) -> None:
     per_minute, requests = 600, 100  # 10 creates a second: 10 s of creates
     control.configure(duration=0.0, queue_time=0.0, create_rate=per_minute, create_burst=10)
@@ -120,29 +124,51 @@ def test_a_burst_over_three_replicas_of_two_workers_keeps_to_the_account_rate(
         IMAGEGEN_REPLICATE_CREATES_PER_MINUTE=str(per_minute),
         IMAGEGEN_REPLICATE_CREATE_BURST="1",
         IMAGEGEN_REQUEST_TIMEOUT="100",
+        IMAGEGEN_RETURN_PROVIDER_URLS="false",  # images stored, in the shared bucket
+        IMAGEGEN_STORAGE_URL=f"s3://{seaweedfs.bucket}/{s3_prefix}",
+        **seaweedfs.env,
     ) as shared:
         servers = replicas(tmp_path, double, shared)
+        a, c = servers[0], servers[2]
         try:
 
-            async def burst() -> list[int]:
+            async def burst() -> list[tuple[int, list[str]]]:
                 limits = httpx.Limits(max_connections=requests)
                 async with httpx.AsyncClient(timeout=110, limits=limits) as api:
 
-                    async def generate(index: int) -> int:
+                    async def generate(index: int) -> tuple[int, list[str]]:
                         base_url = servers[index % len(servers)].base_url
                         response = await api.post(f"{base_url}/api/v1/images/generate", json=BODY)
-                        return response.status_code
+                        urls = response.json().get("image_urls", [])
+                        return response.status_code, urls
 
                     return await asyncio.gather(*(generate(i) for i in range(requests)))
 
-            statuses = asyncio.run(burst())
+            results = asyncio.run(burst())
+            (made_by_a,) = results[0][1]  # request 0 went to replica A
+            assert made_by_a.startswith(f"{a.base_url}/images/"), made_by_a
+            key = made_by_a.rsplit("/", 1)[1]
+            from_a = httpx.get(f"{a.base_url}/images/{key}", timeout=30)
+            from_c = httpx.get(f"{c.base_url}/images/{key}", timeout=30)
         finally:
             for server in servers:
                 server.stop()
+    statuses = [status for status, _ in results]
     assert statuses == [200] * requests, {s: statuses.count(s) for s in set(statuses)}
     stats = control.stats()
     assert stats["creates"]["total"] == requests  # one prediction per request
     assert stats["creates_rate_limited"] == 0  # zero upstream 429s
+    # The rate the account saw, from the double's own create times.
+    created = sorted(p["created"] for p in stats["predictions"])
+    achieved = (len(created) - 1) / (created[-1] - created[0]) * 60
+    assert abs(achieved - per_minute) / per_minute <= 0.05, achieved
+    # An image made through A is served by C, byte for byte, from the bucket.
+    stored = bytes(obstore.get(seaweedfs.obstore(), f"{s3_prefix}/{key}").bytes())
+    assert from_a.status_code == from_c.status_code == 200
+    assert from_a.content == from_c.content == stored
+    for name in ("etag", "content-type", "content-length"):
+        assert from_a.headers[name] == from_c.headers[name]
+    assert not (tmp_path / "a" / "data" / "images").exists(), "nothing is stored on local disk"
 
 
 def ended(api: httpx.Client, servers: list[ImagegenProcess], ids: list[str]) -> list[Any]:
