@@ -193,18 +193,8 @@ class JobRunner:
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         deadline = asyncio.get_running_loop().time() + seconds
         try:
-            generation = await self._store.create(
-                request,
-                provider=route.provider.name,
-                deadline_at=self._now() + timedelta(seconds=seconds),
-                metadata=metadata,
-                idempotency_key=idempotency.key if idempotency else None,
-                request_hash=idempotency.request_hash if idempotency else None,
-                webhook_url=webhook.url if webhook else None,
-                webhook_events=[event.value for event in webhook.events] if webhook else None,
-                lease_owner=self._owner,
-                lease_expires_at=self._recovery.lease_expires_at,
-                owner=owner,
+            generation = await self._insert(
+                request, route, seconds, metadata, idempotency, webhook, owner, leased=True
             )
         except IdempotencyKeyInUse as exc:  # another request with this key won the race
             ticket.leave()
@@ -216,6 +206,38 @@ class JobRunner:
         self._transitions.created(generation)
         self._spawn(generation.id, self._work.run(Plan(generation, route, deadline, ticket)))
         return generation
+
+    async def _insert(
+        self,
+        request: GenerationRequest,
+        route: Route,
+        seconds: float,
+        metadata: Mapping[str, Any] | None,
+        idempotency: Idempotency | None,
+        webhook: WebhookTarget | None,
+        owner: str | None,
+        *,
+        leased: bool,
+    ) -> Generation:
+        """The job's row: ``leased`` by this instance (it runs the job), or free for whichever
+        instance claims it."""
+        lease: dict[str, Any] = (
+            {"lease_owner": self._owner, "lease_expires_at": self._recovery.lease_expires_at}
+            if leased
+            else {}
+        )
+        return await self._store.create(
+            request,
+            provider=route.provider.name,
+            deadline_at=self._now() + timedelta(seconds=seconds),
+            metadata=metadata,
+            idempotency_key=idempotency.key if idempotency else None,
+            request_hash=idempotency.request_hash if idempotency else None,
+            webhook_url=webhook.url if webhook else None,
+            webhook_events=[event.value for event in webhook.events] if webhook else None,
+            owner=owner,
+            **lease,
+        )
 
     async def _hand_off(
         self,
@@ -234,16 +256,8 @@ class JobRunner:
         limiter.refuse_if_full(await self._store.waiting(route.provider.name, limit=queue))
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         try:
-            generation = await self._store.create(
-                request,
-                provider=route.provider.name,
-                deadline_at=self._now() + timedelta(seconds=seconds),
-                metadata=metadata,
-                idempotency_key=idempotency.key if idempotency else None,
-                request_hash=idempotency.request_hash if idempotency else None,
-                webhook_url=webhook.url if webhook else None,
-                webhook_events=[event.value for event in webhook.events] if webhook else None,
-                owner=owner,
+            generation = await self._insert(
+                request, route, seconds, metadata, idempotency, webhook, owner, leased=False
             )
         except IdempotencyKeyInUse as exc:
             assert idempotency is not None
