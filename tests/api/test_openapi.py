@@ -93,9 +93,39 @@ def test_real_422s_stay_documented_with_the_error_model(path: str, model: str) -
 
 def test_routes_that_cannot_fail_validation_document_no_400() -> None:
     paths = spec()["paths"]
-    assert set(paths["/v1/models/{model}"]["get"]["responses"]) == {"200", "404"}
+    assert set(paths["/v1/models/{model}"]["get"]["responses"]) == {"200", "401", "404"}
     assert ref(paths["/v1/models/{model}"]["get"]["responses"]["404"]) == "OpenAIError"
-    assert set(paths["/api/v1/generations/{generation_id}"]["get"]["responses"]) == {"200", "404"}
+    responses = paths["/api/v1/generations/{generation_id}"]["get"]["responses"]
+    assert set(responses) == {"200", "401", "404"}
+
+
+# --- authentication --------------------------------------------------------------------
+
+PUBLIC = {"/healthz", "/readyz", "/images/{key}", "/metrics"}
+
+
+def test_every_route_that_takes_a_key_documents_its_401_in_the_routes_model() -> None:
+    schema = spec()
+    documented = []
+    for path, method, operation in operations(schema):
+        if path in PUBLIC or path.startswith("/web") or path in {"/", "/history"}:
+            continue
+        if path.startswith("/generations/"):  # the playground's pages
+            continue
+        responses = operation["responses"]
+        assert "401" in responses, (method, path)
+        model = "OpenAIError" if path.startswith("/v1/") else "ErrorResponse"
+        assert ref(responses["401"]) == model, (method, path)
+        assert list(responses) == sorted(responses), (method, path)
+        documented.append(path)
+    assert {"/v1/models", "/api/v1/generations", "/api/v1/images/generate"} <= set(documented)
+    assert "OpenAIError" in schema["components"]["schemas"]
+
+
+def test_routes_without_a_key_document_no_401() -> None:
+    paths = spec()["paths"]
+    for path in ("/healthz", "/readyz"):
+        assert "401" not in paths[path]["get"]["responses"], path
 
 
 def test_served_openapi_json_is_the_corrected_one() -> None:

@@ -57,8 +57,21 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         redoc_url=None,
         dependencies=[Depends(storable_parameters)],
     )
+    routers = (
+        seed.router,
+        openai.router,
+        edits.router,
+        models.router,
+        generations.router,
+        images.router,
+        keys.router,
+        usage_routes.router,
+        metrics.router,
+        health.router,
+        web.router,
+    )
     errors.install(app)
-    openapi.install(app, settings)
+    openapi.install(app, settings, routers)
     docs.install(app)
     # The last added runs first: an id, then timing, metrics and the log line, then the body
     # limit (its 413s observed and logged).
@@ -67,15 +80,6 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     )
     app.add_middleware(ObserveMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: the request id is known to the rest
-    routers = (
-        seed.router,
-        openai.router,
-        edits.router,
-        models.router,
-        generations.router,
-        images.router,
-    )
-    extra = (keys.router, usage_routes.router, metrics.router)
-    for router in (*routers, *extra, health.router, web.router):
+    for router in routers:
         app.include_router(router)
     return app

@@ -14,16 +14,23 @@ FastAPI's generated schema says two untrue things, corrected here once, after ge
   cannot say: which generation a cursor names, whether a model exists upstream, and (with
   webhooks on) that a webhook URL must not be a private address literal.
 - no request string may hold NUL (``"not": {"pattern": "\\x00"}``), which no database stores.
+- every route that takes an API key (a dependency on ``get_principal``) documents the 401 it
+  answers without a valid one, in the route's error model, even where the route lists no
+  other errors.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from imagegen.api.deps import get_principal
 from imagegen.api.openai_schemas import ImageGenerationRequest, OpenAIError
 from imagegen.api.schemas import ErrorResponse, GenerateRequest
 from imagegen.catalog import PLAIN_NAME, REPLICATE_REF
@@ -44,27 +51,56 @@ NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\
 # http(s)://host, no credentials (``jobs.webhooks.address.check_webhook_url``).
 WEBHOOK_URL = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#][^\s]*)?\s*$"
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
+UNAUTHENTICATED_DESCRIPTION = (
+    "A missing, malformed, unknown or revoked API key (code invalid_api_key under /v1/)."
+)
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Make ``app.openapi()`` (and ``/openapi.json``) return the corrected description."""
+def install(app: FastAPI, settings: Settings, routers: Iterable[APIRouter] = ()) -> None:
+    """Make ``app.openapi()`` (and ``/openapi.json``) return the corrected description;
+    ``routers``: those ``app`` includes, whose routes may take an API key."""
     generate = app.openapi
+    authenticated = authenticated_operations(routers)
 
     def openapi() -> Schema:
         if app.openapi_schema is None:
-            app.openapi_schema = document(generate(), settings)
+            app.openapi_schema = document(generate(), settings, authenticated)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def document(schema: Schema, settings: Settings) -> Schema:
-    """Correct FastAPI's ``schema`` in place (see the module docstring) and return it."""
+def authenticated_operations(routers: Iterable[APIRouter]) -> frozenset[tuple[str, str]]:
+    """``(path, method)`` of every operation of ``routers`` that depends on ``get_principal``
+    (a router's own dependencies are its routes' too)."""
+    return frozenset(
+        (route.path_format, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and _needs_principal(route.dependant)
+        for method in route.methods or ()
+    )
+
+
+def _needs_principal(dependant: Dependant) -> bool:
+    return dependant.call is get_principal or any(
+        _needs_principal(sub) for sub in dependant.dependencies
+    )
+
+
+def document(
+    schema: Schema, settings: Settings, authenticated: frozenset[tuple[str, str]] = frozenset()
+) -> Schema:
+    """Correct FastAPI's ``schema`` in place (see the module docstring) and return it;
+    ``authenticated``: the ``(path, method)`` operations that take an API key."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for path, operations in schema.get("paths", {}).items():
         error_model = OpenAIError if path.startswith("/v1/") else ErrorResponse
-        for operation in operations.values():
-            if _document_validation_errors(operation, error_model):
+        for method, operation in operations.items():
+            added = _document_validation_errors(operation, error_model)
+            if (path, method) in authenticated:
+                added = _document_unauthenticated(operation, error_model) or added
+            if added:
                 _add_component(components, error_model)
     _drop_unused(schema, components, _FASTAPI_VALIDATION)
     for model, fields in _bounds(settings).items():
@@ -141,6 +177,20 @@ def _document_validation_errors(operation: Schema, error_model: type[BaseModel])
         added = True
     operation["responses"] = dict(sorted(responses.items()))
     return added
+
+
+def _document_unauthenticated(operation: Schema, error_model: type[BaseModel]) -> bool:
+    """Add the 401 an operation that takes an API key answers; whether it was missing."""
+    responses: Schema = operation.setdefault("responses", {})
+    if "401" in responses:
+        return False
+    ref = {"$ref": f"#/components/schemas/{error_model.__name__}"}
+    responses["401"] = {
+        "description": UNAUTHENTICATED_DESCRIPTION,
+        "content": {"application/json": {"schema": ref}},
+    }
+    operation["responses"] = dict(sorted(responses.items()))
+    return True
 
 
 def _can_fail_validation(operation: Schema) -> bool:
