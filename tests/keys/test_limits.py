@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
+from tests.fakes.images import make_image
 from tests.fakes.openai_double import OpenAIDouble
 from tests.fakes.replicate_double import ReplicateDouble
 from tests.keys.conftest import Served
@@ -112,3 +115,52 @@ def test_admin_keys_without_limits_are_not_limited(served: Served) -> None:
     ) as admin:
         for _ in range(3):
             assert admin.post(SEED, json=FLUX).status_code == 200
+
+
+EDITS = "/v1/images/edits"
+
+
+def image_files(served: Served) -> list[str]:
+    """Every file in the data directory that is not the database."""
+    return sorted(
+        str(path.relative_to(served.data_dir))
+        for path in served.data_dir.rglob("*")
+        if path.is_file() and ".db" not in path.name and path.name != "imagegen.lock"
+    )
+
+
+def edit(api: httpx.Client, colour: tuple[int, int, int]) -> httpx.Response:
+    photo = make_image(64, 64, "png", colour)
+    return api.post(
+        EDITS,
+        data={"model": "black-forest-labs/flux-kontext-pro", "prompt": "a hat"},
+        files=[("image", ("photo.png", photo, "image/png"))],
+    )
+
+
+@pytest.mark.parametrize(
+    ("limits", "status"),
+    [
+        ({"rpm": 1}, 429),
+        ({"images_per_day": 1}, 429),
+        ({"models": ["black-forest-labs/flux-kontext-pro"]}, None),  # allowed
+        ({"models": ["flux"]}, 403),
+    ],
+)
+def test_an_edit_refused_by_its_keys_limits_stores_no_input_image(
+    served: Served, limits: dict[str, Any], status: int | None
+) -> None:
+    key = served.new_key("editor", **limits)
+    with served.client(key) as api:
+        if status != 403:
+            first = edit(api, (200, 10, 10))
+            assert first.status_code == 200, first.text
+        before = image_files(served)
+        second = edit(api, (10, 10, 200))  # another image: another content-addressed key
+    after = image_files(served)
+    if status is None:
+        assert second.status_code == 200, second.text
+        assert len(after) > len(before)  # the check sees a stored image
+    else:
+        assert second.status_code == status, second.text
+        assert after == before

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,37 @@ def webhook_target(
     return WebhookTarget(checked, tuple(dict.fromkeys(chosen)))
 
 
+@dataclass(frozen=True, slots=True)
+class KeyAdmission:
+    """A request past its key's limits (``admit_key``). ``hold``: what ``JobRunner.submit``
+    holds while it writes the job (concurrency and daily images, checked again there, under a
+    lock); None when the key has no such limits."""
+
+    hold: Callable[[], AbstractAsyncContextManager[None]] | None = None
+
+
+async def admit_key(
+    services: Services,
+    principal: Principal,
+    generation_request: GenerationRequest,
+    *,
+    before_storing: bool = False,
+) -> KeyAdmission:
+    """The key's models and requests per minute, before anything is stored or sent upstream:
+    ``ModelNotAllowed`` (403) or ``KeyLimitExceeded`` (429). Concurrency and images per day are
+    checked as the job is written; ``before_storing`` (a route about to store input images)
+    checks them now too, so a refused request stores nothing."""
+    if principal.key is None or services.gate is None:
+        return KeyAdmission()
+    route = services.catalog.resolve(generation_request.model)
+    await services.gate.check(principal.key, (generation_request.model, route.public_model))
+    hold = services.gate.admission(principal.key, generation_request.num_images)
+    if hold is not None and before_storing:
+        async with hold():  # refused now if already over; the job's write checks again
+            pass
+    return KeyAdmission(hold)
+
+
 async def create(
     services: Services,
     request: Request,
@@ -109,26 +141,25 @@ async def create(
     body: Mapping[str, Any],
     webhook: WebhookTarget | None = None,
     metadata: Mapping[str, Any] | None = None,
+    admitted: KeyAdmission | None = None,
 ) -> Created:
+    """Submit the job and, unless the client asked for async, wait for it. ``admitted``: the
+    key's limits already checked for this request (``admit_key``); checked here if None."""
     if not services.settings.return_provider_urls:
         # A prediction is paid for before its images are stored: refuse while there is no room.
         check_free_space(services.settings.images_dir, services.settings.min_free_bytes)
         if services.storage_health is not None:  # no I/O unless the store is known to be down
             await services.storage_health.admit()
     idempotency = idempotency_of(request, scope, body, principal.owner)
-    gate = None
-    if principal.key is not None and services.gate is not None:
-        # The key's limits, before anything is stored or sent upstream.
-        route = services.catalog.resolve(generation_request.model)
-        await services.gate.check(principal.key, (generation_request.model, route.public_model))
-        gate = services.gate.admission(principal.key, generation_request.num_images)
+    if admitted is None:
+        admitted = await admit_key(services, principal, generation_request)
     job = await services.runner.submit(
         generation_request,
         idempotency=idempotency,
         webhook=webhook,
         metadata={"endpoint": scope, **(metadata or {})},
         owner=principal.owner,
-        gate=gate,
+        gate=admitted.hold,
     )
     if wants_async(request):
         return Created(job, finished=False)

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from imagegen.api.creation import accepted, create
+from imagegen.api.creation import accepted, admit_key, create
 from imagegen.api.deps import BaseUrlDep, PrincipalDep, ServicesDep
 from imagegen.api.edit_form import EditForm, read_edit_form
 from imagegen.api.openai_schemas import ImageGenerationRequest, ImagesResponse
@@ -86,7 +86,10 @@ async def edit_images(
     body = form.to_request()
     route = services.catalog.resolve(body.requested_model(settings))
     response_format = check_response_format(body, route, settings)
-    body.to_domain(settings, route)  # every field checked before any image is stored
+    # Every field, and the key's limits, checked before any image is stored.
+    admitted = await admit_key(
+        services, principal, body.to_domain(settings, route), before_storing=True
+    )
     images, mask = await services.inputs.prepare(form.images, form.mask)
     if body.size is None or body.size == "auto":
         body = body.model_copy(update={"size": input_size(images[0], settings)})
@@ -99,6 +102,7 @@ async def edit_images(
         body={**body.model_dump(exclude_none=True), "form_sha256": form.digest},
         metadata=_metadata(body, form),
         principal=principal,
+        admitted=admitted,
     )
     generation = created.generation
     if not created.finished:
