@@ -1,7 +1,7 @@
 """keys: what API keys and metrics add to each request, measured in-process.
 
 The same request (a scope, a ``Request``, an ASGI app that answers 200) runs many times, bare
-and then the way imagegen serves every request: through ``ObserveMiddleware`` (Server-Timing,
+and then the way imagegen serves every request: through ``EdgeMiddleware`` (Server-Timing,
 the Prometheus sample, the access-log call) with the key dependency (``get_principal``: the
 Bearer header parsed, the secret hashed, the key found in the per-replica cache). The added cost
 is the difference of the means. The key cache misses once a second per key (one indexed read);
@@ -35,7 +35,7 @@ async def _app_ok(scope: Any, receive: Any, send: Any) -> None:
 
 def _setup() -> tuple[Any, Any, Any]:
     from imagegen.api.deps import get_principal
-    from imagegen.api.observe import ObserveMiddleware
+    from imagegen.api.edge import EdgeMiddleware
     from imagegen.auth.authenticator import Authenticator
     from imagegen.auth.keys import ApiKey, KeyLimits, hash_secret, new_secret
     from imagegen.metrics import Metrics
@@ -75,7 +75,7 @@ def _setup() -> tuple[Any, Any, Any]:
         "app": app,
         "route": SimpleNamespace(path="/api/v1/generations"),
     }
-    return ObserveMiddleware(keyed_app), scope, _app_ok
+    return EdgeMiddleware(keyed_app, max_bytes=1 << 20), scope, _app_ok
 
 
 async def _time(app: Any, scope: Any, n: int) -> float:
@@ -143,7 +143,7 @@ async def lookup_seconds(n: int) -> float:
 async def run(options: Options) -> Result:
     result = Result(
         NAME,
-        "Added cost per request of API-key checks and metrics (ObserveMiddleware + the key "
+        "Added cost per request of API-key checks and metrics (EdgeMiddleware + the key "
         "dependency, cache hit), in-process, mean over many requests, best of three.",
     )
     n = options.pick(20000, 2000)

@@ -175,3 +175,31 @@ async def test_a_pinned_download_keeps_the_host_name_over_aiohttp() -> None:
     head = heads[0].lower()
     assert f"host: images.example:{port}\r\n".encode() in head
     assert b"accept-encoding: identity\r\n" in head
+
+
+@pytest.mark.parametrize("setting", ["aiohttp", "httpx"])
+async def test_a_cookie_a_reply_sets_is_never_sent_back(setting: str, tmp_path: Path) -> None:
+    heads: list[bytes] = []
+
+    async def cookie_setter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                heads.append(await _read_request(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(cookie_setter, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = Settings(data_dir=tmp_path, provider_http_transport=setting)
+    for client in (provider_http_client(settings), download_http_client(settings)):
+        async with client:
+            for _ in range(2):
+                assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
+            assert not client.cookies
+    server.close()
+    assert len(heads) == 4
+    assert all(b"cookie:" not in head.lower() for head in heads)

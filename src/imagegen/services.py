@@ -27,7 +27,7 @@ from imagegen.db.store import new_ulid, open_store, utc_now
 from imagegen.db.usage import SqlUsage
 from imagegen.errors import ConfigurationError, ImagegenError
 from imagegen.fetch import SafeFetcher
-from imagegen.http_transport import AiohttpTransport
+from imagegen.http_transport import AiohttpTransport, CookielessClient
 from imagegen.ingest import ImageIngestor
 from imagegen.inputs import InputImages, InputReader
 from imagegen.jobs.events import JobEvents
@@ -57,7 +57,7 @@ def provider_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return httpx.AsyncClient(
+    return CookielessClient(
         timeout=timeout,
         limits=limits,
         follow_redirects=False,
@@ -78,7 +78,7 @@ def download_http_client(settings: Settings) -> httpx.AsyncClient:
     address in the URL, the name in ``Host`` and the ``sni_hostname`` extension) works on both."""
     timeout = httpx.Timeout(settings.download_timeout, connect=settings.http_connect_timeout)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.AsyncClient(
+    return CookielessClient(
         timeout=timeout,
         limits=limits,
         follow_redirects=False,
@@ -96,7 +96,7 @@ def blocking_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return httpx.AsyncClient(
+    return CookielessClient(
         timeout=timeout,
         limits=limits,
         follow_redirects=False,

@@ -10,9 +10,7 @@ from fastapi import Depends, FastAPI
 from imagegen import __version__
 from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services, storable_parameters
-from imagegen.api.limits import BodyLimitMiddleware
-from imagegen.api.middleware import RequestIdMiddleware
-from imagegen.api.observe import ObserveMiddleware
+from imagegen.api.edge import EdgeMiddleware
 from imagegen.api.routes import (
     edits,
     generations,
@@ -73,13 +71,11 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     errors.install(app)
     openapi.install(app, settings, routers)
     docs.install(app)
-    # The last added runs first: an id, then timing, metrics and the log line, then the body
-    # limit (its 413s observed and logged).
+    # One layer: the request id, timing, metrics and the log line, the body limit (its 413s
+    # observed and logged).
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, pause=settings.body_timeout
+        EdgeMiddleware, max_bytes=settings.max_body_bytes, pause=settings.body_timeout
     )
-    app.add_middleware(ObserveMiddleware)
-    app.add_middleware(RequestIdMiddleware)  # outermost: the request id is known to the rest
     for router in routers:
         app.include_router(router)
     return app

@@ -1,5 +1,5 @@
-"""A pure-ASGI middleware that refuses request bodies over ``IMAGEGEN_MAX_BODY_BYTES`` with 413,
-in the endpoint's own error shape, before they are buffered.
+"""Request bodies over ``IMAGEGEN_MAX_BODY_BYTES`` are refused with 413, in the endpoint's own
+error shape, before they are buffered (``api/edge.py`` applies this to every request).
 
 A declared ``Content-Length`` over the limit is answered at once, unread. A body without one
 (chunked) is counted as it arrives: the read that passes the limit raises ``HTTPException(413)``,
@@ -15,62 +15,46 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import HTTPException
-from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from imagegen.api.errors import error_response
+from starlette.types import Message, Receive, Scope
 
 
-class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, pause: float = 30.0) -> None:
-        self.app = app
+def too_large(max_bytes: int) -> str:
+    return f"request body: larger than this server accepts ({max_bytes} bytes)"
+
+
+class BodyCounter:
+    """The app's ``receive``: counts the body against ``max_bytes``, each read bounded by
+    ``pause`` seconds; ``refused`` once it answered 413 or 408 (the connection is then closed)."""
+
+    __slots__ = ("_receive", "complete", "max_bytes", "pause", "received", "refused")
+
+    def __init__(self, receive: Receive, max_bytes: int, pause: float) -> None:
+        self._receive = receive
         self.max_bytes = max_bytes
         self.pause = pause
+        self.received = 0
+        self.refused = False
+        self.complete = False
 
-    def message(self) -> str:
-        return f"request body: larger than this server accepts ({self.max_bytes} bytes)"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            response = error_response(Request(scope), 413, self.message())
-            response.headers["connection"] = "close"
-            await response(scope, receive, send)
-            return
-        received = 0
-        refused = False
-        complete = False
-
-        async def counted_receive() -> Message:
-            nonlocal received, refused, complete
-            if complete:  # later reads wait for a disconnect, for as long as a request runs
-                return await receive()
-            try:
-                async with asyncio.timeout(self.pause):
-                    message = await receive()
-            except TimeoutError:
-                refused = True
-                raise HTTPException(408, "request body: not received in time") from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
-                if received > self.max_bytes:
-                    refused = True
-                    raise HTTPException(413, self.message())
-            return message
-
-        async def send_closing(message: Message) -> None:
-            if refused and message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
-            await send(message)
-
-        await self.app(scope, counted_receive, send_closing)
+    async def receive(self) -> Message:
+        if self.complete:  # later reads wait for a disconnect, for as long as a request runs
+            return await self._receive()
+        try:
+            async with asyncio.timeout(self.pause):
+                message = await self._receive()
+        except TimeoutError:
+            self.refused = True
+            raise HTTPException(408, "request body: not received in time") from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            if self.received > self.max_bytes:
+                self.refused = True
+                raise HTTPException(413, too_large(self.max_bytes))
+        return message
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             try:

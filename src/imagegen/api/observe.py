@@ -1,81 +1,49 @@
-"""A pure-ASGI middleware for what every request leaves behind: its ``Server-Timing`` header
-(imagegen's own time and the upstream's), its Prometheus sample (method, route template,
-status, latency), and one log line (``imagegen.access``) with request id and key name.
-
-It runs inside ``RequestIdMiddleware`` (which sets ``scope["state"]["request_id"]``); the key
-dependency sets ``scope["state"]["key_name"]`` and the log context's ``key_name``.
+"""What every request leaves behind: its ``Server-Timing`` header (imagegen's own time and the
+upstream's), its Prometheus sample (method, route template, status, latency), and one log line
+(``imagegen.access``) with request id and key name. ``api/edge.py`` calls these for every
+request; the key dependency sets ``scope["state"]["key_name"]`` and the log context's
+``key_name``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from typing import Any
 
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from imagegen.jobs.observe import RequestTiming, request_timing
-from imagegen.logs import log_context
 from imagegen.metrics import Metrics
 
 log = logging.getLogger("imagegen.access")
 
 
-class ObserveMiddleware:
-    """Metrics go to the app's ``Services.metrics`` (none before the lifespan has built it)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        state = scope.setdefault("state", {})
-        timing = RequestTiming()
-        timing_token = request_timing.set(timing)
-        context_token = log_context.set({"request_id": state.get("request_id"), "key_name": None})
-        status = 500
-
-        async def send_timed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                total = time.perf_counter() - started
-                headers = list(message.get("headers", []))
-                headers.append((b"server-timing", server_timing(total, timing.upstream)))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_timed)
-        finally:
-            seconds = time.perf_counter() - started
-            route = route_of(scope)
-            metrics = _metrics(scope)
-            if metrics is not None:
-                metrics.request(scope["method"], route, status, seconds)
-            key_name = state.get("key_name")
-            log.info(
-                "%s %s %d %.1fms %s%s",
-                scope["method"],
-                scope["path"],
-                status,
-                seconds * 1000,
-                state.get("request_id", "-"),
-                f" key={key_name}" if key_name else "",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route,
-                    "status_code": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "key_name": key_name,
-                },
-            )
-            request_timing.reset(timing_token)
-            log_context.reset(context_token)
+def observed(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+    """The request's metrics sample and its access log line."""
+    route = route_of(scope)
+    metrics = _metrics(scope)
+    if metrics is not None:
+        metrics.request(scope["method"], route, status, seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    key_name = state.get("key_name")
+    log.info(
+        "%s %s %d %.1fms %s%s",
+        scope["method"],
+        scope["path"],
+        status,
+        seconds * 1000,
+        state.get("request_id", "-"),
+        f" key={key_name}" if key_name else "",
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status_code": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "key_name": key_name,
+        },
+    )
 
 
 def _metrics(scope: Scope) -> Metrics | None:

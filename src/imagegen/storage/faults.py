@@ -30,7 +30,11 @@ def storage_fault(exc: OSError, folder: Path) -> StorageUnavailable | None:
 
 def free_bytes(path: Path) -> int:
     """Free bytes (for an unprivileged user) on the filesystem that holds ``path``, or would."""
-    for candidate in (path, *path.resolve().parents):
+    try:  # one statvfs when the folder exists, as it does once anything is stored
+        return shutil.disk_usage(path).free
+    except FileNotFoundError:
+        pass
+    for candidate in path.resolve().parents:
         if candidate.exists():
             return shutil.disk_usage(candidate).free
     return shutil.disk_usage(Path.cwd()).free

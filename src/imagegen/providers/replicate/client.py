@@ -77,6 +77,7 @@ class ReplicateClient:
         }
         self._retrier = retrier
         self._clock = clock
+        self._create_urls: dict[str, httpx.URL] = {}  # per model: parsed once, not per create
 
     async def create(
         self, ref: ModelRef, inputs: Mapping[str, Any], *, wait_seconds: int, deadline: float
@@ -98,9 +99,8 @@ class ReplicateClient:
             if prefer is not None:
                 headers["Prefer"] = prefer
                 timeout = _with_read(timeout, int(prefer.removeprefix("wait=")) + _READ_MARGIN)
-            url = self._base_url + path
             return self._http.build_request(
-                "POST", url, json=body, headers=headers, timeout=timeout
+                "POST", self._create_url(path), json=body, headers=headers, timeout=timeout
             )
 
         action = "creating a prediction"
@@ -171,6 +171,14 @@ class ReplicateClient:
         if not isinstance(get, str) or not get:
             raise malformed_reply(action, "the reply has no urls.get")
         return get
+
+    def _create_url(self, path: str) -> httpx.URL:
+        url = self._create_urls.get(path)
+        if url is None:
+            url = httpx.URL(self._base_url + path)
+            if len(self._create_urls) < 1024:  # one per model in the catalog, in practice
+                self._create_urls[path] = url
+        return url
 
     def _plain(self, method: str, path: str) -> Callable[[], httpx.Request]:
         url = self._base_url + path
