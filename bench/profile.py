@@ -36,7 +36,6 @@ COMPONENTS = (
     ("(httpx/", HTTP_CLIENT),
     ("(httpcore/", HTTP_CLIENT),
     ("(aiohttp/", HTTP_CLIENT),
-    ("(httpx_aiohttp/", HTTP_CLIENT),
     ("(imagegen/http_transport", HTTP_CLIENT),
     ("PredictionRun", "provider logic"),
     ("ReplicateProvider", "provider logic"),
