@@ -165,8 +165,9 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(
         default=5.0,
         gt=0,
-        description="Seconds a database transaction waits for a connection (on SQLite, for "
-        "its turn at the writer); past it the request is refused with 503 and Retry-After.",
+        description="Seconds a new job's (or a read's) database transaction waits for a "
+        "connection (on SQLite, for its turn at the writer); past it the request is refused "
+        "with 503 and Retry-After. A running job's writes go first and wait as long as it takes.",
     )
     storage_url: str | None = Field(
         default=None,
