@@ -23,6 +23,7 @@ from bench.procs import (
     own_cpu,
     postgres_cpu,
     running,
+    tcp_counters,
     tree_usage,
     usage,
 )
@@ -80,8 +81,10 @@ async def measure(
             postgres_cpu(),
             machine_busy(),
         )
+        tcp_before = tcp_counters()
         async with PeakRss(server.pid, interval=0.1, fds=True, tree=True) as rss:
             samples = await all_at_once(calls, ramp=ramp)
+        tcp = {name: value - tcp_before[name] for name, value in tcp_counters().items()}
         after = (
             tree_usage(server.pid),
             usage(double.pid),
@@ -112,6 +115,10 @@ async def measure(
         f"{stats['creates']['total']}"
         + (f"; first error: {errors[0].status} {errors[0].error}" if errors else "")
     )
+    failures = Counter(_kind(s.error) for s in samples.items if s.status == 0)
+    if failures:
+        result.note(f"no answer (status 0), by error: {dict(failures)}")
+    result.note(f"the kernel's TCP counters during the run (the whole machine): {tcp}")
     result.note(_cpu_spent(before, after))
     for line in errors_logged:
         result.note(f"imagegen logged {line}")
@@ -135,6 +142,12 @@ def _cpu_spent(before: Snapshot, after: Snapshot) -> str:
     spent["the rest (the machine's other users)"] = machine - sum(spent.values())
     parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
     return f"CPU seconds during the run ({wall / TICKS:.1f} s, {os.cpu_count()} cores): {parts}"
+
+
+def _kind(error: str | None) -> str:
+    """``"HttpError: ConnectionResetError: [Errno 104] ..."`` -> ``ConnectionResetError``."""
+    names = [part.strip() for part in (error or "unknown").split(":")]
+    return next((name for name in names if name and name != "HttpError"), "unknown")
 
 
 def _closing(generate: Generate, client: Client) -> Call:
