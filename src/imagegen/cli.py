@@ -108,12 +108,15 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the imagegen API."""
+    import logging
+
     import uvicorn
 
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
     from imagegen.serving import (
         ServeRefused,
+        backlog_warning,
         hold_data_dir,
         listen,
         raise_descriptor_limit,
@@ -132,11 +135,14 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     warn_about_settings(settings)
     raise_descriptor_limit(settings.max_connections)
+    capped = backlog_warning(settings.backlog)
+    if capped is not None:
+        logging.getLogger("imagegen.serving").warning("%s", capped)
     # The data directory and the socket first: a second serve on either stops here, before
     # it could take up (or, leaving, cancel) the jobs of the one already running.
     try:
         with hold_data_dir(settings.data_dir):
-            sock = listen(settings.host, settings.port)
+            sock = listen(settings.host, settings.port, settings.backlog)
             if settings.worker_count > 1:
                 from imagegen.workers import run_workers
 
