@@ -112,6 +112,7 @@ def serve(
 
     import uvicorn
 
+    from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
     from imagegen.serving import (
@@ -123,6 +124,7 @@ def serve(
         uvicorn_config,
     )
 
+    tune_allocator()  # before any thread starts; the workers do the same
     settings = load_settings(host=host, port=port, workers=workers)
     if settings.worker_count > 1 and not settings.shared_database:
         from imagegen.workers import SQLITE_REFUSAL
