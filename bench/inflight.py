@@ -33,6 +33,7 @@ NAME = "in-flight"
 HOLD = 5.0
 TARGET_P99 = 6.0
 TARGET_BYTES = 15 * 1024
+WARMUP = 5  # generations before the measured ones
 LIMITS = (
     "The database first. Each generation takes a pooled SQLite connection several times; "
     "SQLAlchemy's pool holds 5 + 10 and makes a waiter give up after 30 s, and SQLite lets one "
@@ -66,7 +67,7 @@ async def measure(
     env = {"IMAGEGEN_REQUEST_TIMEOUT": "600", "IMAGEGEN_REPLICATE_WAIT": "30", **env}
     with running({**INSTANT, "output_mode": "data_uri"}, env) as (double, server):
         imagegen = Client(server.base_url)
-        for _ in range(5):
+        for _ in range(WARMUP):
             await imagegen.post(GENERATE, json_body=BODY)
         double.ctl.script("slow", route="create", seconds=HOLD, times=count)
         base = tree_usage(server.pid).rss_bytes
@@ -107,6 +108,9 @@ async def measure(
         per_request <= TARGET_BYTES,
     )
     result.add("p99 latency", ms(p99), f"<= {target_p99:g} s", p99 <= target_p99)
+    # A request refused (503) or reset before imagegen admitted it made no create upstream.
+    unanswered = stats["creates"]["total"] - WARMUP - len(ok)
+    result.add("creates paid for, not answered 200", str(unanswered), "0", unanswered == 0)
     statuses = Counter(s.status for s in samples.items)
     result.note(
         f"statuses {dict(statuses)}; latency p50 {ms(percentile(latencies, 50))}, max "
