@@ -9,8 +9,9 @@ from tests.db import postgres_database
 from tests.fakes.scripted_provider import ScriptedProvider
 from tests.jobs.conftest import REQUEST, runner_for
 
+import imagegen.jobs.runner
 from imagegen.db import PoolSettings, open_store
-from imagegen.errors import StoreBusy
+from imagegen.errors import ImagegenError, StoreBusy
 from imagegen.jobs.protocols import Idempotency
 from imagegen.models import (
     GenerationRequest,
@@ -213,3 +214,23 @@ async def test_many_jobs_on_a_tiny_postgres_pool_each_end_with_their_image_or_ar
     assert all(job.status is JobStatus.SUCCEEDED for job in rows)
     assert all(len(job.predictions) == 1 and len(job.images) == 1 for job in rows)
     assert len(provider.created) == len(admitted)  # one paid create per job, none lost
+
+
+async def test_a_waiter_on_a_job_run_elsewhere_looks_again_while_the_database_is_busy(
+    store, gated, monkeypatch
+):
+    """The job is admitted (another instance runs it, maybe paid for already): a 503 now would
+    have the client send it again, and pay again. The waiter reads the store again later."""
+    monkeypatch.setattr(imagegen.jobs.runner, "WATCH_INTERVAL", 0.05)
+    busy = BusyStore(store, get=3)
+    runner = runner_for(busy, gated)
+    job = await store.create(REQUEST, provider="gated", lease_owner="instance-b")
+    waiting = asyncio.ensure_future(runner.wait(job.id))
+    while busy.calls.get("get", 0) < 3 and not waiting.done():  # each read so far refused
+        await asyncio.sleep(0.01)
+    await store.mark_running(job.id)
+    await store.mark_failed(job.id, error="on instance b", error_code="prediction_failed")
+
+    with pytest.raises(ImagegenError, match="on instance b"):
+        await asyncio.wait_for(waiting, 5)
+    assert busy.calls["get"] >= 4
