@@ -34,11 +34,6 @@ class Turns:
         # Waiters by priority; a waiter that gave up stays in its deque, done, and is skipped.
         self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
 
-    @property
-    def waiting(self) -> int:
-        """How many transactions wait for a turn (for tests and metrics)."""
-        return sum(not future.done() for queue in self._waiting for future in queue)
-
     @asynccontextmanager
     async def turn(self, priority: int) -> AsyncIterator[None]:
         await self._take(priority)
