@@ -242,3 +242,18 @@ async def test_a_postgres_read_or_new_job_waiting_past_the_timeout_for_a_turn_is
         finally:
             await store.aclose()
     assert page == []
+
+
+async def test_a_postgres_write_of_no_running_job_is_refused_at_the_timeout() -> None:
+    """Releasing a failed job's idempotency key comes before a new job: it waits as one does."""
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=0.2))
+        try:
+            job = await store.create(REQUEST, provider="p", idempotency_key="k")
+            async with store.engine.connect(), store.engine.connect():
+                started = time.monotonic()
+                with pytest.raises(StoreBusy):
+                    await asyncio.wait_for(store.release_idempotency_key(job.id), 3)
+                assert time.monotonic() - started < 1
+        finally:
+            await store.aclose()

@@ -49,7 +49,9 @@ class Database(Protocol):
         ...
 
     async def write(self, work: Work[T], *, admission: bool = False) -> T:
-        """``admission``: ``work`` admits a new job; it may wait behind other writes."""
+        """``admission``: ``work`` admits a new job (or is a request's own write, no running
+        job's): it waits behind the other writes, ``PoolSettings.timeout`` at most. The others
+        (a running job's, the background work's) go first and wait as long as it takes."""
         ...
 
     async def read(self, work: Work[T]) -> T:
