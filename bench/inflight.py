@@ -3,8 +3,11 @@
 The double's ``slow`` fault holds every create for 5 s (one timer each) before answering it in
 sync mode, and its outputs come back inline (``output_mode=data_uri``), so each generation is
 exactly one held request upstream and imagegen still verifies and stores every image. The
-requests start over a short ramp, so the listen backlog (uvicorn's default is 2048) does not
-decide the result; each latency counts from its own start.
+requests start over a short ramp; each latency counts from its own start. A ramp does not keep
+the accept queue from overflowing while busy workers accept slowly: the kernel's counters of
+overflows and resets are reported with the run, and requests that got no answer are counted by
+error. The creates paid for upstream whose request did not end 200 are counted too (target 0: a
+request refused or reset before imagegen admitted it makes no create).
 """
 
 from __future__ import annotations
