@@ -3,8 +3,11 @@
 The double's ``slow`` fault holds every create for 5 s (one timer each) before answering it in
 sync mode, and its outputs come back inline (``output_mode=data_uri``), so each generation is
 exactly one held request upstream and imagegen still verifies and stores every image. The
-requests start over a short ramp, so the listen backlog (uvicorn's default is 2048) does not
-decide the result; each latency counts from its own start.
+requests start over a short ramp; each latency counts from its own start. A ramp does not keep
+the accept queue from overflowing while busy workers accept slowly: the kernel's counters of
+overflows and resets are reported with the run, and requests that got no answer are counted by
+error. The creates paid for upstream whose request did not end 200 are counted too (target 0: a
+request refused or reset before imagegen admitted it makes no create).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bench.procs import (
     own_cpu,
     postgres_cpu,
     running,
+    tcp_counters,
     tree_usage,
     usage,
 )
@@ -32,6 +36,7 @@ NAME = "in-flight"
 HOLD = 5.0
 TARGET_P99 = 6.0
 TARGET_BYTES = 15 * 1024
+WARMUP = 5  # generations before the measured ones
 LIMITS = (
     "The database first. Each generation takes a pooled SQLite connection several times; "
     "SQLAlchemy's pool holds 5 + 10 and makes a waiter give up after 30 s, and SQLite lets one "
@@ -65,7 +70,7 @@ async def measure(
     env = {"IMAGEGEN_REQUEST_TIMEOUT": "600", "IMAGEGEN_REPLICATE_WAIT": "30", **env}
     with running({**INSTANT, "output_mode": "data_uri"}, env) as (double, server):
         imagegen = Client(server.base_url)
-        for _ in range(5):
+        for _ in range(WARMUP):
             await imagegen.post(GENERATE, json_body=BODY)
         double.ctl.script("slow", route="create", seconds=HOLD, times=count)
         base = tree_usage(server.pid).rss_bytes
@@ -80,8 +85,10 @@ async def measure(
             postgres_cpu(),
             machine_busy(),
         )
+        tcp_before = tcp_counters()
         async with PeakRss(server.pid, interval=0.1, fds=True, tree=True) as rss:
             samples = await all_at_once(calls, ramp=ramp)
+        tcp = {name: value - tcp_before[name] for name, value in tcp_counters().items()}
         after = (
             tree_usage(server.pid),
             usage(double.pid),
@@ -104,6 +111,9 @@ async def measure(
         per_request <= TARGET_BYTES,
     )
     result.add("p99 latency", ms(p99), f"<= {target_p99:g} s", p99 <= target_p99)
+    # A request refused (503) or reset before imagegen admitted it made no create upstream.
+    unanswered = stats["creates"]["total"] - WARMUP - len(ok)
+    result.add("creates paid for, not answered 200", str(unanswered), "0", unanswered == 0)
     statuses = Counter(s.status for s in samples.items)
     result.note(
         f"statuses {dict(statuses)}; latency p50 {ms(percentile(latencies, 50))}, max "
@@ -112,6 +122,10 @@ async def measure(
         f"{stats['creates']['total']}"
         + (f"; first error: {errors[0].status} {errors[0].error}" if errors else "")
     )
+    failures = Counter(_kind(s.error) for s in samples.items if s.status == 0)
+    if failures:
+        result.note(f"no answer (status 0), by error: {dict(failures)}")
+    result.note(f"the kernel's TCP counters during the run (the whole machine): {tcp}")
     result.note(_cpu_spent(before, after))
     for line in errors_logged:
         result.note(f"imagegen logged {line}")
@@ -135,6 +149,12 @@ def _cpu_spent(before: Snapshot, after: Snapshot) -> str:
     spent["the rest (the machine's other users)"] = machine - sum(spent.values())
     parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
     return f"CPU seconds during the run ({wall / TICKS:.1f} s, {os.cpu_count()} cores): {parts}"
+
+
+def _kind(error: str | None) -> str:
+    """``"HttpError: ConnectionResetError: [Errno 104] ..."`` -> ``ConnectionResetError``."""
+    names = [part.strip() for part in (error or "unknown").split(":")]
+    return next((name for name in names if name and name != "HttpError"), "unknown")
 
 
 def _closing(generate: Generate, client: Client) -> Call:

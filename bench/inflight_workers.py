@@ -2,8 +2,9 @@
 PostgreSQL: many concurrent synchronous generations, the double holding each create for 5 s.
 
 Memory is that of the serve process and both workers, summed. Each worker keeps PostgreSQL's
-default pool (10, as many again in a burst); a transaction may wait 30 s for a connection
-rather than 5 s, as a deployment sized for this many generations at once would set it.
+default pool (10, as many again in a burst); a new job may wait 30 s for its turn at the pool
+rather than 5 s, as a deployment sized for this many generations at once would set it (the
+writes of admitted jobs go first and wait as long as it takes).
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ LIMITS = (
     "5 s hold, in which two cores give 3 s: at most ~0.3 ms a generation, 30 times less than "
     "today. On this shared machine imagegen's workers get about 1 of the 2 cores (the machine's "
     "other users, PostgreSQL, the double and the load generator take the rest; see the CPU "
-    "note), so the requests queue for a minute: those still waiting for a database connection "
-    "after the 30 s pool timeout answer 503 (and a few hundred connections were reset from the "
-    "server side, cause not yet traced). The memory per generation is the peak growth over "
-    "the generations sent; fewer than that were in flight at the peak, so it overstates the "
-    "cost of one."
+    "note), so the requests queue for a minute. Every job admitted ends with its image (its "
+    "writes go before new jobs and wait for a connection), so no create is paid for in vain; "
+    "new jobs still waiting for their turn at the pool after the 30 s timeout are refused "
+    "(503 with Retry-After, nothing stored or sent upstream). The connections reset are the "
+    "kernel's: 10,000 connecting within 2 s overflow the accept queue while the busy workers "
+    "accept slowly (the ListenOverflows counter), and a handshake left waiting through the "
+    "kernel's retries is reset. imagegen asks for a backlog of every connection it may serve "
+    "(IMAGEGEN_LISTEN_BACKLOG), but net.core.somaxconn caps it at 4096 here; raising it is the "
+    "deployment's fix. The memory per generation is the peak growth over the generations sent; "
+    "fewer than that were in flight at the peak, so it overstates the cost of one; what is left "
+    "is mostly Python objects (~29 KB traced by tracemalloc per held generation: the request's "
+    "ASGI and FastAPI frames, the upstream request on aiohttp and httpx, the job's tasks)."
 )
 
 

@@ -142,6 +142,23 @@ def machine_busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+#: The kernel's counters of connections refused or reset on their way in (``/proc/net/netstat``):
+#: a full accept queue (``ListenOverflows``, ``ListenDrops``), and resets sent for data that came
+#: to a socket closed or never accepted.
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPAbortOnData", "TCPAbortOnClose")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The machine's ``TCP_COUNTERS`` now (every process's sockets, not only the benchmark's)."""
+    with open("/proc/net/netstat") as netstat:
+        lines = netstat.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+            return {name: counters.get(name, 0) for name in TCP_COUNTERS}
+    return dict.fromkeys(TCP_COUNTERS, 0)
+
+
 def open_fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))

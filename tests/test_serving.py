@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from imagegen.config import Settings
 from imagegen.serving import (
     HeaderTimeoutProtocol,
     ServeRefused,
+    backlog_warning,
     hold_data_dir,
     listen,
     uvicorn_config,
@@ -54,6 +56,43 @@ def test_the_socket_listens_before_the_app_starts() -> None:
             pass
     finally:
         sock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's accept queue")
+def test_connections_past_the_backlog_wait_outside_the_accept_queue() -> None:
+    """The kernel queues ``backlog`` connections (and one more) nobody has accepted yet; the
+    next one's handshake does not complete until one is accepted."""
+    sock = listen("127.0.0.1", 0, backlog=1)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            clients.append(socket.create_connection(sock.getsockname(), timeout=2))
+        with pytest.raises(TimeoutError):
+            clients.append(socket.create_connection(sock.getsockname(), timeout=0.5))
+    finally:
+        for client in clients:
+            client.close()
+        sock.close()
+
+
+def test_the_backlog_fits_every_connection_the_workers_may_serve(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).backlog == 2048  # 2000 connections, one process
+    assert Settings(data_dir=tmp_path, max_connections=3000, workers=2).backlog == 6000
+    assert Settings(data_dir=tmp_path, max_connections=3000, listen_backlog=100).backlog == 100
+    # uvicorn listens again on the socket it is handed, with its own backlog: it must be ours.
+    settings = Settings(data_dir=tmp_path, max_connections=3000, workers=2)
+    assert uvicorn_config(_app, settings).backlog == 6000
+
+
+def test_a_backlog_the_kernel_caps_is_warned_about(tmp_path: Path) -> None:
+    somaxconn = tmp_path / "somaxconn"
+    somaxconn.write_text("4096\n")
+    assert backlog_warning(4096, somaxconn) is None
+    warning = backlog_warning(40000, somaxconn)
+    assert warning is not None
+    assert "net.core.somaxconn (4096)" in warning
+    assert "sysctl -w net.core.somaxconn=40000" in warning
+    assert backlog_warning(40000, tmp_path / "missing") is None
 
 
 async def _app(scope: object, receive: object, send: object) -> None:

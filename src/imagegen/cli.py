@@ -108,18 +108,23 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the imagegen API."""
+    import logging
+
     import uvicorn
 
+    from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
     from imagegen.serving import (
         ServeRefused,
+        backlog_warning,
         hold_data_dir,
         listen,
         raise_descriptor_limit,
         uvicorn_config,
     )
 
+    tune_allocator()  # before any thread starts; the workers do the same
     settings = load_settings(host=host, port=port, workers=workers)
     if settings.worker_count > 1 and not settings.shared_database:
         from imagegen.workers import SQLITE_REFUSAL
@@ -132,11 +137,14 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     warn_about_settings(settings)
     raise_descriptor_limit(settings.max_connections)
+    capped = backlog_warning(settings.backlog)
+    if capped is not None:
+        logging.getLogger("imagegen.serving").warning("%s", capped)
     # The data directory and the socket first: a second serve on either stops here, before
     # it could take up (or, leaving, cancel) the jobs of the one already running.
     try:
         with hold_data_dir(settings.data_dir):
-            sock = listen(settings.host, settings.port)
+            sock = listen(settings.host, settings.port, settings.backlog)
             if settings.worker_count > 1:
                 from imagegen.workers import run_workers
 

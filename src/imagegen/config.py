@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from imagegen.jobs.webhooks.signing import decode_secret
 from imagegen.storage.location import LocalLocation, StorageLocation, parse_storage_url
 
+MIN_BACKLOG = 2048  # uvicorn's own default listen backlog
+
 
 def list_value(value: Any) -> Any:
     """A list setting from the environment: a JSON list (``["a", "b"]``) or a comma-separated
@@ -117,6 +119,13 @@ class Settings(BaseSettings):
         description="Open connections (or requests in progress) served at once; past it "
         "uvicorn answers new requests 503 at once.",
     )
+    listen_backlog: int | None = Field(
+        default=None,
+        ge=1,
+        description="New connections the kernel queues until a worker accepts them (the listen "
+        "backlog); default IMAGEGEN_MAX_CONNECTIONS times the workers, at least 2048. The "
+        "kernel caps it at net.core.somaxconn.",
+    )
     header_timeout: float = Field(
         default=10.0,
         gt=0,
@@ -165,8 +174,9 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(
         default=5.0,
         gt=0,
-        description="Seconds a database transaction waits for a connection (on SQLite, for "
-        "its turn at the writer); past it the request is refused with 503 and Retry-After.",
+        description="Seconds a new job's (or a read's) database transaction waits for a "
+        "connection (on SQLite, for its turn at the writer); past it the request is refused "
+        "with 503 and Retry-After. A running job's writes go first and wait as long as it takes.",
     )
     storage_url: str | None = Field(
         default=None,
@@ -440,6 +450,14 @@ class Settings(BaseSettings):
         if self.workers == "auto":
             return max(1, os.cpu_count() or 1)
         return self.workers
+
+    @property
+    def backlog(self) -> int:
+        """The listen backlog: ``listen_backlog``, else room for every connection the workers
+        may serve to wait for its accept (a burst arrives faster than a busy loop accepts)."""
+        if self.listen_backlog is not None:
+            return self.listen_backlog
+        return max(MIN_BACKLOG, self.max_connections * self.worker_count)
 
     @property
     def shared_database(self) -> bool:

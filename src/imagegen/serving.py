@@ -129,6 +129,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "loop": "uvloop",
         "http": protocol_class(settings.header_timeout, settings.max_connections),
         "timeout_keep_alive": settings.keep_alive_timeout,
+        # uvicorn listens again on the socket it is given, with this backlog.
+        "backlog": settings.backlog,
         "timeout_graceful_shutdown": 5,
         **overrides,
     }
@@ -147,6 +149,7 @@ def raise_descriptor_limit(connections: int) -> None:
 
 LOCK_FILE = "imagegen.lock"
 BACKLOG = 2048  # uvicorn's default
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 
 
 class ServeRefused(Exception):
@@ -176,20 +179,37 @@ def hold_data_dir(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """A TCP socket bound to ``host:port`` and listening (connections queue while the app
-    starts); ``ServeRefused`` naming the address when it cannot be bound."""
+    starts, ``backlog`` at most); ``ServeRefused`` naming the address when it cannot be bound."""
     family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ServeRefused(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def backlog_warning(backlog: int, limit: Path = SOMAXCONN) -> str | None:
+    """What to say when the kernel will cap ``backlog`` (at ``net.core.somaxconn``, read from
+    ``limit``); None when it will not, or where there is no such file."""
+    try:
+        cap = int(limit.read_text())
+    except (OSError, ValueError):
+        return None
+    if backlog <= cap:
+        return None
+    return (
+        f"the listen backlog is {backlog} but the kernel caps it at net.core.somaxconn ({cap}): "
+        "connections arriving faster than the workers accept them past that are dropped and "
+        f"retried, or reset; raise it (sysctl -w net.core.somaxconn={backlog}) or set "
+        f"IMAGEGEN_LISTEN_BACKLOG={cap}"
+    )
 
 
 def _is_ipv6(host: str) -> bool:

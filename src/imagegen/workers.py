@@ -49,9 +49,11 @@ class WorkerProtocol(HeaderTimeoutProtocol):
 def worker_app() -> Any:
     """The app of one worker process (uvicorn calls it in the child): settings from the
     environment the parent left, the instance id made this process's own."""
+    from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
     from imagegen.logs import configure_logging
 
+    tune_allocator()  # a spawned process: its own allocator, before it starts any thread
     _end_with_parent()
     settings = Settings()
     base = settings.instance_id or socket.gethostname()

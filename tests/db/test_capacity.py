@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -167,3 +167,93 @@ async def test_a_postgres_server_refusing_connections_is_store_busy() -> None:
         async with admin.connect() as connection:
             await connection.exec_driver_sql(f"DROP ROLE {role}")
         await admin.dispose()
+
+
+def pg_sleep(seconds: float) -> Callable[[sa.Connection], object]:
+    """A transaction that holds its connection ``seconds`` on the server."""
+    return lambda connection: connection.execute(sa.text(f"SELECT pg_sleep({seconds})"))
+
+
+async def test_postgres_writes_for_running_jobs_go_before_new_jobs() -> None:
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=2))
+        try:
+            running = await store.create(REQUEST, provider="p")
+            finished: list[str] = []
+
+            def queue(name: str, write: Awaitable[object]) -> asyncio.Future[object]:
+                task = asyncio.ensure_future(write)
+                task.add_done_callback(lambda _: finished.append(name))
+                return task
+
+            # Both connections (the pool and its overflow) busy: one comes free at 0.4 s.
+            busy = [
+                queue(f"busy {n}", store.database.write(pg_sleep(seconds)))
+                for n, seconds in ((1, 0.4), (2, 1.0))
+            ]
+            await asyncio.sleep(0.1)
+            new = queue("new job", store.create(REQUEST, provider="p"))
+            await asyncio.sleep(0.05)
+            start = queue("start", store.mark_running(running.id))
+            await asyncio.gather(*busy, new, start)
+        finally:
+            await store.aclose()
+    assert finished == ["busy 1", "start", "new job", "busy 2"]
+
+
+async def test_a_postgres_write_for_a_running_job_waits_past_the_pool_timeout() -> None:
+    """A new job is refused once the pool timeout passes; a running job's write waits for a
+    connection however long it takes, and is written."""
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=0.2))
+        try:
+            running = await store.create(REQUEST, provider="p")
+            # Something outside the store's turns holds the pool and its overflow for 0.8 s.
+            async with store.engine.connect(), store.engine.connect():
+                start = asyncio.ensure_future(store.mark_running(running.id))
+                new = asyncio.ensure_future(store.create(REQUEST, provider="p"))
+                await asyncio.sleep(0.8)
+                assert not start.done()
+                with pytest.raises(StoreBusy) as caught:
+                    await new
+                assert isinstance(caught.value.__cause__, sa.exc.TimeoutError)
+            started = await asyncio.wait_for(start, 5)
+            page, _ = await store.list(limit=10)
+        finally:
+            await store.aclose()
+    assert started.status.value == "running"
+    assert [job.id for job in page] == [running.id]  # the refused job wrote nothing
+
+
+async def test_a_postgres_read_or_new_job_waiting_past_the_timeout_for_a_turn_is_refused() -> None:
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=0.2))
+        try:
+            busy = [asyncio.ensure_future(store.database.write(pg_sleep(0.6))) for _ in (1, 2)]
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            with pytest.raises(StoreBusy):
+                await store.get("gen_x")
+            with pytest.raises(StoreBusy):
+                await store.create(REQUEST, provider="p")
+            assert time.monotonic() - started < 0.55  # refused at the timeout, not at the end
+            await asyncio.gather(*busy)
+            page, _ = await store.list(limit=10)
+        finally:
+            await store.aclose()
+    assert page == []
+
+
+async def test_a_postgres_write_of_no_running_job_is_refused_at_the_timeout() -> None:
+    """Releasing a failed job's idempotency key comes before a new job: it waits as one does."""
+    async with postgres_database() as url:
+        store = await open_store(url, pool=PoolSettings(size=1, timeout=0.2))
+        try:
+            job = await store.create(REQUEST, provider="p", idempotency_key="k")
+            async with store.engine.connect(), store.engine.connect():
+                started = time.monotonic()
+                with pytest.raises(StoreBusy):
+                    await asyncio.wait_for(store.release_idempotency_key(job.id), 3)
+                assert time.monotonic() - started < 1
+        finally:
+            await store.aclose()

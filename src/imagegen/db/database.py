@@ -2,20 +2,23 @@
 SQLAlchemy ``Connection`` (``Work``), run whole by ``Database.write`` or ``Database.read``;
 capacity errors come out as ``StoreBusy`` (``db/errors.py``).
 
-- PostgreSQL: on the event loop, through SQLAlchemy's asyncio layer (``run_sync``) over asyncpg.
+- PostgreSQL: on the event loop, through SQLAlchemy's asyncio layer (``run_sync``) over asyncpg,
+  each after taking a turn at the pool (``db/turns.py``), with the same priorities as SQLite's.
 - SQLite: on threads, over the ``sqlite3`` driver. SQLite lets one writer in at a time, so one
   writer thread with one connection runs every write transaction: writers wait in its queue
-  (``PoolSettings.timeout`` at most) instead of sleeping in SQLite's busy handler, and
-  "database is locked" can only come from another process. Writes for jobs already admitted go
-  first, in arrival order; a write that admits a new job (``admission``) waits until they have
-  gone, so under overload new jobs are refused before running ones stall. Reads run on threads
-  and connections of their own beside it (WAL). A transaction costs one trip between the event
-  loop and a thread; through aiosqlite, every statement cost three or four (cursor, execute,
-  fetch, close), and the database was most of imagegen's CPU per generation.
+  instead of sleeping in SQLite's busy handler, and "database is locked" can only come from
+  another process. Writes for jobs already admitted go first, in arrival order, and wait as long
+  as it takes; a write that admits a new job (``admission``) waits until they have gone, and
+  ``PoolSettings.timeout`` at most, so under overload new jobs are refused before running ones
+  stall. Reads run on threads and connections of their own beside it (WAL). A transaction
+  costs one trip between the event loop and a thread; through aiosqlite, every statement cost
+  three or four (cursor, execute, fetch, close), and the database was most of imagegen's CPU
+  per generation.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +27,14 @@ from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegen.db.engine import PoolSettings, sqlite_engine
 from imagegen.db.errors import translated
 from imagegen.db.threads import ADMISSION, SETTLING, Threads
+from imagegen.db.turns import Turns
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[sa.Connection], T]
@@ -43,7 +49,9 @@ class Database(Protocol):
         ...
 
     async def write(self, work: Work[T], *, admission: bool = False) -> T:
-        """``admission``: ``work`` admits a new job; it may wait behind other writes."""
+        """``admission``: ``work`` admits a new job (or is a request's own write, no running
+        job's): it waits behind the other writes, ``PoolSettings.timeout`` at most. The others
+        (a running job's, the background work's) go first and wait as long as it takes."""
         ...
 
     async def read(self, work: Work[T]) -> T:
@@ -58,31 +66,64 @@ class Database(Protocol):
 def open_database(engine: AsyncEngine, pool: PoolSettings) -> Database:
     if engine.dialect.name == "sqlite":
         return SQLiteDatabase(engine.url, pool)
-    return AsyncDatabase(engine)
+    return AsyncDatabase(engine, pool)
 
 
 class AsyncDatabase:
-    """Transactions on the event loop, over ``engine``'s pool (the caller disposes of it)."""
+    """Transactions on the event loop, over ``engine``'s pool (the caller disposes of it).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Each takes a turn first (``db/turns.py``): as many turns as the pool holds connections,
+    writes for jobs already admitted first, then new jobs and reads in arrival order, which give
+    up after ``pool.timeout``. A write for an admitted job never gives up for want of a
+    connection: when the pool has none in time (something outside the turns holds them), it
+    asks again.
+    """
+
+    def __init__(self, engine: AsyncEngine, pool: PoolSettings) -> None:
         self._engine = engine
+        self._turns = Turns(pool_capacity(engine.sync_engine.pool), pool.timeout)
 
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
 
     async def write(self, work: Work[T], *, admission: bool = False) -> T:
-        with translated():  # the pool serves in arrival order, admission or not
-            async with self._engine.begin() as connection:
-                return await connection.run_sync(work)
+        with translated():
+            async with self._turns.turn(ADMISSION if admission else SETTLING):
+                connection = await self._connect(patient=not admission)
+                try:
+                    async with connection.begin():
+                        return await connection.run_sync(work)
+                finally:
+                    await connection.close()
+
+    async def _connect(self, *, patient: bool) -> AsyncConnection:
+        """A connection from the pool; ``patient``: however long it takes."""
+        while True:
+            try:
+                return await self._engine.connect()
+            except sa.exc.TimeoutError:
+                if not patient:
+                    raise
+                log.info("no database connection came free in time; asking the pool again")
 
     async def read(self, work: Work[T]) -> T:
         with translated():
-            async with self._engine.connect() as connection:
+            async with self._turns.turn(ADMISSION), self._engine.connect() as connection:
                 return await connection.run_sync(work)
 
     async def aclose(self) -> None:
         return None
+
+
+def pool_capacity(pool: sa.Pool) -> int:
+    """How many connections ``pool`` holds at most (its size and overflow); a pool without a
+    bound (``NullPool``) gets one turn per transaction anyone would ask for."""
+    if isinstance(pool, sa.QueuePool):
+        overflow = getattr(pool, "_max_overflow", 0)  # QueuePool's max_overflow; -1: no bound
+        if overflow >= 0:
+            return pool.size() + overflow
+    return 1 << 30
 
 
 class SQLiteDatabase:
@@ -110,23 +151,29 @@ class SQLiteDatabase:
 
     async def write(self, work: Work[T], *, admission: bool = False) -> T:
         with translated():
+            # Writes for admitted jobs go first and wait for their turn however long it takes.
+            patience = self._timeout if admission else None
             return await self._writer.run(
-                partial(self._transaction, self._writer_engine, work, time.monotonic()),
+                partial(self._transaction, self._writer_engine, work, time.monotonic(), patience),
                 priority=ADMISSION if admission else SETTLING,
             )
 
     async def read(self, work: Work[T]) -> T:
         with translated():
             return await self._readers.run(
-                partial(self._transaction, self._reader_engine, work, time.monotonic())
+                partial(
+                    self._transaction, self._reader_engine, work, time.monotonic(), self._timeout
+                )
             )
 
-    def _transaction(self, engine: sa.Engine, work: Work[T], queued_at: float) -> T:
+    def _transaction(
+        self, engine: sa.Engine, work: Work[T], queued_at: float, patience: float | None
+    ) -> T:
         waited = time.monotonic() - queued_at
-        if waited > self._timeout:
+        if patience is not None and waited > patience:
             # As a pool refuses a checkout: the queue is the pool here. Nothing ran.
             raise sa.exc.TimeoutError(
-                f"waited {waited:.1f} s for a database thread (limit {self._timeout:g} s)"
+                f"waited {waited:.1f} s for a database thread (limit {patience:g} s)"
             )
         connection = self._connection(engine)
         with connection.begin():

@@ -1,8 +1,9 @@
 """The engines imagegen's database runs on, and how many connections they pool.
 
 PostgreSQL: one ``AsyncEngine`` (asyncpg) holding ``PoolSettings.size`` connections, and as many
-again while a burst lasts; a transaction waits ``PoolSettings.timeout`` seconds at most for one,
-then the store answers ``StoreBusy`` (503), not a 30-second hang and a 500.
+again while a burst lasts; a new job's transaction or a read waits ``PoolSettings.timeout``
+seconds at most for one, then the store answers ``StoreBusy`` (503), not a 30-second hang and a
+500 (a running job's writes go first and wait: ``db/database.py``).
 
 SQLite: the ``AsyncEngine`` (aiosqlite) runs the migrations; the store's transactions run on
 synchronous engines (``sqlite_engine``) on threads of their own (``db/database.py``). SQLite
@@ -24,10 +25,11 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """How many connections the store keeps, and how long a transaction waits for one.
+    """How many connections the store keeps, and how long a new job's transaction waits for one.
 
     ``size``: PostgreSQL connections kept open (as many again on demand). ``timeout``: seconds
-    a transaction may wait for a connection, or on SQLite for its turn at the writer.
+    a new job's transaction or a read may wait for a connection, or on SQLite for its turn at
+    the writer (a running job's writes wait as long as it takes).
     ``sqlite_readers``: SQLite connections (and threads) for reads, beside the one writer.
     """
 

@@ -55,7 +55,8 @@ class SqlKeyStore:
             "revoked_at": None,
         }
         try:
-            await self._db.write(partial(_run, sa.insert(API_KEYS), values))
+            # A request's own write, no job's: it waits its turn as a new job does.
+            await self._db.write(partial(_run, sa.insert(API_KEYS), values), admission=True)
         except IntegrityError:
             raise InvalidRequest(f"name: a key named '{new.name}' exists", field="name") from None
         return to_key(values)
@@ -83,7 +84,7 @@ class SqlKeyStore:
             .where(API_KEYS.c.name == name, API_KEYS.c.revoked_at.is_(None))
             .values(revoked_at=self._clock())
         )
-        await self._db.write(partial(_run, stmt, {}))
+        await self._db.write(partial(_run, stmt, {}), admission=True)
         return await self.get(name)
 
     async def active_count(self) -> int:

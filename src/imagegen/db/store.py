@@ -196,7 +196,8 @@ class GenerationStore:
         refuses it all the same.
         """
         await self._db.read(lambda connection: connection.execute(_CHECK).all())
-        await self._db.write(lambda connection: connection.execute(_WRITE_PROBE))
+        # Not a job's write: it waits its turn as a new job does, never longer.
+        await self._db.write(lambda connection: connection.execute(_WRITE_PROBE), admission=True)
 
     async def create(
         self,
@@ -271,7 +272,8 @@ class GenerationStore:
             "idempotency_key": None,
             "updated_at": self._clock(),
         }
-        if await self._db.write(partial(rowcount, stmt=_RELEASE_KEY, parameters=parameters)) == 0:
+        release = partial(rowcount, stmt=_RELEASE_KEY, parameters=parameters)
+        if await self._db.write(release, admission=True) == 0:  # before a new job: waits as one
             raise not_found(generation_id)
 
     async def mark_running(

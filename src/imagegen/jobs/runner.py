@@ -30,6 +30,7 @@ from imagegen.errors import (
     ImagegenError,
     InvalidTransition,
     LeaseLost,
+    StoreBusy,
 )
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.fencing import LeaseFence
@@ -298,8 +299,8 @@ class JobRunner:
             while (task := self._tasks.get(generation_id)) is None:
                 with self.events.subscribe(generation_id) as listener:
                     await listener.ready()
-                    generation = await self._store.get(generation_id)
-                    if generation.status.is_terminal:
+                    generation = await self._read_unless_busy(generation_id)
+                    if generation is not None and generation.status.is_terminal:
                         return result_of(generation)
                     await listener.next(WATCH_INTERVAL)  # a change, or time to look again
             try:
@@ -308,6 +309,16 @@ class JobRunner:
                 if not (task.done() and self._left(task)):
                     raise  # the caller was cancelled, or the runner is closing
             # another instance adopted the job: follow it there
+
+    async def _read_unless_busy(self, generation_id: str) -> Generation | None:
+        """The job as stored; None while the database is at capacity. The job is admitted and
+        may be paid for already: a waiter that answered 503 now would have its client send it
+        again, and pay again, so it looks again later (its caller bounds the wait)."""
+        try:
+            return await self._store.get(generation_id)
+        except StoreBusy as exc:
+            log.info("generation %s: %s; looking again", generation_id, exc)
+            return None
 
     def _left(self, task: asyncio.Task[Generation]) -> bool:
         """``task`` stopped because another instance holds its job now."""

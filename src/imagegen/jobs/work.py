@@ -6,8 +6,10 @@ success, the provider's error, the deadline, a cancel, or a lost race. A lost ra
 (``InvalidTransition``: another writer ended the job first) settles with what that writer
 recorded. A task cancelled because the process is shutting down writes nothing, so a restart
 resumes the job. A final write the database refuses for capacity (``StoreBusy``) is tried again
-after ``STORE_RETRY_DELAYS``; if it still fails the job is left as it is, and once its lease
-runs out recovery adopts it and settles it (``recovery.py``).
+after ``STORE_RETRY_DELAYS`` (so is the record of a prediction just created: it is paid for);
+if it still fails the job is left as it is, and once its lease runs out recovery adopts it and
+settles it (``recovery.py``). The database itself never refuses a job's writes for want of a
+connection: they go before new jobs and wait (``db/database.py``).
 
 The deadline bounds the provider's work, not the storing of what it made: the predictions are
 paid for by then, and an output that cannot be stored for a local fault is stored again until
@@ -45,6 +47,7 @@ from imagegen.jobs.outputs import OutputStore
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
+    PredictionRecord,
     ProviderResult,
     StoredImage,
 )
@@ -207,7 +210,7 @@ class JobWork:
         fence, holder, job = self.fence, self.fence.holder, generation.id
         context = GenerationContext(
             deadline=plan.deadline,
-            on_prediction=fence.guard(job, partial(self._store.add_prediction, job, holder=holder)),
+            on_prediction=fence.guard(job, partial(self._record_prediction, job, holder)),
             on_progress=partial(self._on_progress, job),
             acquire_create=create_turn,
             metered=plan.route.pricing.per_second is not None,
@@ -235,6 +238,25 @@ class JobWork:
             seconds = time.perf_counter() - started
             add_upstream_time(seconds)
             self._observer.upstream_done(provider, seconds, error_code)
+
+    async def _record_prediction(
+        self, generation_id: str, holder: str, record: PredictionRecord
+    ) -> None:
+        """Record a prediction just created, paid for: again after each of ``retry_delays``
+        while the database is at capacity, as a final state is written."""
+        for delay in self._retry_delays:
+            try:
+                return await self._store.add_prediction(generation_id, record, holder=holder)
+            except StoreBusy as exc:
+                log.info(
+                    "generation %s: %s; recording prediction %s again in %gs",
+                    generation_id,
+                    exc,
+                    record.prediction_id,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+        await self._store.add_prediction(generation_id, record, holder=holder)
 
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction
