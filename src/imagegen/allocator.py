@@ -17,7 +17,6 @@ glibc (macOS, musl) nothing changes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -42,9 +41,8 @@ def glibc_mallopt() -> Mallopt | None:
     """glibc's ``mallopt``, or None where the C library is not glibc."""
     if not sys.platform.startswith("linux"):
         return None
-    name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: its C library, found at no cost
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl has a mallopt that does nothing)
     except (OSError, AttributeError):
         return None
