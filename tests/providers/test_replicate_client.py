@@ -291,6 +291,37 @@ async def test_throttled_create_is_retried_honouring_retry_after(clock: FakeCloc
     assert recorder.requests[2].headers["Cancel-After"] == "55s"
 
 
+async def test_a_throttled_create_takes_its_turn_at_the_rate_limit_again(clock: FakeClock) -> None:
+    recorder = Recorder(
+        problem(429, THROTTLED, {"Retry-After": "1"}),
+        problem(429, THROTTLED, {"Retry-After": "1"}),
+        httpx.Response(201, json=prediction_json()),
+    )
+    client = make_client(recorder, clock)
+    turns: list[int] = []
+
+    async def pace() -> None:
+        turns.append(len(recorder.requests))
+
+    prediction = await client.create(
+        ModelRef("o", "n"), {}, wait_seconds=60, deadline=clock.now + 60, pace=pace
+    )
+    assert prediction.id == "p1"
+    assert turns == [1, 2]  # a turn before each resend, after the pause; none before the first
+
+
+async def test_a_create_refused_otherwise_takes_no_new_turn(clock: FakeClock) -> None:
+    recorder = Recorder(httpx.ConnectError("refused"), httpx.Response(201, json=prediction_json()))
+    client = make_client(recorder, clock)
+    turns: list[int] = []
+
+    async def pace() -> None:
+        turns.append(len(recorder.requests))
+
+    await client.create(ModelRef("o", "n"), {}, wait_seconds=60, deadline=clock.now + 60, pace=pace)
+    assert turns == []  # nothing reached the account's limit: no turn spent
+
+
 async def test_throttled_create_gives_up_when_the_deadline_would_pass(clock: FakeClock) -> None:
     recorder = Recorder(problem(429, {**THROTTLED, "retry_after": 30}))
     client = make_client(recorder, clock)

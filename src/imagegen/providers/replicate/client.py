@@ -80,11 +80,19 @@ class ReplicateClient:
         self._create_urls: dict[str, httpx.URL] = {}  # per model: parsed once, not per create
 
     async def create(
-        self, ref: ModelRef, inputs: Mapping[str, Any], *, wait_seconds: int, deadline: float
+        self,
+        ref: ModelRef,
+        inputs: Mapping[str, Any],
+        *,
+        wait_seconds: int,
+        deadline: float,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> Prediction:
         """Start a prediction (sync mode for up to ``wait_seconds``), cancelled at the deadline.
 
         ``Prefer`` and ``Cancel-After`` are computed afresh for each attempt from the time left.
+        ``pace``: imagegen's create rate limit, whose turn a throttled create takes again
+        before it is sent again.
         """
         body: dict[str, Any] = {"input": dict(inputs)}
         path = f"{ref.model_path}/predictions"
@@ -104,7 +112,7 @@ class ReplicateClient:
             )
 
         action = "creating a prediction"
-        data = await self._call(build, action, deadline=deadline, idempotent=False)
+        data = await self._call(build, action, deadline=deadline, idempotent=False, pace=pace)
         return Prediction.parse(data, action, self._scrub)
 
     async def get(self, prediction_id: str, *, deadline: float) -> Prediction:
@@ -191,6 +199,7 @@ class ReplicateClient:
         *,
         deadline: float,
         idempotent: bool = True,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
 
@@ -201,7 +210,9 @@ class ReplicateClient:
             )
 
         try:
-            response = await self._retrier.send(send, idempotent=idempotent, deadline=deadline)
+            response = await self._retrier.send(
+                send, idempotent=idempotent, deadline=deadline, pace=pace
+            )
         except httpx.RequestError as exc:  # transport errors, undecodable bodies, redirects
             raise transport_error(exc, action) from exc
         if response.status_code >= 400:

@@ -6,7 +6,10 @@ come after Replicate started (and bills) a prediction, so a create is retried on
 started nothing: a 429 (a throttled create starts no prediction) or a failure to connect at all
 (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``: nothing was sent). Waits honour the
 server's retry-after (clamped: ``imagegen.retry_after``), grow exponentially with jitter
-otherwise, and never run past the deadline.
+otherwise, and never run past the deadline. A throttled create given a ``pace`` (imagegen's own
+create rate limit) takes its turn there again before it is sent again: a retry outside the
+limit would compete with the creates inside it, and where imagegen paces creates at the
+account's rate, it would be throttled again every time.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ class Retrier:
         *,
         idempotent: bool,
         deadline: float,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> httpx.Response:
         """The first reply that should not be retried, or the last one; re-raises the last error.
 
-        Errors are returned (or raised) untranslated: the caller turns them into imagegen errors.
+        ``pace``: awaited before a throttled (429) request is sent again. Errors are returned
+        (or raised) untranslated: the caller turns them into imagegen errors.
         """
         attempt = 1
         while True:
@@ -92,9 +97,12 @@ class Retrier:
             else:
                 if not _retryable_status(response.status_code, idempotent=idempotent):
                     return response
-                hint = self._retry_after(response) if response.status_code == 429 else None
+                throttled = response.status_code == 429
+                hint = self._retry_after(response) if throttled else None
                 if not await self._pause(attempt, hint, deadline, str(response.status_code)):
                     return response
+                if throttled and pace is not None:
+                    await pace()
             attempt += 1
 
     async def _pause(

@@ -191,7 +191,11 @@ class PredictionRun:
         pending = replace(pending, sent_at=datetime.now(UTC))
         create = asyncio.ensure_future(
             self._client.create(
-                ref, plan.inputs, wait_seconds=self._wait_seconds, deadline=self._context.deadline
+                ref,
+                plan.inputs,
+                wait_seconds=self._wait_seconds,
+                deadline=self._context.deadline,
+                pace=self._context.acquire_create,  # a throttled create waits its turn again
             )
         )
         try:
