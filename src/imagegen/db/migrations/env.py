@@ -15,10 +15,10 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from imagegen.db.migrate import create_engine
-from imagegen.db.tables import Base, UTCDateTime
+from imagegen.db.tables import METADATA, UTCDateTime
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def _render_item(kind: str, obj: object, _context: AutogenContext) -> str | Literal[False]:
