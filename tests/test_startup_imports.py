@@ -17,6 +17,7 @@ LATER = {
     "sqlalchemy.ext.asyncio": "PostgreSQL, GenerationStore.engine",
     "aiosqlite": "GenerationStore.engine on SQLite",
     "greenlet": "SQLAlchemy's asyncio layer",
+    "sqlalchemy.dialects.postgresql": "PostgreSQL, a migration",
     "PIL": "the first image inspected or mask translated",
     "rich": "the CLI client; httpx's own CLI (imagegen/httpx_cli.py)",
     "pygments": "httpx's CLI, a migration",
@@ -27,7 +28,7 @@ LATER = {
     "torch": "never",
 }
 # A migration loads these with Alembic; at head, the database opens without it (db/migrate.py).
-MIGRATION = {"alembic", "mako", "pygments", "sqlalchemy.orm"}
+MIGRATION = {"alembic", "mako", "pygments", "sqlalchemy.orm", "sqlalchemy.dialects.postgresql"}
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.M)
 

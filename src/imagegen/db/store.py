@@ -37,7 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -521,6 +521,8 @@ def _insert_new_prediction(dialect: str) -> sa.Insert:
     """An INSERT that does nothing when the generation has that prediction id already."""
     keys = ["generation_id", "prediction_id"]
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # loaded with its driver; SQLite never needs it
+
         return postgresql.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
     return sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
 

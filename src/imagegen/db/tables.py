@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from imagegen.jobs.records import DeliveryStatus
 from imagegen.models import JobStatus
@@ -28,8 +27,22 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
-JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+class JSONDocument(sa.TypeDecorator[Any]):
+    """JSONB on PostgreSQL (indexable, compact); JSON text elsewhere. PostgreSQL's type comes
+    with its dialect, so a SQLite start-up does not import that dialect."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+
 # BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigIntegerPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
