@@ -6,6 +6,8 @@ ranks start-up imports."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,14 @@ def test_serve_answers_without_loading_what_it_needs_only_later(tmp_path: Path) 
 
     assert _loaded(fresh, {k: v for k, v in LATER.items() if k not in MIGRATION}) == []
     assert _loaded(existing, LATER) == []
+
+
+def test_httpx_command_line_client_still_runs_after_imagegen_is_imported() -> None:
+    # imagegen leaves httpx's CLI out of ``import httpx`` (imagegen/httpx_cli.py); its stand-in
+    # imports the real client when it is called.
+    code = "import imagegen, httpx, sys; assert 'rich' not in sys.modules; httpx.main(['--help'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HTTPX" in done.stdout

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any
 
 NAME = "httpx._main"
 
@@ -27,7 +26,7 @@ def defer() -> None:
     sys.modules[NAME] = stand_in
 
 
-def main(*args: Any, **kwargs: Any) -> Any:
+def main(*args: object, **kwargs: object) -> object:
     """httpx's ``main``: the real client, imported now."""
     stand_in = sys.modules.get(NAME)
     if stand_in is not None and getattr(stand_in, "main", None) is main:
