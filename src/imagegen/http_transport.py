@@ -23,7 +23,7 @@ the first request, not at start-up (~90 ms).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -174,3 +174,22 @@ def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
     else:
         kind = httpx.TransportError
     return kind(str(exc) or type(exc).__name__)
+
+
+class DeferredTransport(httpx.AsyncBaseTransport):
+    """The transport ``make()`` builds, built on the first request: httpx's own transport
+    imports httpcore and loads the CA certificates into a TLS context (some 50 ms and a few
+    MB), which a client that may never send anything (webhooks) need not pay at start-up."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._inner: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = self._make()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()

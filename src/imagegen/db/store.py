@@ -34,18 +34,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegen.db.creates import SqlCreates
 from imagegen.db.database import Database, open_database
 from imagegen.db.engine import PoolSettings
 from imagegen.db.leases import SqlLeases
-from imagegen.db.migrate import create_engine, migrate
+from imagegen.db.migrate import create_engine, migrate, migrate_sqlite
 from imagegen.db.outbox import SqlWebhookOutbox
 from imagegen.db.queries import load_generation, load_generations, not_found, rowcount
 from imagegen.db.rows import (
@@ -71,6 +71,9 @@ from imagegen.models import (
     PredictionRecord,
     StoredImage,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 MAX_LIST_LIMIT = 100
 CANCELED_ERROR_CODE = "canceled"
@@ -121,9 +124,16 @@ async def open_store(
     new_id: Callable[[], str] = new_generation_id,
     pool: PoolSettings | None = None,
 ) -> GenerationStore:
-    """Connect to ``url``, migrate it to the latest schema, and return a store over it."""
+    """Connect to ``url``, migrate it to the latest schema, and return a store over it.
+
+    SQLite is migrated on a synchronous engine, as the store's transactions run there: no
+    ``AsyncEngine`` is made (nor SQLAlchemy's asyncio layer imported) unless asked for."""
     pool = pool or PoolSettings()
-    engine = create_engine(url, pool)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        await migrate_sqlite(parsed)
+        return GenerationStore(parsed, clock=clock, new_id=new_id, pool=pool)
+    engine = create_engine(parsed, pool)
     try:
         await migrate(engine)
     except BaseException:
@@ -133,8 +143,9 @@ async def open_store(
 
 
 class GenerationStore:
-    """Generations in SQL (SQLite 3.35+ or PostgreSQL). Owns ``engine``: :meth:`aclose`
-    disposes of it.
+    """Generations in SQL (SQLite 3.35+ or PostgreSQL). ``engine``: an ``AsyncEngine``, or a
+    SQLite database's URL (its transactions run on synchronous engines; an ``AsyncEngine`` is
+    made only when :attr:`engine` is asked for). Owns the engine: :meth:`aclose` disposes of it.
 
     Every method raises :class:`~imagegen.errors.StoreBusy` when the database is at capacity,
     ``sqlalchemy.exc.SQLAlchemyError`` (or the driver's ``OSError``) when it fails otherwise;
@@ -144,21 +155,28 @@ class GenerationStore:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: AsyncEngine | URL,
         *,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_generation_id,
         pool: PoolSettings | None = None,
     ) -> None:
-        dialect = engine.dialect.name
+        if isinstance(engine, URL):
+            dialect = engine.get_backend_name()
+            if dialect != "sqlite":
+                raise ValueError(f"a {dialect} store needs an AsyncEngine, not a URL")
+            self._url, self._engine = engine, None
+        else:
+            dialect = engine.dialect.name
+            self._url, self._engine = engine.url, engine
         if dialect not in _DIALECTS:
             raise ConfigurationError(f"imagegen stores jobs in SQLite or PostgreSQL, not {dialect}")
         if dialect == "sqlite" and sqlite3.sqlite_version_info < _RETURNING_SQLITE:
             raise ConfigurationError(
                 f"imagegen needs SQLite 3.35 or later, not {sqlite3.sqlite_version}"
             )
-        self._engine = engine
-        self._db: Database = open_database(engine, pool or PoolSettings())
+        self._pool = pool or PoolSettings()
+        self._db: Database = open_database(engine, self._pool)
         self._clock = clock
         self._new_id = new_id
         self._outbox = SqlWebhookOutbox(self._db, clock=clock)
@@ -169,6 +187,9 @@ class GenerationStore:
 
     @property
     def engine(self) -> AsyncEngine:
+        """An ``AsyncEngine`` on the store's database (on SQLite, made on first use)."""
+        if self._engine is None:
+            self._engine = create_engine(self._url, self._pool)
         return self._engine
 
     @property
@@ -183,7 +204,8 @@ class GenerationStore:
 
     async def aclose(self) -> None:
         await self._db.aclose()
-        await self._engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     async def check(self) -> None:
         """Readiness: a read and a write probe. Raises what the database raises
@@ -501,6 +523,8 @@ def _insert_new_prediction(dialect: str) -> sa.Insert:
     """An INSERT that does nothing when the generation has that prediction id already."""
     keys = ["generation_id", "prediction_id"]
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # loaded with its driver; SQLite never needs it
+
         return postgresql.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
     return sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=keys)
 

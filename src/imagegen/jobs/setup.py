@@ -10,6 +10,7 @@ import httpx
 
 from imagegen.catalog import Catalog
 from imagegen.config import Settings
+from imagegen.http_transport import DeferredTransport
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.limits import Limits, ProviderLimits, RateFactory
 from imagegen.jobs.observe import JobObserver, NoObserver
@@ -50,8 +51,10 @@ def webhook_http_client(settings: Settings) -> httpx.AsyncClient:
         connect=min(settings.http_connect_timeout, settings.webhook_timeout),
     )
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+    # httpx's own transport, as the client would make it, made on the first delivery.
+    transport = DeferredTransport(lambda: httpx.AsyncHTTPTransport(limits=limits, trust_env=False))
     return httpx.AsyncClient(
-        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        timeout=timeout, follow_redirects=False, trust_env=False, transport=transport
     )
 
 

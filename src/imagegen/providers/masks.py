@@ -4,20 +4,25 @@ OpenAI's edits repaint where the mask is transparent ("fully transparent areas (
 indicate where the image should be edited"); Replicate's inpainting models (FLUX Fill, SDXL)
 repaint where it is white ("black areas will be preserved, white areas will be inpainted"). A
 mask written for one is translated for the other; one already in the upstream's dialect is sent
-unchanged. Pure functions over PNG/JPEG/WebP bytes; blocking (call them in a thread).
+unchanged. Pure functions over PNG/JPEG/WebP bytes; blocking (call them in a thread). Pillow is
+imported when a mask is first translated, not with the providers at start-up.
 """
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
 
 _WHITE = 128  # luminance at and above which a pixel counts as white
 
 
 def has_transparency(data: bytes) -> bool:
     """Whether any pixel of the image is not fully opaque."""
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
             return False
@@ -30,6 +35,8 @@ def to_white_repaint(data: bytes) -> bytes | None:
     None when the mask has no transparency (already black and white)."""
     if not has_transparency(data):
         return None
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         alpha = image.convert("RGBA").getchannel("A")
     return _png(alpha.point(lambda value: 255 if value == 0 else 0))
@@ -40,6 +47,8 @@ def to_transparent_repaint(data: bytes) -> bytes | None:
     None when the mask already has transparency."""
     if has_transparency(data):
         return None
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         luminance = image.convert("L")
     alpha = luminance.point(lambda value: 0 if value >= _WHITE else 255)

@@ -15,16 +15,19 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from imagegen.db.migrate import create_engine
-from imagegen.db.tables import Base, UTCDateTime
+from imagegen.db.tables import METADATA, JSONDocument, UTCDateTime
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
-def _render_item(kind: str, obj: object, _context: AutogenContext) -> str | Literal[False]:
+def _render_item(kind: str, obj: object, autogen: AutogenContext) -> str | Literal[False]:
     # A migration is a frozen snapshot: write imagegen's types as the plain types they store.
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, JSONDocument):
+        autogen.imports.add("from sqlalchemy.dialects import postgresql")
+        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
     return False
 
 
