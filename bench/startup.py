@@ -22,7 +22,7 @@ from tests.support.imagegen_process import free_port
 
 from bench.common import Options
 from bench.load import Client, HttpError
-from bench.procs import IMAGEGEN_ENV, REPO_ROOT
+from bench.procs import IMAGEGEN_ENV, REPO_ROOT, usage
 from bench.report import Result, ms
 
 NAME = "start-up"
@@ -41,6 +41,12 @@ def _env(data: Path, port: int, **extra: str) -> dict[str, str]:
 
 async def time_serve(data: Path, **extra: str) -> tuple[float, str]:
     """Seconds from start to the first 200 on /healthz, and what the process wrote."""
+    seconds, log, _ = await serve_once(data, **extra)
+    return seconds, log
+
+
+async def serve_once(data: Path, **extra: str) -> tuple[float, str, int]:
+    """``time_serve``, and the process's resident memory (bytes) once it has answered."""
     port = free_port()
     log = data.parent / f"serve-{port}.log"
     with log.open("wb") as out:
@@ -57,7 +63,9 @@ async def time_serve(data: Path, **extra: str) -> tuple[float, str]:
         while time.perf_counter() - started < 30:
             try:
                 if (await client.get("/healthz", timeout=1)).status == 200:
-                    return time.perf_counter() - started, log.read_text(errors="replace")
+                    seconds = time.perf_counter() - started
+                    await asyncio.sleep(0.5)  # idle: what start-up left behind settles
+                    return seconds, log.read_text(errors="replace"), usage(proc.pid).rss_bytes
             except (HttpError, OSError, TimeoutError):
                 pass
             if proc.poll() is not None:

@@ -22,7 +22,7 @@ from bench.common import BODY, GENERATE, INSTANT, Direct, Options
 from bench.load import Client, Samples, closed_loop, percentile, timed
 from bench.procs import REPO_ROOT, running, usage
 from bench.report import Result, ms
-from bench.startup import time_serve
+from bench.startup import serve_once
 
 NAME = "targets"
 PEER = REPO_ROOT / "bench" / "results" / "peer-latest.json"
@@ -129,7 +129,6 @@ async def run(options: Options) -> Result:
     result.note(f"stored: {note}")
 
     with running(INSTANT, {}) as (_double, server):
-        idle = usage(server.pid).rss_bytes
         imagegen = Client(server.base_url)
         await closed_loop(_generate(imagegen), concurrency=16, duration=1.0)  # warm
         before = usage(server.pid)
@@ -153,16 +152,23 @@ async def run(options: Options) -> Result:
         f"<= {ms(CPU_STORED)}",
         cpu <= CPU_STORED,
     )
-    result.add(
-        "memory idle (RSS, after start-up)",
-        f"{idle / 2**20:.0f} MB",
-        f"<= {RSS_IDLE / 2**20:.0f} MB",
-        idle <= RSS_IDLE,
-    )
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         data = Path(tmp) / "data"
-        await time_serve(data)  # the data exists: the usual start
-        serve = statistics.median([(await time_serve(data))[0] for _ in range(3)])
+        _, _, fresh_rss = await serve_once(data)  # a fresh data dir: the database is created
+        starts = [await serve_once(data) for _ in range(3)]  # the data exists: the usual start
+    serve = statistics.median(seconds for seconds, _, _ in starts)
+    rss = statistics.median(rss for _, _, rss in starts)
+    result.add(
+        "memory idle (RSS, after start-up, existing data)",
+        f"{rss / 2**20:.0f} MB",
+        f"<= {RSS_IDLE / 2**20:.0f} MB",
+        rss <= RSS_IDLE,
+    )
+    result.add(
+        "memory idle (RSS, after the first start: database created, Alembic loaded)",
+        f"{fresh_rss / 2**20:.0f} MB",
+        "(context)",
+    )
     result.add(
         "`imagegen serve` answers (existing data)", ms(serve), f"< {ms(SERVE)}", serve < SERVE
     )
