@@ -44,6 +44,12 @@ _UNFINISHED = (
 _OWNER_OF = sa.select(GENERATIONS.c.lease_owner).where(
     GENERATIONS.c.id == sa.bindparam("generation_id")
 )
+# Built once: the SET clause (``lease_owner``, and ``lease_expires_at`` when extended) comes from
+# the parameters of each execution, so SQLAlchemy's compiled cache serves both forms.
+_FENCE = sa.update(GENERATIONS).where(
+    GENERATIONS.c.id == sa.bindparam("generation_id"),
+    GENERATIONS.c.lease_owner == sa.bindparam("holder"),
+)
 
 
 def fence(
@@ -52,15 +58,14 @@ def fence(
     """Inside a write transaction: go on only while ``holder`` holds the job's lease (the row
     stays locked to the transaction's end, so no claim slips in between). ``until``: extend the
     lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job."""
-    values: dict[str, object] = {"lease_owner": holder}
+    parameters: dict[str, object] = {
+        "generation_id": generation_id,
+        "holder": holder,
+        "lease_owner": holder,  # unchanged: the UPDATE is there to lock the row
+    }
     if until is not None:
-        values["lease_expires_at"] = until
-    stmt = (
-        sa.update(GENERATIONS)
-        .where(GENERATIONS.c.id == generation_id, GENERATIONS.c.lease_owner == holder)
-        .values(**values)
-    )
-    if rowcount(connection, stmt) == 1:
+        parameters["lease_expires_at"] = until
+    if rowcount(connection, _FENCE, parameters) == 1:
         return
     if connection.execute(_OWNER_OF, {"generation_id": generation_id}).first() is None:
         raise not_found(generation_id)
