@@ -254,8 +254,9 @@ class GenerationStore:
             "predict_seconds": None,
         }
         inputs = input_image_values(generation_id, request)
+        insert = partial(_insert_job, values, inputs)
         try:
-            await self._db.write(partial(_insert_job, values, inputs), admission=True)
+            await self._db.write(insert, admission=True, one_statement=not inputs)
         except IntegrityError:
             existing = None
             if idempotency_key is not None:
@@ -512,7 +513,7 @@ def _execute(stmt: sa.Executable, parameters: Mapping[str, Any], connection: sa.
 def _insert_job(
     values: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], connection: sa.Connection
 ) -> None:
-    """The job and the keys of its input images, in one transaction."""
+    """The job and the keys of its input images, in one transaction (one statement without)."""
     connection.execute(_INSERT_GENERATION, values)
     if inputs:
         connection.execute(_INSERT_INPUT_IMAGES, list(inputs))
