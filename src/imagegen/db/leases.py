@@ -67,9 +67,37 @@ def fence(
         parameters["lease_expires_at"] = until
     if rowcount(connection, _FENCE, parameters) == 1:
         return
+    raise fence_refused(connection, generation_id)
+
+
+def fenced_cte(*, extend: bool = False) -> sa.CTE:
+    """``fence`` as a CTE, for PostgreSQL to run in the same statement as the write it guards
+    (one round trip, no transaction around it): the UPDATE locks the job's row until the
+    statement commits, and returns its id only while ``:holder`` holds the lease (``extend``:
+    extended to ``:until``). The write selects from it, so it writes nothing when the lease is
+    lost; then ``fence_refused`` says why."""
+    values: dict[str, object] = {"lease_owner": sa.bindparam("holder")}
+    if extend:
+        values["lease_expires_at"] = sa.bindparam(
+            "until", type_=GENERATIONS.c.lease_expires_at.type
+        )
+    return (
+        sa.update(GENERATIONS)
+        .where(
+            GENERATIONS.c.id == sa.bindparam("generation_id"),
+            GENERATIONS.c.lease_owner == sa.bindparam("holder"),
+        )
+        .values(values)
+        .returning(GENERATIONS.c.id)
+        .cte("fenced")
+    )
+
+
+def fence_refused(connection: sa.Connection, generation_id: str) -> Exception:
+    """Why a fenced write found no job leased to its holder: ``NotFound`` or ``LeaseLost``."""
     if connection.execute(_OWNER_OF, {"generation_id": generation_id}).first() is None:
-        raise not_found(generation_id)
-    raise LeaseLost(generation_id)
+        return not_found(generation_id)
+    return LeaseLost(generation_id)
 
 
 class SqlLeases:
