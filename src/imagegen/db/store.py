@@ -266,6 +266,9 @@ class GenerationStore:
             raise IdempotencyKeyInUse(existing) from None
         return to_generation(values)
 
+    async def _transition(self, transition: Transition) -> Generation:
+        return await self._db.write(transition, one_statement=transition.one_statement)
+
     async def release_idempotency_key(self, generation_id: str) -> None:
         """Forget the job's idempotency key (it expired), so a new job may use it."""
         parameters = {
@@ -285,7 +288,7 @@ class GenerationStore:
         else ``LeaseLost``."""
         now = self._clock()
         values = {"started_at": now}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.RUNNING, now, values, outbox=outbox, holder=holder)
         )
 
@@ -313,7 +316,7 @@ class GenerationStore:
             "cost": cost,
             "predict_seconds": predict_seconds,
         }
-        return await self._db.write(
+        return await self._transition(
             Transition(
                 generation_id,
                 JobStatus.SUCCEEDED,
@@ -338,7 +341,7 @@ class GenerationStore:
         """queued | running -> failed; ``cost`` when known (0 for a per-image price)."""
         now = self._clock()
         values = {"completed_at": now, "error": error, "error_code": error_code, "cost": cost}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox, holder=holder)
         )
 
@@ -354,7 +357,7 @@ class GenerationStore:
         ``"canceled"``."""
         now = self._clock()
         values = {"completed_at": now, "error": reason, "error_code": CANCELED_ERROR_CODE}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.CANCELED, now, values, outbox=outbox, holder=holder)
         )
 

@@ -65,6 +65,8 @@ class Transition:
     ``status`` and ``updated_at``) and writing ``images`` and the messages ``outbox`` owes.
 
     Called with a connection inside a write transaction; returns the job as it left it.
+    Without images or an outbox it writes with one statement (``one_statement``): then the
+    ``Database`` may run it without a transaction around it.
     """
 
     generation_id: str
@@ -74,6 +76,10 @@ class Transition:
     images: Sequence[StoredImage] = ()
     outbox: Outbox | None = None
     holder: str | None = None
+
+    @property
+    def one_statement(self) -> bool:
+        return self.outbox is None and not self.images
 
     def __call__(self, connection: sa.Connection) -> Generation:
         parameters = {
