@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql
 
 from imagegen.db.database import Database
 from imagegen.db.leases import fence, fence_refused, fenced_cte
+from imagegen.db.queries import one_of
 from imagegen.db.rows import prediction_values
 from imagegen.db.tables import GENERATIONS, PENDING_CREATES, PREDICTIONS
 from imagegen.models import JobStatus, PendingCreate, PredictionRecord
@@ -55,7 +56,7 @@ _OTHERS_IN_FLIGHT = (
     .where(
         PENDING_CREATES.c.generation_id != sa.bindparam("generation_id"),
         PENDING_CREATES.c.inputs_digest == sa.bindparam("digest"),
-        GENERATIONS.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        one_of(GENERATIONS.c.status, [JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
     )
 )
 _RECORDED = sa.select(PREDICTIONS.c.id).where(

@@ -5,7 +5,7 @@ many generations), and the row count of an UPDATE. Each runs inside a ``Database
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +43,14 @@ def load_generations(
     parameters: Mapping[str, Any] | None = None,
 ) -> list[Generation]:
     """The generations ``stmt`` (a ``select(GENERATIONS)``) finds, with predictions and images."""
-    rows = connection.execute(stmt, parameters).mappings().all()
+    return with_predictions_and_images(connection, connection.execute(stmt, parameters).mappings())
+
+
+def with_predictions_and_images(
+    connection: sa.Connection, found_rows: Iterable[sa.RowMapping]
+) -> list[Generation]:
+    """The ``generations`` rows found, each with its predictions and images."""
+    rows = list(found_rows)
     if not rows:
         return []
     ids = [row["id"] for row in rows]
@@ -101,6 +108,12 @@ def _batches(
         return
     for start in range(0, len(generation_ids), _BATCH):
         yield many, {"ids": list(generation_ids[start : start + _BATCH])}
+
+
+def one_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``column IN (:a, :b)``, a bound parameter per value: an ``in_`` of plain values is an
+    expanding parameter, whose SQL SQLAlchemy renders again on every execution."""
+    return column.in_([sa.literal(value, column.type) for value in values])
 
 
 def rowcount(

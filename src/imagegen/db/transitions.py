@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from imagegen.db.queries import load_generation, predictions_of
+from imagegen.db.queries import load_generation, one_of, predictions_of
 from imagegen.db.rows import delivery_values, image_values, to_generation
 from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
 from imagegen.errors import InvalidTransition, LeaseLost
@@ -46,7 +46,7 @@ _UPDATES = {
     target: sa.update(GENERATIONS)
     .where(
         GENERATIONS.c.id == sa.bindparam("generation_id"),
-        GENERATIONS.c.status.in_([status.value for status in allowed]),
+        one_of(GENERATIONS.c.status, [status.value for status in allowed]),
     )
     .returning(*GENERATIONS.c, _PREDICTION_COUNT)
     for target, allowed in ALLOWED_FROM.items()
