@@ -11,7 +11,13 @@ import pytest
 
 from imagegen.db import GenerationStore, open_store
 from imagegen.errors import LeaseLost, NotFound
-from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
+from imagegen.models import (
+    GenerationRequest,
+    JobStatus,
+    PendingCreate,
+    PredictionRecord,
+    StoredImage,
+)
 
 from . import BACKENDS, FakeClock, SequentialIds, database_url
 
@@ -133,6 +139,33 @@ async def test_fenced_writes_of_the_holder_record_the_create_and_its_prediction(
     assert current.request == job.request
     assert current.updated_at == job.updated_at
     assert await store.held_elsewhere("b", [job.id]) == {job.id}
+
+
+async def test_a_fenced_success_with_images_applies_only_for_the_holder(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    job = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=5)
+    )
+    await store.mark_running(job.id, holder="a")
+    clock.advance(10)
+    assert await store.claim(job.id, owner="b", until=clock.now + timedelta(seconds=5))
+    images = [
+        StoredImage("k/1.png", "image/png", 64, 64, 10, "https://u/1.png", "a cat ✓"),
+        StoredImage("k/2.png", "image/png", 64, 32, 2**33),
+    ]
+    with pytest.raises(LeaseLost):
+        await store.mark_succeeded(
+            job.id, images=images, provider_urls=["u"], images_missing=0, holder="a"
+        )
+    assert (await store.get(job.id)).images == ()
+
+    done = await store.mark_succeeded(
+        job.id, images=images, provider_urls=["u"], images_missing=1, holder="b"
+    )
+    assert done.status is JobStatus.SUCCEEDED
+    assert done == await store.get(job.id)
+    assert done.images == tuple(images)
 
 
 async def test_fenced_writes_on_a_job_that_does_not_exist_are_not_found(
