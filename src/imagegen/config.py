@@ -168,8 +168,9 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         default=10,
         ge=1,
-        description="PostgreSQL connections kept open (as many again during a burst). SQLite "
-        "uses one writer connection and two for reads whatever this says.",
+        description="PostgreSQL: a process opens up to twice this many connections as its "
+        "load needs them, and keeps them. SQLite uses one writer connection and two for reads "
+        "whatever this says.",
     )
     database_pool_timeout: float = Field(
         default=5.0,

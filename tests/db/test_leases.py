@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from imagegen.db import GenerationStore, open_store
-from imagegen.errors import LeaseLost
-from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
+from imagegen.errors import LeaseLost, NotFound
+from imagegen.models import (
+    GenerationRequest,
+    JobStatus,
+    PendingCreate,
+    PredictionRecord,
+    StoredImage,
+)
 
 from . import BACKENDS, FakeClock, SequentialIds, database_url
 
@@ -110,6 +116,67 @@ async def test_writes_fenced_by_a_lease_taken_over_raise_lease_lost_and_write_no
     await store.begin_create(job.id, pending, holder="b", until=clock.now + timedelta(seconds=9))
     assert len(await store.pending_creates(job.id)) == 1
     assert (await store.mark_canceled(job.id, reason="user")).status is JobStatus.CANCELED
+
+
+async def test_fenced_writes_of_the_holder_record_the_create_and_its_prediction(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    job = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=5)
+    )
+    await store.mark_running(job.id, holder="a")
+    inputs = {"prompt": "p", "seed": 1}
+    await store.begin_create(job.id, PendingCreate("a/b", inputs, 1), holder="a")
+    await store.begin_create(job.id, PendingCreate("a/b", {"prompt": "other"}, 1), holder="a")
+    await store.add_prediction(job.id, PredictionRecord("p1", inputs, 1), holder="a")
+    await store.add_prediction(job.id, PredictionRecord("p1", inputs, 1), holder="a")  # again
+
+    current = await store.get(job.id)
+    assert [(p.prediction_id, dict(p.inputs)) for p in current.predictions] == [("p1", inputs)]
+    assert [dict(p.inputs) for p in await store.pending_creates(job.id)] == [{"prompt": "other"}]
+    # Only the lease's own columns changed: the job is as it was, its lease where it was.
+    assert current.status is JobStatus.RUNNING
+    assert current.request == job.request
+    assert current.updated_at == job.updated_at
+    assert await store.held_elsewhere("b", [job.id]) == {job.id}
+
+
+async def test_a_fenced_success_with_images_applies_only_for_the_holder(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    job = await store.create(
+        REQUEST, provider="p", lease_owner="a", lease_expires_at=clock.now + timedelta(seconds=5)
+    )
+    await store.mark_running(job.id, holder="a")
+    clock.advance(10)
+    assert await store.claim(job.id, owner="b", until=clock.now + timedelta(seconds=5))
+    images = [
+        StoredImage("k/1.png", "image/png", 64, 64, 10, "https://u/1.png", "a cat ✓"),
+        StoredImage("k/2.png", "image/png", 64, 32, 2**33),
+    ]
+    with pytest.raises(LeaseLost):
+        await store.mark_succeeded(
+            job.id, images=images, provider_urls=["u"], images_missing=0, holder="a"
+        )
+    assert (await store.get(job.id)).images == ()
+
+    done = await store.mark_succeeded(
+        job.id, images=images, provider_urls=["u"], images_missing=1, holder="b"
+    )
+    assert done.status is JobStatus.SUCCEEDED
+    assert done == await store.get(job.id)
+    assert done.images == tuple(images)
+
+
+async def test_fenced_writes_on_a_job_that_does_not_exist_are_not_found(
+    store: GenerationStore, clock: FakeClock
+) -> None:
+    with pytest.raises(NotFound):
+        await store.begin_create(
+            "gen_missing", PendingCreate("a/b", {}, 1), holder="a", until=clock.now
+        )
+    with pytest.raises(NotFound):
+        await store.add_prediction("gen_missing", PredictionRecord("p1", {}, 1), holder="a")
 
 
 async def test_a_fenced_create_extends_the_lease_so_no_one_can_claim_it_meanwhile(

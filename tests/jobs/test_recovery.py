@@ -1,10 +1,13 @@
 """Crash recovery: what a restarted (or surviving) instance does with unfinished jobs."""
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from tests.jobs.conftest import REQUEST, runner_for
 
+from imagegen.jobs.recovery import EMPTY_CLAIM_PAUSE, Recovery
 from imagegen.models import JobStatus, PendingCreate, PredictionRecord
 
 
@@ -200,3 +203,47 @@ async def test_the_sweep_never_adopts_a_job_its_own_task_runs(store, gated, runn
     gated.release.set()
     assert (await runner.wait(job.id)).status is JobStatus.SUCCEEDED
     assert (gated.created, gated.resumed) == (["p1"], [])
+
+
+class CountingClaims:
+    """A store whose ``claim_free`` finds nothing, or ``waiting`` jobs while there are any."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+        self.waiting: list[object] = []
+
+    async def claim_free(self, owner, *, until, limit, exclude=()):
+        self.claims += 1
+        found, self.waiting = self.waiting[:limit], self.waiting[limit:]
+        return found
+
+
+async def test_wake_ups_after_a_claim_that_found_nothing_share_one_claim():
+    store = CountingClaims()
+    adopted: list[object] = []
+    recovery = Recovery(
+        store,  # type: ignore[arg-type]
+        owner="a",
+        lease_seconds=60,
+        clock=lambda: datetime.now(UTC),
+        adopt=adopted.append,
+        running=list,
+        claim_interval=30,
+    )
+    sharing = asyncio.create_task(recovery.share())
+    try:
+        for _ in range(50):  # one job ending after another, a millisecond apart
+            recovery.wake()
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(EMPTY_CLAIM_PAUSE + 0.05)
+        assert 1 < store.claims < 10  # a claim a pause, not one per wake-up (50)
+
+        job = SimpleNamespace(id="gen_waiting", status=JobStatus.QUEUED)
+        store.waiting = [job]  # a job waits: the next wake-up finds it
+        recovery.wake()
+        await asyncio.sleep(EMPTY_CLAIM_PAUSE + 0.05)
+        assert adopted == [job]
+    finally:
+        sharing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sharing

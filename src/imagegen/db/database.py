@@ -4,6 +4,10 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
 
 - PostgreSQL: on the event loop, through SQLAlchemy's asyncio layer (``run_sync``) over asyncpg,
   each after taking a turn at the pool (``db/turns.py``), with the same priorities as SQLite's.
+  Each round trip costs CPU here, so what needs no transaction runs without one (autocommit):
+  reads (PostgreSQL's READ COMMITTED gives each statement its own snapshot, in a transaction or
+  not) and writes of one statement (``one_statement``: atomic on their own), saving the BEGIN
+  and the COMMIT or ROLLBACK around them.
 - SQLite: on threads, over the ``sqlite3`` driver. SQLite lets one writer in at a time, so one
   writer thread with one connection runs every write transaction: writers wait in its queue
   instead of sleeping in SQLite's busy handler, and "database is locked" can only come from
@@ -50,10 +54,14 @@ class Database(Protocol):
         """The SQLAlchemy dialect's name: ``sqlite`` or ``postgresql``."""
         ...
 
-    async def write(self, work: Work[T], *, admission: bool = False) -> T:
+    async def write(
+        self, work: Work[T], *, admission: bool = False, one_statement: bool = False
+    ) -> T:
         """``admission``: ``work`` admits a new job (or is a request's own write, no running
         job's): it waits behind the other writes, ``PoolSettings.timeout`` at most. The others
-        (a running job's, the background work's) go first and wait as long as it takes."""
+        (a running job's, the background work's) go first and wait as long as it takes.
+        ``one_statement``: ``work`` writes with one statement only, atomic by itself (anything
+        else it runs only reads)."""
         ...
 
     async def read(self, work: Work[T]) -> T:
@@ -81,32 +89,38 @@ class AsyncDatabase:
     writes for jobs already admitted first, then new jobs and reads in arrival order, which give
     up after ``pool.timeout``. A write for an admitted job never gives up for want of a
     connection: when the pool has none in time (something outside the turns holds them), it
-    asks again.
+    asks again. Reads and one-statement writes run in autocommit mode, on the same pool.
     """
 
     def __init__(self, engine: AsyncEngine, pool: PoolSettings) -> None:
         self._engine = engine
         self._turns = Turns(pool_capacity(engine.sync_engine.pool), pool.timeout)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
 
-    async def write(self, work: Work[T], *, admission: bool = False) -> T:
+    async def write(
+        self, work: Work[T], *, admission: bool = False, one_statement: bool = False
+    ) -> T:
+        engine = self._autocommit if one_statement else self._engine
         with translated():
             async with self._turns.turn(ADMISSION if admission else SETTLING):
-                connection = await self._connect(patient=not admission)
+                connection = await self._connect(engine, patient=not admission)
                 try:
+                    if one_statement:
+                        return await connection.run_sync(work)
                     async with connection.begin():
                         return await connection.run_sync(work)
                 finally:
                     await connection.close()
 
-    async def _connect(self, *, patient: bool) -> AsyncConnection:
+    async def _connect(self, engine: AsyncEngine, *, patient: bool) -> AsyncConnection:
         """A connection from the pool; ``patient``: however long it takes."""
         while True:
             try:
-                return await self._engine.connect()
+                return await engine.connect()
             except sa.exc.TimeoutError:
                 if not patient:
                     raise
@@ -114,7 +128,7 @@ class AsyncDatabase:
 
     async def read(self, work: Work[T]) -> T:
         with translated():
-            async with self._turns.turn(ADMISSION), self._engine.connect() as connection:
+            async with self._turns.turn(ADMISSION), self._autocommit.connect() as connection:
                 return await connection.run_sync(work)
 
     async def aclose(self) -> None:
@@ -154,8 +168,10 @@ class SQLiteDatabase:
     def dialect(self) -> str:
         return "sqlite"
 
-    async def write(self, work: Work[T], *, admission: bool = False) -> T:
-        with translated():
+    async def write(
+        self, work: Work[T], *, admission: bool = False, one_statement: bool = False
+    ) -> T:
+        with translated():  # one statement or more, the writer's transaction costs no round trip
             # Writes for admitted jobs go first and wait for their turn however long it takes.
             patience = self._timeout if admission else None
             return await self._writer.run(

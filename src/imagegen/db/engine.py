@@ -1,9 +1,16 @@
 """The engines imagegen's database runs on, and how many connections they pool.
 
-PostgreSQL: one ``AsyncEngine`` (asyncpg) holding ``PoolSettings.size`` connections, and as many
-again while a burst lasts; a new job's transaction or a read waits ``PoolSettings.timeout``
-seconds at most for one, then the store answers ``StoreBusy`` (503), not a 30-second hang and a
-500 (a running job's writes go first and wait: ``db/database.py``).
+PostgreSQL: one ``AsyncEngine`` (asyncpg) with up to twice ``PoolSettings.size`` connections,
+opened as the load needs them and kept, so a load needing a few more than ``size`` does not open
+and close a connection (a server process, asyncpg's setup) every few transactions; the pool hands
+out the connection returned last, so a light load reuses a few warm ones. A new job's
+transaction or a read waits ``PoolSettings.timeout`` seconds at most for one, then the store
+answers ``StoreBusy`` (503), not a 30-second hang and a 500 (a running job's writes go first and
+wait: ``db/database.py``). A pooled connection the server closed (a restart, an idle timeout) is
+replaced when it is checked out (``replace_dead_connections``): at once when the driver knows it
+is closed, and after a failed ping when it rested more than ``PING_AFTER_IDLE`` seconds. One used
+a moment ago is not pinged: a ping per transaction cost three round trips (BEGIN, the ping,
+ROLLBACK).
 
 SQLite: synchronous engines (the ``sqlite3`` driver) only. The store's transactions run on
 ``sqlite_engine``s on threads of their own (``db/database.py``), and ``open_store`` migrates on
@@ -15,6 +22,8 @@ migration), a busy timeout and enforced foreign keys.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,15 +35,17 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PING_AFTER_IDLE = 5.0  # seconds a pooled PostgreSQL connection may rest before it is pinged
+_CHECKED_IN_AT = "imagegen_checked_in_at"  # in a pool entry's ``info``: when it was last returned
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     """How many connections the store keeps, and how long a new job's transaction waits for one.
 
-    ``size``: PostgreSQL connections kept open (as many again on demand). ``timeout``: seconds
-    a new job's transaction or a read may wait for a connection, or on SQLite for its turn at
-    the writer (a running job's writes wait as long as it takes).
+    ``size``: PostgreSQL connections a process may open, halved (each is kept once opened).
+    ``timeout``: seconds a new job's transaction or a read may wait for a connection, or on
+    SQLite for its turn at the writer (a running job's writes wait as long as it takes).
     ``sqlite_readers``: SQLite connections (and threads) for reads, beside the one writer.
     """
 
@@ -50,17 +61,53 @@ def create_engine(url: str | URL, pool: PoolSettings | None = None) -> AsyncEngi
     parsed = make_url(url)
     pool = pool or PoolSettings()
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(
+        engine = create_async_engine(
             parsed,
-            pool_pre_ping=True,
-            pool_size=pool.size,
-            max_overflow=pool.size,
+            pool_size=2 * pool.size,
+            max_overflow=0,
+            pool_use_lifo=True,
             pool_timeout=pool.timeout,
         )
+        replace_dead_connections(engine.sync_engine.pool, engine.dialect.do_ping)
+        return engine
     _ensure_sqlite_directory(parsed)
     engine = create_async_engine(parsed, pool_timeout=pool.timeout)
     sa.event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
     return engine
+
+
+def replace_dead_connections(
+    pool: sa.Pool,
+    ping: Callable[[Any], object],
+    *,
+    idle: float = PING_AFTER_IDLE,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """On checkout, replace a pooled connection that is closed, or idle more than ``idle``
+    seconds and failing ``ping`` (SQLAlchemy's pessimistic disconnect handling, pinging only
+    connections that rested): ``DisconnectionError`` makes the pool open a new one. A new
+    connection is never pinged; it has no check-in time yet."""
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN_AT)
+        if since is None:
+            return
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise sa.exc.DisconnectionError("the server closed this pooled connection")
+        if monotonic() - since > idle:
+            try:
+                ping(dbapi_connection)
+            except Exception as exc:
+                message = f"a pooled connection failed its ping: {exc!r}"
+                raise sa.exc.DisconnectionError(message) from exc
+
+    sa.event.listen(pool, "checkin", checked_in)
+    sa.event.listen(pool, "checkout", checkout)
 
 
 def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> sa.Engine:

@@ -27,7 +27,13 @@ from functools import partial
 import sqlalchemy as sa
 
 from imagegen.db.database import Database
-from imagegen.db.queries import load_generations, not_found, rowcount
+from imagegen.db.queries import (
+    load_generations,
+    not_found,
+    one_of,
+    rowcount,
+    with_predictions_and_images,
+)
 from imagegen.db.tables import GENERATIONS
 from imagegen.errors import LeaseLost
 from imagegen.models import Generation, JobStatus
@@ -36,13 +42,48 @@ _UNFINISHED_VALUES = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
 _RENEW_BATCH = 500  # ids per UPDATE when renewing leases
 _UNFINISHED = (
     sa.select(GENERATIONS)
-    .where(GENERATIONS.c.status.in_(_UNFINISHED_VALUES))
+    .where(one_of(GENERATIONS.c.status, _UNFINISHED_VALUES))
     .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
 )
 
 
+# The oldest unfinished jobs whose lease is free or ran out, up to ``:room`` of them, none of
+# ``:exclude``, leased to ``:claimer``; on PostgreSQL FOR UPDATE SKIP LOCKED, so replicas claiming
+# at once skip each other's rows instead of waiting on them. Parameters are never named like a
+# column (``owner`` is one): SQLAlchemy would add them to the SET clause.
+_CLAIM_FREE = (
+    sa.update(GENERATIONS)
+    .where(
+        GENERATIONS.c.id.in_(
+            sa.select(GENERATIONS.c.id)
+            .where(
+                one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
+                sa.or_(
+                    GENERATIONS.c.lease_owner.is_(None),
+                    GENERATIONS.c.lease_expires_at.is_(None),
+                    GENERATIONS.c.lease_expires_at < sa.bindparam("now"),
+                ),
+                GENERATIONS.c.id.not_in(sa.bindparam("exclude", expanding=True)),
+            )
+            .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
+            .limit(sa.bindparam("room", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(
+        lease_owner=sa.bindparam("claimer"),
+        lease_expires_at=sa.bindparam("until", type_=GENERATIONS.c.lease_expires_at.type),
+    )
+    .returning(*GENERATIONS.c)
+)
 _OWNER_OF = sa.select(GENERATIONS.c.lease_owner).where(
     GENERATIONS.c.id == sa.bindparam("generation_id")
+)
+# Built once: the SET clause (``lease_owner``, and ``lease_expires_at`` when extended) comes from
+# the parameters of each execution, so SQLAlchemy's compiled cache serves both forms.
+_FENCE = sa.update(GENERATIONS).where(
+    GENERATIONS.c.id == sa.bindparam("generation_id"),
+    GENERATIONS.c.lease_owner == sa.bindparam("holder"),
 )
 
 
@@ -52,19 +93,46 @@ def fence(
     """Inside a write transaction: go on only while ``holder`` holds the job's lease (the row
     stays locked to the transaction's end, so no claim slips in between). ``until``: extend the
     lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job."""
-    values: dict[str, object] = {"lease_owner": holder}
+    parameters: dict[str, object] = {
+        "generation_id": generation_id,
+        "holder": holder,
+        "lease_owner": holder,  # unchanged: the UPDATE is there to lock the row
+    }
     if until is not None:
-        values["lease_expires_at"] = until
-    stmt = (
-        sa.update(GENERATIONS)
-        .where(GENERATIONS.c.id == generation_id, GENERATIONS.c.lease_owner == holder)
-        .values(**values)
-    )
-    if rowcount(connection, stmt) == 1:
+        parameters["lease_expires_at"] = until
+    if rowcount(connection, _FENCE, parameters) == 1:
         return
+    raise fence_refused(connection, generation_id)
+
+
+def fenced_cte(*, extend: bool = False) -> sa.CTE:
+    """``fence`` as a CTE, for PostgreSQL to run in the same statement as the write it guards
+    (one round trip, no transaction around it): the UPDATE locks the job's row until the
+    statement commits, and returns its id only while ``:holder`` holds the lease (``extend``:
+    extended to ``:until``). The write selects from it, so it writes nothing when the lease is
+    lost; then ``fence_refused`` says why."""
+    values: dict[str, object] = {"lease_owner": sa.bindparam("holder")}
+    if extend:
+        values["lease_expires_at"] = sa.bindparam(
+            "until", type_=GENERATIONS.c.lease_expires_at.type
+        )
+    return (
+        sa.update(GENERATIONS)
+        .where(
+            GENERATIONS.c.id == sa.bindparam("generation_id"),
+            GENERATIONS.c.lease_owner == sa.bindparam("holder"),
+        )
+        .values(values)
+        .returning(GENERATIONS.c.id)
+        .cte("fenced")
+    )
+
+
+def fence_refused(connection: sa.Connection, generation_id: str) -> Exception:
+    """Why a fenced write found no job leased to its holder: ``NotFound`` or ``LeaseLost``."""
     if connection.execute(_OWNER_OF, {"generation_id": generation_id}).first() is None:
-        raise not_found(generation_id)
-    raise LeaseLost(generation_id)
+        return not_found(generation_id)
+    return LeaseLost(generation_id)
 
 
 class SqlLeases:
@@ -102,7 +170,7 @@ class SqlLeases:
             sa.update(GENERATIONS)
             .where(
                 GENERATIONS.c.id == generation_id,
-                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
                 sa.or_(*free),
             )
             .values(lease_owner=owner, lease_expires_at=until)
@@ -114,38 +182,24 @@ class SqlLeases:
     ) -> builtins.list[Generation]:
         """Lease to ``owner`` up to ``limit`` unfinished jobs, oldest first, whose lease is free
         or ran out (none of ``exclude``); the jobs it now holds."""
-        now = self._clock()
-        found = (
-            sa.select(GENERATIONS.c.id)
-            .where(
-                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
-                sa.or_(
-                    GENERATIONS.c.lease_owner.is_(None),
-                    GENERATIONS.c.lease_expires_at.is_(None),
-                    GENERATIONS.c.lease_expires_at < now,
-                ),
-            )
-            .order_by(GENERATIONS.c.created_at, GENERATIONS.c.id)
-            .limit(limit + len(exclude))
-            .with_for_update(skip_locked=True)
-        )
-        skip = set(exclude)
-
-        def take(connection: sa.Connection) -> builtins.list[Generation]:
-            ids = [row.id for row in connection.execute(found) if row.id not in skip][:limit]
-            if not ids:
-                return []
-            stmt = (
-                sa.update(GENERATIONS)
-                .where(GENERATIONS.c.id.in_(ids))
-                .values(lease_owner=owner, lease_expires_at=until)
-            )
-            connection.execute(stmt)
-            return load_generations(connection, _UNFINISHED.where(GENERATIONS.c.id.in_(ids)))
-
         if limit <= 0:
             return []
-        return await self._db.write(take)
+        parameters = {
+            "claimer": owner,
+            "until": until,
+            "now": self._clock(),
+            "room": limit,
+            "exclude": list(exclude),
+        }
+
+        def take(connection: sa.Connection) -> builtins.list[Generation]:
+            claimed = connection.execute(_CLAIM_FREE, parameters).mappings()
+            jobs = with_predictions_and_images(connection, claimed)
+            return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+        # One statement: the claim locks the rows it takes (skipping rows another claim holds)
+        # and leases them; what follows only reads.
+        return await self._db.write(take, one_statement=True)
 
     async def claim_own(self, owner: str, *, until: datetime) -> builtins.list[Generation]:
         """Extend to ``until`` the leases ``owner`` holds on unfinished jobs, whether or not they
@@ -154,7 +208,7 @@ class SqlLeases:
             sa.update(GENERATIONS)
             .where(
                 GENERATIONS.c.lease_owner == owner,
-                GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
             )
             .values(lease_expires_at=until)
             .returning(GENERATIONS.c.id)
@@ -193,7 +247,7 @@ class SqlLeases:
             for start in range(0, len(ids), _RENEW_BATCH):
                 stmt = sa.select(GENERATIONS.c.id).where(
                     GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
-                    GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                    one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
                     GENERATIONS.c.lease_owner.is_not(None),
                     GENERATIONS.c.lease_owner != owner,
                 )
@@ -216,7 +270,7 @@ class SqlLeases:
                     .where(
                         GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
                         GENERATIONS.c.lease_owner == owner,
-                        GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                        one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
                     )
                     .values(lease_expires_at=until)
                 )
@@ -238,7 +292,7 @@ class SqlLeases:
                     .where(
                         GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
                         GENERATIONS.c.lease_owner == owner,
-                        GENERATIONS.c.status.in_(_UNFINISHED_VALUES),
+                        one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
                     )
                     .values(lease_owner=None, lease_expires_at=None)
                 )

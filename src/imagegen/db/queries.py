@@ -5,7 +5,7 @@ many generations), and the row count of an UPDATE. Each runs inside a ``Database
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,28 +19,38 @@ log = logging.getLogger(__name__)
 
 _BATCH = 500  # ids per IN (...) list
 
-_PREDICTIONS_OF = (
-    sa.select(
-        PREDICTIONS.c.generation_id,
-        PREDICTIONS.c.prediction_id,
-        PREDICTIONS.c.inputs,
-        PREDICTIONS.c.images_requested,
-    )
-    .where(PREDICTIONS.c.generation_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(PREDICTIONS.c.id)
+_PREDICTION_COLUMNS = sa.select(
+    PREDICTIONS.c.generation_id,
+    PREDICTIONS.c.prediction_id,
+    PREDICTIONS.c.inputs,
+    PREDICTIONS.c.images_requested,
+).order_by(PREDICTIONS.c.id)
+_IMAGE_ROWS = sa.select(IMAGES).order_by(IMAGES.c.generation_id, IMAGES.c.position)
+# Many ids: an expanding IN list, which SQLAlchemy renders anew on every execution. One id (a
+# transition, a GET): plain equality, its SQL compiled once.
+_PREDICTIONS_OF = _PREDICTION_COLUMNS.where(
+    PREDICTIONS.c.generation_id.in_(sa.bindparam("ids", expanding=True))
 )
-_IMAGES_OF = (
-    sa.select(IMAGES)
-    .where(IMAGES.c.generation_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(IMAGES.c.generation_id, IMAGES.c.position)
-)
+_PREDICTIONS_OF_ONE = _PREDICTION_COLUMNS.where(PREDICTIONS.c.generation_id == sa.bindparam("id"))
+_IMAGES_OF = _IMAGE_ROWS.where(IMAGES.c.generation_id.in_(sa.bindparam("ids", expanding=True)))
+_GENERATION = sa.select(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
+_IMAGES_OF_ONE = _IMAGE_ROWS.where(IMAGES.c.generation_id == sa.bindparam("id"))
 
 
 def load_generations(
-    connection: sa.Connection, stmt: sa.Select[tuple[object, ...]]
+    connection: sa.Connection,
+    stmt: sa.Select[tuple[object, ...]],
+    parameters: Mapping[str, Any] | None = None,
 ) -> list[Generation]:
     """The generations ``stmt`` (a ``select(GENERATIONS)``) finds, with predictions and images."""
-    rows = connection.execute(stmt).mappings().all()
+    return with_predictions_and_images(connection, connection.execute(stmt, parameters).mappings())
+
+
+def with_predictions_and_images(
+    connection: sa.Connection, found_rows: Iterable[sa.RowMapping]
+) -> list[Generation]:
+    """The ``generations`` rows found, each with its predictions and images."""
+    rows = list(found_rows)
     if not rows:
         return []
     ids = [row["id"] for row in rows]
@@ -61,9 +71,7 @@ def load_generations(
 
 def load_generation(connection: sa.Connection, generation_id: str) -> Generation:
     """One generation, whole; ``NotFound`` when there is none."""
-    found = load_generations(
-        connection, sa.select(GENERATIONS).where(GENERATIONS.c.id == generation_id)
-    )
+    found = load_generations(connection, _GENERATION, {"generation_id": generation_id})
     if not found:
         raise not_found(generation_id)
     return found[0]
@@ -74,9 +82,8 @@ def predictions_of(
 ) -> dict[str, list[PredictionRecord]]:
     """Each generation's predictions in the order they were recorded."""
     found: dict[str, list[PredictionRecord]] = {}
-    for start in range(0, len(generation_ids), _BATCH):
-        batch = list(generation_ids[start : start + _BATCH])
-        for row in connection.execute(_PREDICTIONS_OF, {"ids": batch}).mappings():
+    for stmt, parameters in _batches(generation_ids, _PREDICTIONS_OF, _PREDICTIONS_OF_ONE):
+        for row in connection.execute(stmt, parameters).mappings():
             found.setdefault(row["generation_id"], []).append(to_prediction(row))
     return found
 
@@ -86,11 +93,27 @@ def images_of(
 ) -> dict[str, list[StoredImage]]:
     """Each generation's stored images in output order."""
     found: dict[str, list[StoredImage]] = {}
-    for start in range(0, len(generation_ids), _BATCH):
-        batch = list(generation_ids[start : start + _BATCH])
-        for row in connection.execute(_IMAGES_OF, {"ids": batch}).mappings():
+    for stmt, parameters in _batches(generation_ids, _IMAGES_OF, _IMAGES_OF_ONE):
+        for row in connection.execute(stmt, parameters).mappings():
             found.setdefault(row["generation_id"], []).append(to_stored_image(row))
     return found
+
+
+def _batches(
+    generation_ids: Sequence[str], many: sa.Select[Any], one: sa.Select[Any]
+) -> Iterator[tuple[sa.Select[Any], dict[str, Any]]]:
+    """The statement and parameters for each batch of ids: ``one`` for a single id."""
+    if len(generation_ids) == 1:
+        yield one, {"id": generation_ids[0]}
+        return
+    for start in range(0, len(generation_ids), _BATCH):
+        yield many, {"ids": list(generation_ids[start : start + _BATCH])}
+
+
+def one_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``column IN (:a, :b)``, a bound parameter per value: an ``in_`` of plain values is an
+    expanding parameter, whose SQL SQLAlchemy renders again on every execution."""
+    return column.in_([sa.literal(value, column.type) for value in values])
 
 
 def rowcount(

@@ -276,8 +276,9 @@ class GenerationStore:
             "predict_seconds": None,
         }
         inputs = input_image_values(generation_id, request)
+        insert = partial(_insert_job, values, inputs)
         try:
-            await self._db.write(partial(_insert_job, values, inputs), admission=True)
+            await self._db.write(insert, admission=True, one_statement=not inputs)
         except IntegrityError:
             existing = None
             if idempotency_key is not None:
@@ -286,6 +287,9 @@ class GenerationStore:
                 raise
             raise IdempotencyKeyInUse(existing) from None
         return to_generation(values)
+
+    async def _transition(self, transition: Transition) -> Generation:
+        return await self._db.write(transition, one_statement=transition.one_statement)
 
     async def release_idempotency_key(self, generation_id: str) -> None:
         """Forget the job's idempotency key (it expired), so a new job may use it."""
@@ -306,7 +310,7 @@ class GenerationStore:
         else ``LeaseLost``."""
         now = self._clock()
         values = {"started_at": now}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.RUNNING, now, values, outbox=outbox, holder=holder)
         )
 
@@ -334,7 +338,7 @@ class GenerationStore:
             "cost": cost,
             "predict_seconds": predict_seconds,
         }
-        return await self._db.write(
+        return await self._transition(
             Transition(
                 generation_id,
                 JobStatus.SUCCEEDED,
@@ -359,7 +363,7 @@ class GenerationStore:
         """queued | running -> failed; ``cost`` when known (0 for a per-image price)."""
         now = self._clock()
         values = {"completed_at": now, "error": error, "error_code": error_code, "cost": cost}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.FAILED, now, values, outbox=outbox, holder=holder)
         )
 
@@ -375,7 +379,7 @@ class GenerationStore:
         ``"canceled"``."""
         now = self._clock()
         values = {"completed_at": now, "error": reason, "error_code": CANCELED_ERROR_CODE}
-        return await self._db.write(
+        return await self._transition(
             Transition(generation_id, JobStatus.CANCELED, now, values, outbox=outbox, holder=holder)
         )
 
@@ -536,7 +540,7 @@ def _execute(stmt: sa.Executable, parameters: Mapping[str, Any], connection: sa.
 def _insert_job(
     values: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], connection: sa.Connection
 ) -> None:
-    """The job and the keys of its input images, in one transaction."""
+    """The job and the keys of its input images, in one transaction (one statement without)."""
     connection.execute(_INSERT_GENERATION, values)
     if inputs:
         connection.execute(_INSERT_INPUT_IMAGES, list(inputs))

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from imagegen.db.queries import load_generation, predictions_of
+from imagegen.db.queries import load_generation, one_of, predictions_of
 from imagegen.db.rows import delivery_values, image_values, to_generation
 from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
 from imagegen.errors import InvalidTransition, LeaseLost
@@ -46,7 +46,7 @@ _UPDATES = {
     target: sa.update(GENERATIONS)
     .where(
         GENERATIONS.c.id == sa.bindparam("generation_id"),
-        GENERATIONS.c.status.in_([status.value for status in allowed]),
+        one_of(GENERATIONS.c.status, [status.value for status in allowed]),
     )
     .returning(*GENERATIONS.c, _PREDICTION_COUNT)
     for target, allowed in ALLOWED_FROM.items()
@@ -65,6 +65,8 @@ class Transition:
     ``status`` and ``updated_at``) and writing ``images`` and the messages ``outbox`` owes.
 
     Called with a connection inside a write transaction; returns the job as it left it.
+    Without images or an outbox it writes with one statement (``one_statement``): then the
+    ``Database`` may run it without a transaction around it.
     """
 
     generation_id: str
@@ -74,6 +76,10 @@ class Transition:
     images: Sequence[StoredImage] = ()
     outbox: Outbox | None = None
     holder: str | None = None
+
+    @property
+    def one_statement(self) -> bool:
+        return self.outbox is None and not self.images
 
     def __call__(self, connection: sa.Connection) -> Generation:
         parameters = {

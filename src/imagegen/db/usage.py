@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from imagegen.db.database import Database
+from imagegen.db.queries import one_of
 from imagegen.db.tables import GENERATIONS, UTCDateTime
 from imagegen.limits.gate import KeyLoad
 from imagegen.models import JobStatus
@@ -22,11 +23,18 @@ _DELIVERED = sa.case(
     (G.status == JobStatus.SUCCEEDED.value, _ASKED - G.images_missing),
     else_=0,
 )
+_IS_ACTIVE = one_of(G.status, _ACTIVE)
 _COUNTED = sa.case(
-    (G.status.in_(_ACTIVE), _ASKED),
+    (_IS_ACTIVE, _ASKED),
     (G.status == JobStatus.SUCCEEDED.value, _ASKED - G.images_missing),
     else_=0,
 )
+_SINCE = sa.bindparam("since", type_=UTCDateTime())
+# Built once (it runs on every request of a key with limits).
+_KEY_LOAD = sa.select(
+    sa.func.count().filter(_IS_ACTIVE),
+    sa.func.coalesce(sa.func.sum(_COUNTED).filter(G.created_at >= _SINCE), 0),
+).where(G.owner == sa.bindparam("owner"), sa.or_(G.created_at >= _SINCE, _IS_ACTIVE))
 
 
 class SqlUsage:
@@ -34,12 +42,8 @@ class SqlUsage:
         self._db = db
 
     async def key_load(self, owner: str, since: datetime) -> KeyLoad:
-        since_param = sa.literal(since, UTCDateTime())
-        stmt = sa.select(
-            sa.func.count().filter(G.status.in_(_ACTIVE)),
-            sa.func.coalesce(sa.func.sum(_COUNTED).filter(G.created_at >= since_param), 0),
-        ).where(G.owner == owner, sa.or_(G.created_at >= since_param, G.status.in_(_ACTIVE)))
-        row: Any = await self._db.read(partial(_one, stmt))
+        parameters = {"owner": owner, "since": since}
+        row: Any = await self._db.read(partial(_one, _KEY_LOAD, parameters))
         return KeyLoad(active=int(row[0]), images_today=int(row[1]))
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
@@ -85,8 +89,10 @@ class SqlUsage:
         return sa.func.substr(G.created_at, 1, 10)  # SQLite keeps UTC text: YYYY-MM-DD ...
 
 
-def _one(stmt: sa.Select[Any], connection: sa.Connection) -> sa.Row[Any]:
-    return connection.execute(stmt).one()
+def _one(
+    stmt: sa.Select[Any], parameters: dict[str, Any], connection: sa.Connection
+) -> sa.Row[Any]:
+    return connection.execute(stmt, parameters).one()
 
 
 def _all(stmt: sa.Select[Any], connection: sa.Connection) -> list[Any]:

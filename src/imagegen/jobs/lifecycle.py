@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from imagegen.errors import InvalidTransition
 from imagegen.jobs.events import JobEvents
 from imagegen.jobs.protocols import GenerationStore
-from imagegen.jobs.webhooks.messages import WebhookMessages, event_of
+from imagegen.jobs.records import WebhookEvent
+from imagegen.jobs.webhooks.messages import WebhookMessages, asks_for, event_of
 from imagegen.models import Generation, StoredImage
 
 log = logging.getLogger("imagegen.generations")
@@ -42,8 +43,11 @@ class Transitions:
         """A job was written ``queued``: log it like every later state."""
         _log_state(generation)
 
-    async def running(self, generation_id: str) -> Generation:
-        marked = self._store.mark_running(generation_id, outbox=self._outbox, holder=self._holder)
+    async def running(self, generation: Generation) -> Generation:
+        """``generation`` (queued) starts running. Only a job that asked for the start message
+        passes the outbox: the store writes a transition owing none as one statement."""
+        outbox = self._outbox if asks_for(generation, WebhookEvent.START) else None
+        marked = self._store.mark_running(generation.id, outbox=outbox, holder=self._holder)
         return self._told(await self._apply(marked))
 
     async def succeeded(

@@ -9,9 +9,12 @@ job another instance holds now (this one stalled past its lease and was adopted)
 that job at once (``lose``: its task stops, canceling nothing upstream; ``fencing.py``). And it
 claims, as many as it has room for (``room``), jobs whose lease is free or ran out: another
 replica died, a task of its own ended without settling its job, or the job was written unleased
-by a replica with no room (``JobRunner`` on a shared database). The claim is one transaction
+by a replica with no room (``JobRunner`` on a shared database). The claim is one statement
 (``GenerationStore.claim_free``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), every
-``claim_interval`` and whenever ``wake`` is called. The runner then, per job:
+``claim_interval`` and whenever ``wake`` is called (a job of its own ended). A claim that found
+nothing is followed by a pause (``EMPTY_CLAIM_PAUSE`` at most): the wake-ups of a busy instance,
+one per job that ends, then share one claim instead of querying once per job. The runner then,
+per job:
 
 - past its deadline: cancels its predictions upstream and marks it failed (504's error);
 - ``running`` with stored predictions or pending creates (a create is recorded, with its exact
@@ -37,6 +40,7 @@ from imagegen.jobs.protocols import GenerationStore
 from imagegen.models import Generation
 
 CLAIM_BATCH = 100  # jobs claimed at most in one transaction
+EMPTY_CLAIM_PAUSE = 0.1  # seconds after a claim that found nothing before the next may run
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +114,21 @@ class Recovery:
 
     async def share(self) -> None:
         """Claim jobs whose lease is free or ran out, as many as there is room for, every
-        ``claim_interval`` or when woken, until cancelled."""
+        ``claim_interval`` or when woken, until cancelled. After a claim that found nothing,
+        wake-ups wait out a short pause and then share one claim."""
+        pause = min(EMPTY_CLAIM_PAUSE, self._claim_interval)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._claim_interval):
                     await self._woken.wait()
             self._woken.clear()
             try:
-                await self.claim_free()
+                claimed = await self.claim_free()
             except Exception:  # the database may be briefly away: try again next period
                 log.exception("recovery: claiming jobs failed")
+                continue
+            if not claimed:  # none waits now: the next moments' wake-ups share one claim
+                await asyncio.sleep(pause)
 
     async def claim_free(self) -> int:
         """Claim and adopt free or expired jobs this instance has room for; how many."""

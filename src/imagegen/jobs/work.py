@@ -201,7 +201,7 @@ class JobWork:
         generation = plan.generation
         provider = plan.route.provider.name
         if not plan.started:
-            await self._transitions.running(generation.id)
+            await self._transitions.running(generation)
 
         async def create_turn() -> None:
             await acquire_create(plan.deadline)

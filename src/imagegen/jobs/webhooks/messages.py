@@ -47,6 +47,12 @@ class WebhookMessages:
     def _deliveries(self, generation: Generation) -> list[NewDelivery]:
         event = event_of(generation.status)
         url = generation.webhook_url
-        if event is None or url is None or event.value not in generation.webhook_events:
+        if event is None or url is None or not asks_for(generation, event):
             return []
         return [NewDelivery(self._new_id(), generation.id, event, url, self._render(generation))]
+
+
+def asks_for(generation: Generation, event: WebhookEvent) -> bool:
+    """Whether the job asked for ``event``'s messages (its webhook is set when it is created and
+    never changes, so any copy of the job tells)."""
+    return generation.webhook_url is not None and event.value in generation.webhook_events
