@@ -13,6 +13,7 @@ transaction of four or five. Elsewhere they are a transaction: the fence, then t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -21,7 +22,6 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from imagegen.db.database import Database
 from imagegen.db.leases import fence, fence_refused, fenced_cte
@@ -92,9 +92,12 @@ def _pg_begin_create(*, extend: bool) -> sa.Insert:
     return sa.insert(PENDING_CREATES).from_select(list(_PENDING_COLUMNS), row)
 
 
+@functools.cache  # built on first use: SQLite never loads the PostgreSQL dialect
 def _pg_add_prediction() -> sa.Select[Any]:
     """PostgreSQL: the prediction recorded and its pending create cleared, only while the lease
     is ``:holder``'s; the statement returns 1 then, else 0."""
+    from sqlalchemy.dialects import postgresql  # not on SQLite's start-up path
+
     fenced = fenced_cte()
     recorded = (
         postgresql.insert(PREDICTIONS)
@@ -113,7 +116,6 @@ def _pg_add_prediction() -> sa.Select[Any]:
 
 
 _PG_BEGIN_CREATE = {extend: _pg_begin_create(extend=extend) for extend in (False, True)}
-_PG_ADD_PREDICTION = _pg_add_prediction()
 
 
 class SqlCreates:
@@ -183,7 +185,7 @@ class SqlCreates:
                 "digest": inputs_digest(record.inputs),
             }
             await self._db.write(
-                partial(_fenced, _PG_ADD_PREDICTION, parameters, generation_id),
+                partial(_fenced, _pg_add_prediction(), parameters, generation_id),
                 one_statement=True,
             )
             return
@@ -243,7 +245,7 @@ def _fenced(
     generation_id: str,
     connection: sa.Connection,
 ) -> None:
-    """Run a one-statement fenced write (``_PG_BEGIN_CREATE``, ``_PG_ADD_PREDICTION``): it
+    """Run a one-statement fenced write (``_PG_BEGIN_CREATE``, ``_pg_add_prediction()``): it
     wrote nothing unless the fence matched, then say why."""
     result = connection.execute(stmt, parameters)
     written = result.scalar_one() if result.returns_rows else result.rowcount
