@@ -21,12 +21,13 @@ NAME = "workers"
 TARGET_RATIO = 1.7
 CONCURRENCY = 64
 LIMITS = (
-    "The two cores, shared. A second worker only adds throughput where a core is idle for it. "
-    "The load generator and the double take little (see the notes), but PostgreSQL and the "
-    "machine's other users take half a core or more, so with one worker the machine is already "
-    "nearly busy and the second worker mostly splits the CPU imagegen already had (and each "
-    "generation costs a little more CPU across two processes: two pools, two caches). The "
-    "ratio needs cores the rest of the machine does not take."
+    "The two cores. With one worker imagegen already uses about one core and PostgreSQL, the "
+    "double and the load generator a good part of the other; with two workers the machine is "
+    "busy (the notes give each one's share), and imagegen gets the CPU that is left, not a "
+    "second core. What says how the workers scale is the CPU per generation, summed over "
+    "processes: if it does not grow with two workers, throughput grows with the cores "
+    "imagegen is given. 1.7x here would need imagegen to use 1.7 cores beside what "
+    "PostgreSQL and the double need for that throughput: more than this machine's two."
 )
 
 
