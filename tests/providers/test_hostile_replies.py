@@ -34,7 +34,8 @@ from imagegen.providers.replies import (
 )
 from imagegen.retry_after import clamp, parse_retry_after, retry_after
 
-TOKEN = "r8_K3yTh4tMustN3v3rL34kAnywh3r3xxxxxxxxx"
+# Made up, in a Replicate token's shape (r8_ and 37 letters and digits): what must never leak.
+TOKEN = "r8_" + "FakeTestToken" + "0" * 24
 OPENAI_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 TQDM = " 50%|█████     | 2/4 [00:01<00:01,  2.00it/s]\n"
 NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)

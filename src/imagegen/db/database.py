@@ -136,13 +136,10 @@ class AsyncDatabase:
 
 
 def pool_capacity(pool: sa.Pool) -> int:
-    """How many connections ``pool`` holds at most (its size and overflow); a pool without a
-    bound (``NullPool``) gets one turn per transaction anyone would ask for."""
-    if isinstance(pool, sa.QueuePool):
-        overflow = getattr(pool, "_max_overflow", 0)  # QueuePool's max_overflow; -1: no bound
-        if overflow >= 0:
-            return pool.size() + overflow
-    return 1 << 30
+    """How many turns ``pool`` gets: the connections it keeps (``create_engine`` opens no
+    overflow beyond them; a pool that did would only wait less). A pool without a bound
+    (``NullPool``) gets one turn per transaction anyone would ask for."""
+    return pool.size() if isinstance(pool, sa.QueuePool) else 1 << 30
 
 
 class SQLiteDatabase:

@@ -23,6 +23,7 @@ import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -260,32 +261,21 @@ class SqlLeases:
         self, owner: str, generation_ids: Sequence[str], *, until: datetime
     ) -> int:
         """Extend ``owner``'s leases on these unfinished jobs; how many were extended."""
-        ids = list(generation_ids)
-
-        def renew(connection: sa.Connection) -> int:
-            renewed = 0
-            for start in range(0, len(ids), _RENEW_BATCH):
-                stmt = (
-                    sa.update(GENERATIONS)
-                    .where(
-                        GENERATIONS.c.id.in_(ids[start : start + _RENEW_BATCH]),
-                        GENERATIONS.c.lease_owner == owner,
-                        one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
-                    )
-                    .values(lease_expires_at=until)
-                )
-                renewed += rowcount(connection, stmt)
-            return renewed
-
-        return await self._db.write(renew)
+        return await self._update_leases(owner, generation_ids, lease_expires_at=until)
 
     async def release_leases(self, owner: str, generation_ids: Sequence[str]) -> int:
         """Hand ``owner``'s unfinished jobs back (a graceful shutdown): their leases are freed,
         so a restart or another replica takes them up at once. How many were released."""
+        return await self._update_leases(
+            owner, generation_ids, lease_owner=None, lease_expires_at=None
+        )
+
+    async def _update_leases(self, owner: str, generation_ids: Sequence[str], **values: Any) -> int:
+        """Set ``values`` on ``owner``'s unfinished jobs among these, in batches; how many."""
         ids = list(generation_ids)
 
-        def release(connection: sa.Connection) -> int:
-            released = 0
+        def update(connection: sa.Connection) -> int:
+            updated = 0
             for start in range(0, len(ids), _RENEW_BATCH):
                 stmt = (
                     sa.update(GENERATIONS)
@@ -294,9 +284,9 @@ class SqlLeases:
                         GENERATIONS.c.lease_owner == owner,
                         one_of(GENERATIONS.c.status, _UNFINISHED_VALUES),
                     )
-                    .values(lease_owner=None, lease_expires_at=None)
+                    .values(**values)
                 )
-                released += rowcount(connection, stmt)
-            return released
+                updated += rowcount(connection, stmt)
+            return updated
 
-        return await self._db.write(release)
+        return await self._db.write(update)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeVar
 
 from imagegen.catalog import Route
 from imagegen.errors import (
@@ -54,6 +55,7 @@ from imagegen.models import (
 from imagegen.providers.base import GenerationContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Extra time past the deadline before the runner stops a provider that overran it.
 BACKSTOP_SECONDS = 2.0
@@ -242,21 +244,11 @@ class JobWork:
     async def _record_prediction(
         self, generation_id: str, holder: str, record: PredictionRecord
     ) -> None:
-        """Record a prediction just created, paid for: again after each of ``retry_delays``
-        while the database is at capacity, as a final state is written."""
-        for delay in self._retry_delays:
-            try:
-                return await self._store.add_prediction(generation_id, record, holder=holder)
-            except StoreBusy as exc:
-                log.info(
-                    "generation %s: %s; recording prediction %s again in %gs",
-                    generation_id,
-                    exc,
-                    record.prediction_id,
-                    delay,
-                )
-            await asyncio.sleep(delay)
-        await self._store.add_prediction(generation_id, record, holder=holder)
+        """Record a prediction just created, paid for: again while the database is at
+        capacity, as a final state is written."""
+        write = partial(self._store.add_prediction, generation_id, record, holder=holder)
+        what = f"recording prediction {record.prediction_id}"
+        await self._again_while_busy(generation_id, what, write)
 
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction
@@ -330,18 +322,10 @@ class JobWork:
     async def _settle(
         self, generation_id: str, write: Callable[[], Awaitable[Generation]]
     ) -> Generation:
-        """Write a job's final state, again after each of ``retry_delays`` while the database
-        is at capacity; the last ``StoreBusy`` propagates."""
-        for delay in self._retry_delays:
-            try:
-                return await write()
-            except StoreBusy as exc:
-                log.info(
-                    "generation %s: %s; writing its end again in %gs", generation_id, exc, delay
-                )
-            await asyncio.sleep(delay)
+        """Write a job's final state, again while the database is at capacity; the last
+        ``StoreBusy`` propagates."""
         try:
-            return await write()
+            return await self._again_while_busy(generation_id, "writing its end", write)
         except StoreBusy:
             log.warning(
                 "generation %s: the database would not record its end; recovery will settle it "
@@ -349,6 +333,19 @@ class JobWork:
                 generation_id,
             )
             raise
+
+    async def _again_while_busy(
+        self, generation_id: str, what: str, write: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``write()``, again after each of ``retry_delays`` while the database is at
+        capacity (``StoreBusy``); the last ``StoreBusy`` propagates."""
+        for delay in self._retry_delays:
+            try:
+                return await write()
+            except StoreBusy as exc:
+                log.info("generation %s: %s; %s again in %gs", generation_id, exc, what, delay)
+            await asyncio.sleep(delay)
+        return await write()
 
 
 class _Unsettled(Exception):
