@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import (
     burst,
     clients,
+    floors,
     image_path,
     inflight,
     inflight_workers,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         keys,
         sync_wait,
         targets,
+        floors,
         workers,
         inflight_workers,
     )

@@ -1,0 +1,264 @@
+"""floors: what each piece of a stored generation's work costs at least on this machine.
+
+Each piece a stored generation on the seed endpoint does is measured here with the bare libraries
+imagegen builds on and none of imagegen's code, in the same run as imagegen's own CPU per generation
+(64 connections, the Replicate double answering at once): the inbound request (uvicorn with
+httptools and uvloop, a bare ASGI app and the same route in FastAPI with a pydantic body and reply;
+``bench.floor_server``), an outbound request (aiohttp, the client under imagegen's provider and
+download clients: a JSON create and a small download), a durable write transaction on SQLite (WAL,
+``synchronous=NORMAL``, ``BEGIN IMMEDIATE``; with the ``sqlite3`` driver alone and through
+SQLAlchemy Core), the trip between the event loop and the database's thread, the image's
+verification (Pillow) and its store (write, fsync, rename). Their sum, with each piece counted as
+often as a stored generation does it, is the least that work can cost in this design (one Python
+process, a durable record of each state); imagegen's CPU per generation over that sum is what its
+own code adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.common import BODY, GENERATE, INSTANT, Options
+from bench.load import Client, closed_loop
+from bench.procs import running, start_ready, usage
+from bench.report import Result
+
+NAME = "floors"
+#: What a stored generation on the seed endpoint does, in the pieces measured here.
+INBOUND, OUTBOUND, WRITES, VERIFIES, STORES = 1, 2, 4, 1, 1
+_ROW = json.dumps({**BODY, "seed": 42, "output_format": "webp", "go_fast": True})
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} us"
+
+
+async def _server_cpu(kind: str, seconds: float) -> float:
+    """CPU seconds ``bench.floor_server --kind kind`` spends per request, 16 connections."""
+    proc, base_url = start_ready("bench.floor_server", "--kind", kind)
+    try:
+        client = Client(base_url)
+
+        async def call() -> int:
+            return (await client.post("/generate", json_body=BODY)).status
+
+        await closed_loop(call, concurrency=16, duration=0.5)
+        before = usage(proc.pid)
+        samples, _ = await closed_loop(call, concurrency=16, duration=seconds)
+        after = usage(proc.pid)
+        client.close()
+        if samples.errors():
+            raise RuntimeError(f"floor server {kind}: {len(samples.errors())} errors")
+        return (after.cpu_seconds - before.cpu_seconds) / len(samples.ok())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _client_cpu(seconds: float) -> tuple[float, float]:
+    """This process's CPU seconds per aiohttp request to the bare server: (create, download)."""
+    import aiohttp
+
+    proc, base_url = start_ready("bench.floor_server", "--kind", "asgi")
+    try:
+        connector = aiohttp.TCPConnector(limit=100)
+        async with aiohttp.ClientSession(base_url, connector=connector) as session:
+
+            async def create() -> int:
+                async with session.post("/generate", json=BODY) as reply:
+                    await reply.json()
+                    return reply.status
+
+            async def download() -> int:
+                async with session.get("/files/image.webp") as reply:
+                    await reply.read()
+                    return reply.status
+
+            return await _own_cpu(create, seconds), await _own_cpu(download, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _own_cpu(call: Callable[[], Awaitable[int]], seconds: float) -> float:
+    await closed_loop(call, concurrency=16, duration=0.3)
+    before = time.process_time()
+    samples, _ = await closed_loop(call, concurrency=16, duration=seconds)
+    spent = time.process_time() - before
+    if samples.errors():
+        raise RuntimeError(f"{len(samples.errors())} errors")
+    return spent / len(samples.ok())
+
+
+def _per_call(work: Callable[[], object], count: int) -> float:
+    for _ in range(min(count, 50)):
+        work()
+    before = time.process_time()
+    for _ in range(count):
+        work()
+    return (time.process_time() - before) / count
+
+
+def _sqlite_transaction(path: Path, count: int) -> float:
+    """A job row's insert in its own ``BEGIN IMMEDIATE`` transaction, then one update."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT, request TEXT)")
+    ids = iter(range(10**9))
+
+    def write() -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO jobs VALUES (?, 'queued', ?)", (f"j{next(ids)}", _ROW))
+        connection.execute("COMMIT")
+
+    spent = _per_call(write, count)
+    connection.close()
+    return spent
+
+
+def _sqlalchemy_transaction(path: Path, count: int) -> float:
+    """The same transaction through SQLAlchemy Core (a ``Table`` with a JSON column,
+    ``insert()``, one connection held): what the toolkit adds to each."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")
+    metadata = sa.MetaData()
+    jobs = sa.Table(
+        "jobs",
+        metadata,
+        sa.Column("id", sa.String, primary_key=True),
+        sa.Column("state", sa.String),
+        sa.Column("request", sa.JSON),
+    )
+    metadata.create_all(engine)
+    statement = jobs.insert()
+    request = json.loads(_ROW)
+    ids = iter(range(10**9))
+
+    connection = engine.connect()  # held, as the database's writer thread holds its own
+    connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+    connection.exec_driver_sql("PRAGMA synchronous = NORMAL")
+
+    def write() -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        row = {"id": f"j{next(ids)}", "state": "queued", "request": request}
+        connection.execute(statement, row)
+        connection.exec_driver_sql("COMMIT")
+
+    spent = _per_call(write, count)
+    connection.close()
+    engine.dispose()
+    return spent
+
+
+async def _thread_trip(count: int) -> float:
+    """The event loop hands a function to one worker thread and awaits its result."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as executor:
+        for _ in range(50):
+            await loop.run_in_executor(executor, int)
+        before = time.process_time()
+        for _ in range(count):
+            await loop.run_in_executor(executor, int)
+        return (time.process_time() - before) / count
+
+
+def _verify(count: int) -> float:
+    import io
+
+    from PIL import Image
+    from tests.fakes.images import make_image
+
+    data = make_image(512, 512, "webp")
+
+    def verify() -> None:
+        with Image.open(io.BytesIO(data), formats=["WEBP", "PNG", "JPEG"]) as image:
+            _ = image.size, image.format
+            image.verify()
+
+    return _per_call(verify, count)
+
+
+def _store(root: Path, count: int) -> float:
+    """An image's bytes to a temporary file, fsynced, renamed into place."""
+    data = os.urandom(1024)
+    names = iter(range(10**9))
+
+    def store() -> None:
+        name = next(names)
+        staged = root / f".{name}.tmp"
+        with open(staged, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staged, root / f"{name}.webp")
+
+    return _per_call(store, count)
+
+
+async def _imagegen_cpu(seconds: float) -> float:
+    with running(INSTANT, {}) as (_double, server):
+        client = Client(server.base_url)
+
+        async def call() -> int:
+            return (await client.post(GENERATE, json_body=BODY, timeout=600)).status
+
+        await closed_loop(call, concurrency=16, duration=1.0)
+        before = usage(server.pid)
+        samples, _ = await closed_loop(call, concurrency=64, duration=seconds)
+        after = usage(server.pid)
+        client.close()
+    if samples.errors():
+        raise RuntimeError(f"imagegen: {len(samples.errors())} errors")
+    return (after.cpu_seconds - before.cpu_seconds) / len(samples.ok())
+
+
+async def run(options: Options) -> Result:
+    result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
+    seconds = options.pick(6.0, 2.0)
+    count = options.pick(3000, 500)
+    bare = await _server_cpu("asgi", seconds)
+    framework = await _server_cpu("fastapi", seconds)
+    create, download = await _client_cpu(seconds)
+    with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
+        root = Path(tmp)
+        sqlite = _sqlite_transaction(root / "raw.db", count)
+        toolkit = _sqlalchemy_transaction(root / "core.db", count)
+        trip = await _thread_trip(count)
+        verify = _verify(count)
+        store = _store(root, count)
+    imagegen = await _imagegen_cpu(options.pick(10.0, 3.0))
+
+    pieces = [
+        ("inbound request, bare ASGI on uvicorn (server CPU)", bare, 0),
+        ("inbound request, FastAPI with a pydantic body and reply", framework, INBOUND),
+        ("outbound create, aiohttp (client CPU)", create, 1),
+        ("outbound download, aiohttp (client CPU)", download, OUTBOUND - 1),
+        ("write transaction, sqlite3", sqlite, WRITES),
+        ("write transaction, SQLAlchemy Core over sqlite3", toolkit, 0),
+        ("event loop to a thread and back", trip, WRITES),
+        ("image verified (Pillow, 512x512 WebP)", verify, VERIFIES),
+        ("image stored (write, fsync, rename)", store, STORES),
+    ]
+    floor = 0.0
+    for label, spent, times in pieces:
+        result.add(label, us(spent), f"x {times} per generation" if times else "(context)")
+        floor += spent * times
+    result.add("the floor of a stored generation (sum of the above, as counted)", us(floor))
+    result.add("imagegen CPU per generation, images stored (same run)", us(imagegen))
+    result.add("imagegen over the floor", f"{imagegen / floor:.1f}x" if floor else "n/a")
+    result.note(
+        f"a stored generation counted as {INBOUND} inbound request, {OUTBOUND} outbound "
+        f"(create, download), {WRITES} write transactions each one trip to the database thread, "
+        f"{VERIFIES} verification and {STORES} store"
+    )
+    return result
