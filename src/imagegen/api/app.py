@@ -29,8 +29,15 @@ from imagegen.web import routes as web
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
 
 
-def create_app(settings: Settings, *, services: ServicesFactory | None = None) -> FastAPI:
-    """Build the ASGI app. ``services`` replaces the default composition root (tests use it)."""
+def create_app(
+    settings: Settings,
+    *,
+    services: ServicesFactory | None = None,
+    started: Callable[[], object] | None = None,
+) -> FastAPI:
+    """Build the ASGI app. ``services`` replaces the default composition root (tests use it);
+    ``started`` runs once the services are up, before the first request (``imagegen serve``
+    freezes start-up's objects out of the garbage collector's sight: ``imagegen.collector``)."""
     if services is None:
         from imagegen.services import build_services
 
@@ -43,6 +50,8 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         async with factory(settings) as built:
             app.state.services = built
             app.state.image_store = built.image_store
+            if started is not None:
+                started()
             yield
 
     app = FastAPI(

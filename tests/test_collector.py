@@ -1,0 +1,57 @@
+"""``imagegen serve`` freezes what start-up made out of the garbage collector's sight, once its
+services are up: full collections then walk only what requests made since."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from imagegen.api.app import create_app
+from imagegen.collector import freeze_startup
+from imagegen.config import Settings
+
+
+class Node:
+    other: Any = None
+
+
+def test_start_up_garbage_is_collected_and_the_rest_frozen() -> None:
+    first, second = Node(), Node()
+    first.other, second.other = second, first  # a cycle only the collector frees
+    gone = weakref.ref(first)
+    del first, second
+    kept = Node()
+    try:
+        frozen = freeze_startup()
+        assert gone() is None
+        assert frozen > 0
+        assert gc.get_freeze_count() == frozen
+        assert all(obj is not kept for obj in gc.get_objects())  # out of every generation
+    finally:
+        gc.unfreeze()
+    assert any(obj is kept for obj in gc.get_objects())
+
+
+def test_started_runs_once_the_services_are_up_and_before_the_first_request(tmp_path) -> None:
+    seen: list[object] = []
+
+    @asynccontextmanager
+    async def services(settings: Settings) -> AsyncIterator[Any]:
+        yield SimpleNamespace(image_store=None)
+
+    def started() -> None:
+        seen.append(getattr(app.state, "services", None))
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    app = create_app(settings, services=services, started=started)  # type: ignore[arg-type]
+    assert seen == []
+    with TestClient(app):
+        assert len(seen) == 1
+        assert seen[0] is app.state.services
+    assert len(seen) == 1
