@@ -13,7 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from imagegen.api.app import create_app
-from imagegen.collector import freeze_startup
+from imagegen.collector import YOUNG_THRESHOLD, tune_collector
 from imagegen.config import Settings
 
 
@@ -21,20 +21,23 @@ class Node:
     other: Any = None
 
 
-def test_start_up_garbage_is_collected_and_the_rest_frozen() -> None:
+def test_start_up_garbage_is_collected_the_rest_frozen_and_the_young_threshold_raised() -> None:
     first, second = Node(), Node()
     first.other, second.other = second, first  # a cycle only the collector frees
     gone = weakref.ref(first)
     del first, second
     kept = Node()
+    thresholds = gc.get_threshold()
     try:
-        frozen = freeze_startup()
+        frozen = tune_collector()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
         assert gone() is None
         assert frozen > 0
         assert gc.get_freeze_count() == frozen
         assert all(obj is not kept for obj in gc.get_objects())  # out of every generation
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert any(obj is kept for obj in gc.get_objects())
 
 

@@ -114,7 +114,7 @@ def serve(
 
     from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
-    from imagegen.collector import freeze_startup
+    from imagegen.collector import tune_collector
     from imagegen.logs import configure_logging
     from imagegen.serving import (
         ServeRefused,
@@ -152,7 +152,7 @@ def serve(
                 run_workers(settings, sock, settings.worker_count)
                 return
             server = uvicorn.Server(
-                uvicorn_config(create_app(settings, started=freeze_startup), settings)
+                uvicorn_config(create_app(settings, started=tune_collector), settings)
             )
             server.run(sockets=[sock])
     except ServeRefused as exc:

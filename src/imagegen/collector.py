@@ -9,6 +9,13 @@ collector's sight for good (none of them is ever garbage); a full collection the
 what was made since, about 10 ms. Objects frozen are still freed by reference counting; only a
 cycle among them would stay, and start-up's objects are not released while the server runs.
 
+The youngest generation is collected after 10,000 allocations instead of 700. Each collection
+of it costs about as much whatever its size (it also looks at what survives into the next
+generation), so at the default a generation paid ~0.4 ms of collector CPU (some 25 collections
+a second at 90 generations/s); at 10,000, ~0.15 ms, for a longest pause of ~20-35 ms instead
+of ~5 ms, once a second or so (measured with ``gc.callbacks`` timing each collection in
+``time.thread_time``, a closed loop of generations, the thresholds alternated in one run).
+
 Only ``imagegen serve`` (and each of its workers) freezes: an app built in a test or embedded
 in another program leaves its host's collector as it is.
 """
@@ -17,9 +24,16 @@ from __future__ import annotations
 
 import gc
 
+#: Allocations (less deallocations) of tracked objects between collections of the youngest
+#: generation; the older generations keep their defaults.
+YOUNG_THRESHOLD = 10_000
 
-def freeze_startup() -> int:
-    """Collect what start-up left as garbage, then freeze the rest; how many objects froze."""
+
+def tune_collector() -> int:
+    """Collect what start-up left as garbage, freeze the rest and raise the youngest
+    generation's threshold; how many objects froze."""
     gc.collect()
     gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
     return gc.get_freeze_count()

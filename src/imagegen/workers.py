@@ -51,7 +51,7 @@ def worker_app() -> Any:
     environment the parent left, the instance id made this process's own."""
     from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
-    from imagegen.collector import freeze_startup
+    from imagegen.collector import tune_collector
     from imagegen.logs import configure_logging
 
     tune_allocator()  # a spawned process: its own allocator, before it starts any thread
@@ -62,7 +62,7 @@ def worker_app() -> Any:
     WorkerProtocol.header_timeout = settings.header_timeout
     WorkerProtocol.max_connections = settings.max_connections
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, started=freeze_startup)
+    return create_app(settings, started=tune_collector)
 
 
 def _end_with_parent() -> None:
