@@ -154,7 +154,7 @@ class _Compiled:
                     rows = self._read(cursor.description, cursor.fetchall())
                 rowcount = cursor.rowcount
             except Exception as exc:
-                _raise(connection, exc, self.sql, values, cursor)
+                raise_driver_error(connection, exc, self.sql, values, cursor)
             _after(connection, cursor, self.sql, values, executemany=False)
         finally:
             cursor.close()
@@ -170,7 +170,7 @@ class _Compiled:
             try:
                 cursor.executemany(self.sql, values)
             except Exception as exc:
-                _raise(connection, exc, self.sql, values, cursor)
+                raise_driver_error(connection, exc, self.sql, values, cursor)
             _after(connection, cursor, self.sql, values, executemany=True)
         finally:
             cursor.close()
@@ -235,8 +235,8 @@ def _after(
             listener(connection, cursor, sql, values, None, executemany)
 
 
-def _raise(
-    connection: sa.Connection, error: Exception, sql: str, values: Any, cursor: Any
+def raise_driver_error(
+    connection: sa.Connection, error: Exception, sql: str, values: Any, cursor: Any = None
 ) -> NoReturn:
     """Raise ``error`` as SQLAlchemy does: a driver's error wrapped in its ``DBAPIError``
     (``IntegrityError``...); a connection the driver says is lost is invalidated, so that its

@@ -22,11 +22,12 @@ migration), a busy timeout and enforced foreign keys.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -115,7 +116,9 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> 
 
     ``begin`` is the statement opening each transaction: ``BEGIN IMMEDIATE`` takes the write
     lock at once (so a transaction that reads before it writes cannot fail to upgrade), a plain
-    ``BEGIN`` gives a read transaction one snapshot of the file.
+    ``BEGIN`` gives a read transaction one snapshot of the file. The store's transactions
+    issue it themselves (``db/database.py``); SQLAlchemy's ``Connection.begin`` (or its
+    autobegin) issues it when the driver is not in a transaction already.
     """
     engine = sa.create_engine(
         url.set(drivername="sqlite+pysqlite"),
@@ -129,11 +132,18 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> 
         dbapi_connection.isolation_level = None  # the driver's own BEGINs off; ours below
 
     def began(connection: sa.Connection) -> None:
-        connection.exec_driver_sql(begin)
+        if not sqlite_driver(connection).in_transaction:
+            connection.exec_driver_sql(begin)
 
     sa.event.listen(engine, "connect", connected)
     sa.event.listen(engine, "begin", began)
     return engine
+
+
+def sqlite_driver(connection: sa.Connection) -> sqlite3.Connection:
+    """The ``sqlite3`` connection under a connection of a ``sqlite_engine`` (connecting again
+    after an invalidation)."""
+    return cast(sqlite3.Connection, connection.connection.driver_connection)
 
 
 def is_sqlite(url: str | URL) -> bool:
