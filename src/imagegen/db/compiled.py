@@ -143,10 +143,11 @@ class _Compiled:
 
     def execute(self, connection: sa.Connection, parameters: Mapping[str, Any]) -> Ran:
         values = self.positional(parameters)
-        dbapi_connection = _dbapi_connection(connection)
-        cursor = dbapi_connection.cursor()
+        cursor = _dbapi_connection(connection).cursor()
+        listened = _listened(connection)
         try:
-            _before(connection, cursor, self.sql, values, executemany=False)
+            if listened:
+                _before(connection, cursor, self.sql, values, executemany=False)
             try:
                 cursor.execute(self.sql, values)
                 rows: list[Row] = []
@@ -155,7 +156,8 @@ class _Compiled:
                 rowcount = cursor.rowcount
             except Exception as exc:
                 raise_driver_error(connection, exc, self.sql, values, cursor)
-            _after(connection, cursor, self.sql, values, executemany=False)
+            if listened:
+                _after(connection, cursor, self.sql, values, executemany=False)
         finally:
             cursor.close()
         return Ran(rows, rowcount)
@@ -165,13 +167,16 @@ class _Compiled:
     ) -> None:
         values = [self.positional(each) for each in parameters]
         cursor = _dbapi_connection(connection).cursor()
+        listened = _listened(connection)
         try:
-            _before(connection, cursor, self.sql, values, executemany=True)
+            if listened:
+                _before(connection, cursor, self.sql, values, executemany=True)
             try:
                 cursor.executemany(self.sql, values)
             except Exception as exc:
                 raise_driver_error(connection, exc, self.sql, values, cursor)
-            _after(connection, cursor, self.sql, values, executemany=True)
+            if listened:
+                _after(connection, cursor, self.sql, values, executemany=True)
         finally:
             cursor.close()
 
@@ -217,22 +222,24 @@ def _dbapi_connection(connection: sa.Connection) -> Any:
     return connection.connection.dbapi_connection
 
 
+def _listened(connection: sa.Connection) -> bool:
+    """Whether any event listener is on ``connection`` or its engine: the flags
+    ``Connection.execute`` itself checks, much cheaper than asking the dispatcher."""
+    return connection._has_events or connection.engine._has_events
+
+
 def _before(
     connection: sa.Connection, cursor: Any, sql: str, values: Any, *, executemany: bool
 ) -> None:
-    listeners = connection.dispatch.before_cursor_execute
-    if listeners:
-        for listener in listeners:
-            listener(connection, cursor, sql, values, None, executemany)
+    for listener in connection.dispatch.before_cursor_execute:
+        listener(connection, cursor, sql, values, None, executemany)
 
 
 def _after(
     connection: sa.Connection, cursor: Any, sql: str, values: Any, *, executemany: bool
 ) -> None:
-    listeners = connection.dispatch.after_cursor_execute
-    if listeners:
-        for listener in listeners:
-            listener(connection, cursor, sql, values, None, executemany)
+    for listener in connection.dispatch.after_cursor_execute:
+        listener(connection, cursor, sql, values, None, executemany)
 
 
 def raise_driver_error(
