@@ -96,7 +96,17 @@ def fence(
 ) -> None:
     """Inside a write transaction: go on only while ``holder`` holds the job's lease (the row
     stays locked to the transaction's end, so no claim slips in between). ``until``: extend the
-    lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job."""
+    lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job.
+
+    On SQLite the write transaction holds the file's write lock from its BEGIN IMMEDIATE: no
+    claim can slip in, so reading the lease is fence enough, and writes no page."""
+    if until is None and connection.dialect.name == "sqlite":
+        found = _OWNER_OF.first(connection, {"generation_id": generation_id})
+        if found is None:
+            raise not_found(generation_id)
+        if found["lease_owner"] != holder:
+            raise LeaseLost(generation_id)
+        return
     parameters: dict[str, object] = {
         "generation_id": generation_id,
         "holder": holder,
