@@ -170,12 +170,8 @@ class SQLiteDatabase:
     def __init__(self, url: URL, pool: PoolSettings) -> None:
         self._timeout = pool.timeout
         readers = max(1, pool.sqlite_readers)
-        self._writer_engine = sqlite_engine(
-            url, connections=1, timeout=pool.timeout, begin=_BEGIN_WRITE
-        )
-        self._reader_engine = sqlite_engine(
-            url, connections=readers, timeout=pool.timeout, begin=_BEGIN_READ
-        )
+        self._writer_engine = sqlite_engine(url, connections=1, timeout=pool.timeout)
+        self._reader_engine = sqlite_engine(url, connections=readers, timeout=pool.timeout)
         self._writer = Threads("imagegen-db-writer", 1)
         self._readers = Threads("imagegen-db-reader", readers)
         self._local = threading.local()
@@ -230,7 +226,7 @@ class SQLiteDatabase:
         SQLAlchemy's ``Connection.begin`` (a transaction object, the ``begin`` event, a
         statement executed with its machinery) they cost more CPU than the job's statements.
         A statement of ``work`` run through ``Connection.execute`` makes SQLAlchemy begin its
-        own transaction on the connection (no BEGIN: the driver is in one); it ends it.
+        own transaction on the connection (it issues no BEGIN: ``sqlite_engine``); it ends it.
         """
         waited = time.monotonic() - queued_at
         if patience is not None and waited > patience:

@@ -111,14 +111,14 @@ def replace_dead_connections(
     sa.event.listen(pool, "checkout", checkout)
 
 
-def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> sa.Engine:
+def sqlite_engine(url: URL, *, connections: int, timeout: float) -> sa.Engine:
     """A synchronous engine (the ``sqlite3`` driver) on the SQLite file of ``url``.
 
-    ``begin`` is the statement opening each transaction: ``BEGIN IMMEDIATE`` takes the write
-    lock at once (so a transaction that reads before it writes cannot fail to upgrade), a plain
-    ``BEGIN`` gives a read transaction one snapshot of the file. The store's transactions
-    issue it themselves (``db/database.py``); SQLAlchemy's ``Connection.begin`` (or its
-    autobegin) issues it when the driver is not in a transaction already.
+    Its connections leave transactions to their user: the driver's own BEGINs are off, and
+    SQLAlchemy's ``Connection.begin`` issues none. ``SQLiteDatabase`` (``db/database.py``)
+    opens each transaction itself, with the BEGIN it needs, on the driver's connection.
+    No event listener of SQLAlchemy's connections is set: with none, a ``Fixed`` statement
+    (``db/compiled.py``) does not look for cursor listeners.
     """
     engine = sa.create_engine(
         url.set(drivername="sqlite+pysqlite"),
@@ -129,14 +129,9 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> 
 
     def connected(dbapi_connection: Any, record: Any) -> None:
         set_sqlite_pragmas(dbapi_connection, record)
-        dbapi_connection.isolation_level = None  # the driver's own BEGINs off; ours below
-
-    def began(connection: sa.Connection) -> None:
-        if not sqlite_driver(connection).in_transaction:
-            connection.exec_driver_sql(begin)
+        dbapi_connection.isolation_level = None  # the driver's own BEGINs off
 
     sa.event.listen(engine, "connect", connected)
-    sa.event.listen(engine, "begin", began)
     return engine
 
 
