@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 MAX_LIST_LIMIT = 100
 CANCELED_ERROR_CODE = "canceled"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_CROCKFORD_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
 _DIALECTS = ("sqlite", "postgresql")
 _RETURNING_SQLITE = (3, 35)  # UPDATE ... RETURNING
 
@@ -118,8 +119,12 @@ def new_generation_id() -> str:
 
 def new_ulid() -> str:
     """26 lowercase Crockford base32 characters: 48-bit milliseconds, then 80 random bits."""
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return ulid_text((time.time_ns() // 1_000_000) << 80 | secrets.randbits(80))
+
+
+def ulid_text(value: int) -> str:
+    """The 128-bit ``value`` as 26 Crockford base32 characters, two at a time (ten bits)."""
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 async def open_store(
