@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from imagegen.db.compiled import Fixed
 from imagegen.db.database import Database
 from imagegen.db.leases import fence, fence_refused, fenced_cte
 from imagegen.db.queries import one_of
@@ -30,8 +31,8 @@ from imagegen.db.rows import prediction_values
 from imagegen.db.tables import GENERATIONS, PENDING_CREATES, PREDICTIONS
 from imagegen.models import JobStatus, PendingCreate, PredictionRecord
 
-_INSERT = sa.insert(PENDING_CREATES)
-_OF_GENERATION = (
+_INSERT = Fixed(sa.insert(PENDING_CREATES))
+_OF_GENERATION = Fixed(
     sa.select(PENDING_CREATES)
     .where(PENDING_CREATES.c.generation_id == sa.bindparam("generation_id"))
     .order_by(PENDING_CREATES.c.id)
@@ -47,10 +48,10 @@ _OLDEST_OF_DIGEST = (
     .limit(1)
     .scalar_subquery()
 )
-_CLEAR_ONE = sa.delete(PENDING_CREATES).where(PENDING_CREATES.c.id == _OLDEST_OF_DIGEST)
+_CLEAR_ONE = Fixed(sa.delete(PENDING_CREATES).where(PENDING_CREATES.c.id == _OLDEST_OF_DIGEST))
 # Another unfinished job's create with the same inputs, whose prediction it has not recorded
 # (a finished job's leftover row is no create in flight).
-_OTHERS_IN_FLIGHT = (
+_OTHERS_IN_FLIGHT = Fixed(
     sa.select(PENDING_CREATES.c.id)
     .join(GENERATIONS, GENERATIONS.c.id == PENDING_CREATES.c.generation_id)
     .where(
@@ -59,8 +60,8 @@ _OTHERS_IN_FLIGHT = (
         one_of(GENERATIONS.c.status, [JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
     )
 )
-_RECORDED = sa.select(PREDICTIONS.c.id).where(
-    PREDICTIONS.c.prediction_id == sa.bindparam("prediction_id")
+_RECORDED = Fixed(
+    sa.select(PREDICTIONS.c.id).where(PREDICTIONS.c.prediction_id == sa.bindparam("prediction_id"))
 )
 _PENDING_COLUMNS = (
     "generation_id", "model", "inputs", "inputs_digest", "images_requested", "sent_at"
@@ -93,7 +94,7 @@ def _pg_begin_create(*, extend: bool) -> sa.Insert:
 
 
 @functools.cache  # built on first use: SQLite never loads the PostgreSQL dialect
-def _pg_add_prediction() -> sa.Select[Any]:
+def _pg_add_prediction() -> Fixed:
     """PostgreSQL: the prediction recorded and its pending create cleared, only while the lease
     is ``:holder``'s; the statement returns 1 then, else 0."""
     from sqlalchemy.dialects import postgresql  # not on SQLite's start-up path
@@ -112,17 +113,17 @@ def _pg_add_prediction() -> sa.Select[Any]:
         .where(PENDING_CREATES.c.id == _OLDEST_OF_DIGEST, sa.exists(sa.select(fenced.c.id)))
         .cte("cleared")
     )
-    return sa.select(sa.func.count()).select_from(fenced).add_cte(recorded, cleared)
+    return Fixed(sa.select(sa.func.count()).select_from(fenced).add_cte(recorded, cleared))
 
 
-_PG_BEGIN_CREATE = {extend: _pg_begin_create(extend=extend) for extend in (False, True)}
+_PG_BEGIN_CREATE = {extend: Fixed(_pg_begin_create(extend=extend)) for extend in (False, True)}
 
 
 class SqlCreates:
     """Pending creates over the store's database; ``GenerationStore`` serves these methods."""
 
     def __init__(
-        self, db: Database, *, clock: Callable[[], datetime], insert_prediction: sa.Insert
+        self, db: Database, *, clock: Callable[[], datetime], insert_prediction: Fixed
     ) -> None:
         self._db = db
         self._clock = clock
@@ -160,7 +161,7 @@ class SqlCreates:
         def begin(connection: sa.Connection) -> None:
             if holder is not None:
                 fence(connection, generation_id, holder, until)
-            connection.execute(_INSERT, values)
+            _INSERT.execute(connection, values)
 
         await self._db.write(begin)
 
@@ -213,11 +214,11 @@ class SqlCreates:
             if holder is not None:
                 fence(connection, generation_id, holder)
             parameters = {"prediction_id": record.prediction_id}
-            if connection.execute(_RECORDED, parameters).first() is not None:
+            if _RECORDED.first(connection, parameters) is not None:
                 return False
             if sole:
                 others = {"generation_id": generation_id, "digest": inputs_digest(record.inputs)}
-                if connection.execute(_OTHERS_IN_FLIGHT, others).first() is not None:
+                if _OTHERS_IN_FLIGHT.first(connection, others) is not None:
                     return False
             self._record(generation_id, record, connection)
             return True
@@ -228,9 +229,9 @@ class SqlCreates:
         self, generation_id: str, record: PredictionRecord, connection: sa.Connection
     ) -> None:
         values = prediction_values(generation_id, record, self._clock())
-        connection.execute(self._insert_prediction, values)
+        self._insert_prediction.execute(connection, values)
         digest = inputs_digest(record.inputs)
-        connection.execute(_CLEAR_ONE, {"generation_id": generation_id, "digest": digest})
+        _CLEAR_ONE.execute(connection, {"generation_id": generation_id, "digest": digest})
 
 
 def inputs_digest(inputs: Mapping[str, Any]) -> str:
@@ -240,18 +241,18 @@ def inputs_digest(inputs: Mapping[str, Any]) -> str:
 
 
 def _fenced(
-    stmt: sa.Executable,
+    stmt: Fixed,
     parameters: Mapping[str, Any],
     generation_id: str,
     connection: sa.Connection,
 ) -> None:
     """Run a one-statement fenced write (``_PG_BEGIN_CREATE``, ``_pg_add_prediction()``): it
     wrote nothing unless the fence matched, then say why."""
-    result = connection.execute(stmt, parameters)
-    written = result.scalar_one() if result.returns_rows else result.rowcount
+    ran = stmt.execute(connection, parameters)
+    written = next(iter(ran.rows[0].values())) if ran.rows else ran.rowcount
     if written != 1:
         raise fence_refused(connection, generation_id)
 
 
-def _pending_rows(connection: sa.Connection, generation_id: str) -> list[sa.RowMapping]:
-    return list(connection.execute(_OF_GENERATION, {"generation_id": generation_id}).mappings())
+def _pending_rows(connection: sa.Connection, generation_id: str) -> list[dict[str, Any]]:
+    return _OF_GENERATION.rows(connection, {"generation_id": generation_id})

@@ -23,6 +23,7 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from imagegen.db.engine import PoolSettings, sqlite_engine
+from imagegen.db.compiled import raise_driver_error
+from imagegen.db.engine import PoolSettings, sqlite_driver, sqlite_engine
 from imagegen.db.errors import translated
 from imagegen.db.threads import ADMISSION, SETTLING, Threads
 from imagegen.db.turns import Turns
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[sa.Connection], T]
+
+_BEGIN_WRITE = "BEGIN IMMEDIATE"  # the write lock at once: a read before a write cannot fail
+_BEGIN_READ = "BEGIN"  # one snapshot of the file
 
 
 class Database(Protocol):
@@ -135,6 +140,21 @@ class AsyncDatabase:
         return None
 
 
+def _roll_back(connection: sa.Connection) -> None:
+    """End a transaction that failed; a connection that cannot even roll back is dropped (the
+    next transaction connects again), and the failure that got here is the one raised."""
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        elif not connection.invalidated:
+            driver = sqlite_driver(connection)
+            if driver.in_transaction:
+                driver.rollback()
+    except Exception as exc:
+        log.warning("a SQLite connection could not roll back and is replaced: %r", exc)
+        connection.invalidate(exc)
+
+
 def pool_capacity(pool: sa.Pool) -> int:
     """How many turns ``pool`` gets: the connections it keeps (``create_engine`` opens no
     overflow beyond them; a pool that did would only wait less). A pool without a bound
@@ -150,12 +170,8 @@ class SQLiteDatabase:
     def __init__(self, url: URL, pool: PoolSettings) -> None:
         self._timeout = pool.timeout
         readers = max(1, pool.sqlite_readers)
-        self._writer_engine = sqlite_engine(
-            url, connections=1, timeout=pool.timeout, begin="BEGIN IMMEDIATE"
-        )
-        self._reader_engine = sqlite_engine(
-            url, connections=readers, timeout=pool.timeout, begin="BEGIN"
-        )
+        self._writer_engine = sqlite_engine(url, connections=1, timeout=pool.timeout)
+        self._reader_engine = sqlite_engine(url, connections=readers, timeout=pool.timeout)
         self._writer = Threads("imagegen-db-writer", 1)
         self._readers = Threads("imagegen-db-reader", readers)
         self._local = threading.local()
@@ -172,7 +188,14 @@ class SQLiteDatabase:
             # Writes for admitted jobs go first and wait for their turn however long it takes.
             patience = self._timeout if admission else None
             return await self._writer.run(
-                partial(self._transaction, self._writer_engine, work, time.monotonic(), patience),
+                partial(
+                    self._transaction,
+                    self._writer_engine,
+                    _BEGIN_WRITE,
+                    work,
+                    time.monotonic(),
+                    patience,
+                ),
                 priority=ADMISSION if admission else SETTLING,
             )
 
@@ -180,13 +203,31 @@ class SQLiteDatabase:
         with translated():
             return await self._readers.run(
                 partial(
-                    self._transaction, self._reader_engine, work, time.monotonic(), self._timeout
+                    self._transaction,
+                    self._reader_engine,
+                    _BEGIN_READ,
+                    work,
+                    time.monotonic(),
+                    self._timeout,
                 )
             )
 
     def _transaction(
-        self, engine: sa.Engine, work: Work[T], queued_at: float, patience: float | None
+        self,
+        engine: sa.Engine,
+        begin: str,
+        work: Work[T],
+        queued_at: float,
+        patience: float | None,
     ) -> T:
+        """``work`` in a transaction opened with ``begin``, committed if it returns.
+
+        BEGIN, COMMIT and ROLLBACK go straight to the driver's connection: through
+        SQLAlchemy's ``Connection.begin`` (a transaction object, the ``begin`` event, a
+        statement executed with its machinery) they cost more CPU than the job's statements.
+        A statement of ``work`` run through ``Connection.execute`` makes SQLAlchemy begin its
+        own transaction on the connection (it issues no BEGIN: ``sqlite_engine``); it ends it.
+        """
         waited = time.monotonic() - queued_at
         if patience is not None and waited > patience:
             # As a pool refuses a checkout: the queue is the pool here. Nothing ran.
@@ -194,8 +235,25 @@ class SQLiteDatabase:
                 f"waited {waited:.1f} s for a database thread (limit {patience:g} s)"
             )
         connection = self._connection(engine)
-        with connection.begin():
-            return work(connection)
+        driver = sqlite_driver(connection)
+        try:
+            driver.execute(begin)
+        except sqlite3.Error as exc:
+            raise_driver_error(connection, exc, begin, ())
+        try:
+            result = work(connection)
+        except BaseException:
+            _roll_back(connection)
+            raise
+        if connection.in_transaction():
+            connection.commit()
+        else:
+            try:
+                driver.commit()
+            except sqlite3.Error as exc:
+                _roll_back(connection)
+                raise_driver_error(connection, exc, "COMMIT", ())
+        return result
 
     def _connection(self, engine: sa.Engine) -> sa.Connection:
         """This thread's connection to ``engine`` (one that failed reconnects on its next use)."""

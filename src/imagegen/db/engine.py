@@ -22,11 +22,12 @@ migration), a busy timeout and enforced foreign keys.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -110,12 +111,14 @@ def replace_dead_connections(
     sa.event.listen(pool, "checkout", checkout)
 
 
-def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> sa.Engine:
+def sqlite_engine(url: URL, *, connections: int, timeout: float) -> sa.Engine:
     """A synchronous engine (the ``sqlite3`` driver) on the SQLite file of ``url``.
 
-    ``begin`` is the statement opening each transaction: ``BEGIN IMMEDIATE`` takes the write
-    lock at once (so a transaction that reads before it writes cannot fail to upgrade), a plain
-    ``BEGIN`` gives a read transaction one snapshot of the file.
+    Its connections leave transactions to their user: the driver's own BEGINs are off, and
+    SQLAlchemy's ``Connection.begin`` issues none. ``SQLiteDatabase`` (``db/database.py``)
+    opens each transaction itself, with the BEGIN it needs, on the driver's connection.
+    No event listener of SQLAlchemy's connections is set: with none, a ``Fixed`` statement
+    (``db/compiled.py``) does not look for cursor listeners.
     """
     engine = sa.create_engine(
         url.set(drivername="sqlite+pysqlite"),
@@ -126,14 +129,16 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float, begin: str) -> 
 
     def connected(dbapi_connection: Any, record: Any) -> None:
         set_sqlite_pragmas(dbapi_connection, record)
-        dbapi_connection.isolation_level = None  # the driver's own BEGINs off; ours below
-
-    def began(connection: sa.Connection) -> None:
-        connection.exec_driver_sql(begin)
+        dbapi_connection.isolation_level = None  # the driver's own BEGINs off
 
     sa.event.listen(engine, "connect", connected)
-    sa.event.listen(engine, "begin", began)
     return engine
+
+
+def sqlite_driver(connection: sa.Connection) -> sqlite3.Connection:
+    """The ``sqlite3`` connection under a connection of a ``sqlite_engine`` (connecting again
+    after an invalidation)."""
+    return cast(sqlite3.Connection, connection.connection.driver_connection)
 
 
 def is_sqlite(url: str | URL) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from imagegen.db.compiled import Fixed
 from imagegen.db.database import Database
 from imagegen.db.queries import (
     load_generations,
@@ -77,14 +78,16 @@ _CLAIM_FREE = (
     )
     .returning(*GENERATIONS.c)
 )
-_OWNER_OF = sa.select(GENERATIONS.c.lease_owner).where(
-    GENERATIONS.c.id == sa.bindparam("generation_id")
+_OWNER_OF = Fixed(
+    sa.select(GENERATIONS.c.lease_owner).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
 )
 # Built once: the SET clause (``lease_owner``, and ``lease_expires_at`` when extended) comes from
 # the parameters of each execution, so SQLAlchemy's compiled cache serves both forms.
-_FENCE = sa.update(GENERATIONS).where(
-    GENERATIONS.c.id == sa.bindparam("generation_id"),
-    GENERATIONS.c.lease_owner == sa.bindparam("holder"),
+_FENCE = Fixed(
+    sa.update(GENERATIONS).where(
+        GENERATIONS.c.id == sa.bindparam("generation_id"),
+        GENERATIONS.c.lease_owner == sa.bindparam("holder"),
+    )
 )
 
 
@@ -93,7 +96,17 @@ def fence(
 ) -> None:
     """Inside a write transaction: go on only while ``holder`` holds the job's lease (the row
     stays locked to the transaction's end, so no claim slips in between). ``until``: extend the
-    lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job."""
+    lease to then. Raises ``LeaseLost``, or ``NotFound`` when there is no such job.
+
+    On SQLite the write transaction holds the file's write lock from its BEGIN IMMEDIATE: no
+    claim can slip in, so reading the lease is fence enough, and writes no page."""
+    if until is None and connection.dialect.name == "sqlite":
+        found = _OWNER_OF.first(connection, {"generation_id": generation_id})
+        if found is None:
+            raise not_found(generation_id)
+        if found["lease_owner"] != holder:
+            raise LeaseLost(generation_id)
+        return
     parameters: dict[str, object] = {
         "generation_id": generation_id,
         "holder": holder,
@@ -101,7 +114,7 @@ def fence(
     }
     if until is not None:
         parameters["lease_expires_at"] = until
-    if rowcount(connection, _FENCE, parameters) == 1:
+    if _FENCE.rowcount(connection, parameters) == 1:
         return
     raise fence_refused(connection, generation_id)
 
@@ -131,7 +144,7 @@ def fenced_cte(*, extend: bool = False) -> sa.CTE:
 
 def fence_refused(connection: sa.Connection, generation_id: str) -> Exception:
     """Why a fenced write found no job leased to its holder: ``NotFound`` or ``LeaseLost``."""
-    if connection.execute(_OWNER_OF, {"generation_id": generation_id}).first() is None:
+    if _OWNER_OF.first(connection, {"generation_id": generation_id}) is None:
         return not_found(generation_id)
     return LeaseLost(generation_id)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from imagegen.db.compiled import Fixed
 from imagegen.db.rows import to_generation, to_prediction, to_stored_image
 from imagegen.db.tables import GENERATIONS, IMAGES, PREDICTIONS
 from imagegen.errors import NotFound
@@ -31,10 +32,12 @@ _IMAGE_ROWS = sa.select(IMAGES).order_by(IMAGES.c.generation_id, IMAGES.c.positi
 _PREDICTIONS_OF = _PREDICTION_COLUMNS.where(
     PREDICTIONS.c.generation_id.in_(sa.bindparam("ids", expanding=True))
 )
-_PREDICTIONS_OF_ONE = _PREDICTION_COLUMNS.where(PREDICTIONS.c.generation_id == sa.bindparam("id"))
+_PREDICTIONS_OF_ONE = Fixed(
+    _PREDICTION_COLUMNS.where(PREDICTIONS.c.generation_id == sa.bindparam("id"))
+)
 _IMAGES_OF = _IMAGE_ROWS.where(IMAGES.c.generation_id.in_(sa.bindparam("ids", expanding=True)))
-_GENERATION = sa.select(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
-_IMAGES_OF_ONE = _IMAGE_ROWS.where(IMAGES.c.generation_id == sa.bindparam("id"))
+_GENERATION = Fixed(sa.select(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id")))
+_IMAGES_OF_ONE = Fixed(_IMAGE_ROWS.where(IMAGES.c.generation_id == sa.bindparam("id")))
 
 
 def load_generations(
@@ -47,7 +50,7 @@ def load_generations(
 
 
 def with_predictions_and_images(
-    connection: sa.Connection, found_rows: Iterable[sa.RowMapping]
+    connection: sa.Connection, found_rows: Iterable[Mapping[Any, Any]]
 ) -> list[Generation]:
     """The ``generations`` rows found, each with its predictions and images."""
     rows = list(found_rows)
@@ -71,7 +74,8 @@ def with_predictions_and_images(
 
 def load_generation(connection: sa.Connection, generation_id: str) -> Generation:
     """One generation, whole; ``NotFound`` when there is none."""
-    found = load_generations(connection, _GENERATION, {"generation_id": generation_id})
+    rows = _GENERATION.rows(connection, {"generation_id": generation_id})
+    found = with_predictions_and_images(connection, rows)
     if not found:
         raise not_found(generation_id)
     return found[0]
@@ -82,9 +86,8 @@ def predictions_of(
 ) -> dict[str, list[PredictionRecord]]:
     """Each generation's predictions in the order they were recorded."""
     found: dict[str, list[PredictionRecord]] = {}
-    for stmt, parameters in _batches(generation_ids, _PREDICTIONS_OF, _PREDICTIONS_OF_ONE):
-        for row in connection.execute(stmt, parameters).mappings():
-            found.setdefault(row["generation_id"], []).append(to_prediction(row))
+    for row in _rows(connection, generation_ids, _PREDICTIONS_OF, _PREDICTIONS_OF_ONE):
+        found.setdefault(row["generation_id"], []).append(to_prediction(row))
     return found
 
 
@@ -93,21 +96,21 @@ def images_of(
 ) -> dict[str, list[StoredImage]]:
     """Each generation's stored images in output order."""
     found: dict[str, list[StoredImage]] = {}
-    for stmt, parameters in _batches(generation_ids, _IMAGES_OF, _IMAGES_OF_ONE):
-        for row in connection.execute(stmt, parameters).mappings():
-            found.setdefault(row["generation_id"], []).append(to_stored_image(row))
+    for row in _rows(connection, generation_ids, _IMAGES_OF, _IMAGES_OF_ONE):
+        found.setdefault(row["generation_id"], []).append(to_stored_image(row))
     return found
 
 
-def _batches(
-    generation_ids: Sequence[str], many: sa.Select[Any], one: sa.Select[Any]
-) -> Iterator[tuple[sa.Select[Any], dict[str, Any]]]:
-    """The statement and parameters for each batch of ids: ``one`` for a single id."""
+def _rows(
+    connection: sa.Connection, generation_ids: Sequence[str], many: sa.Select[Any], one: Fixed
+) -> Iterator[Mapping[Any, Any]]:
+    """The rows of ``many`` for each batch of ids; ``one`` for a single id."""
     if len(generation_ids) == 1:
-        yield one, {"id": generation_ids[0]}
+        yield from one.rows(connection, {"id": generation_ids[0]})
         return
     for start in range(0, len(generation_ids), _BATCH):
-        yield many, {"ids": list(generation_ids[start : start + _BATCH])}
+        parameters = {"ids": list(generation_ids[start : start + _BATCH])}
+        yield from connection.execute(many, parameters).mappings()
 
 
 def one_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:

@@ -41,13 +41,14 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
+from imagegen.db.compiled import Fixed
 from imagegen.db.creates import SqlCreates
 from imagegen.db.database import Database, open_database
 from imagegen.db.engine import PoolSettings
 from imagegen.db.leases import SqlLeases
 from imagegen.db.migrate import create_engine, migrate, migrate_sqlite
 from imagegen.db.outbox import SqlWebhookOutbox
-from imagegen.db.queries import load_generation, load_generations, not_found, rowcount
+from imagegen.db.queries import load_generation, load_generations, not_found
 from imagegen.db.rows import (
     input_image_values,
     request_to_json,
@@ -78,17 +79,22 @@ if TYPE_CHECKING:
 MAX_LIST_LIMIT = 100
 CANCELED_ERROR_CODE = "canceled"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_CROCKFORD_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
 _DIALECTS = ("sqlite", "postgresql")
 _RETURNING_SQLITE = (3, 35)  # UPDATE ... RETURNING
 
-_INSERT_GENERATION = sa.insert(GENERATIONS)
-_INSERT_INPUT_IMAGES = sa.insert(INPUT_IMAGES)
+_INSERT_GENERATION = Fixed(sa.insert(GENERATIONS))
+_INSERT_INPUT_IMAGES = Fixed(sa.insert(INPUT_IMAGES))
 # Bound parameters in a WHERE may not share a name with a column the SET clause could name.
-_SET_PREDICTION_STATUS = sa.update(PREDICTIONS).where(
-    PREDICTIONS.c.generation_id == sa.bindparam("of_generation"),
-    PREDICTIONS.c.prediction_id == sa.bindparam("of_prediction"),
+_SET_PREDICTION_STATUS = Fixed(
+    sa.update(PREDICTIONS).where(
+        PREDICTIONS.c.generation_id == sa.bindparam("of_generation"),
+        PREDICTIONS.c.prediction_id == sa.bindparam("of_prediction"),
+    )
 )
-_RELEASE_KEY = sa.update(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
+_RELEASE_KEY = Fixed(
+    sa.update(GENERATIONS).where(GENERATIONS.c.id == sa.bindparam("generation_id"))
+)
 
 __all__ = [
     "GenerationStore",
@@ -113,8 +119,12 @@ def new_generation_id() -> str:
 
 def new_ulid() -> str:
     """26 lowercase Crockford base32 characters: 48-bit milliseconds, then 80 random bits."""
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return ulid_text((time.time_ns() // 1_000_000) << 80 | secrets.randbits(80))
+
+
+def ulid_text(value: int) -> str:
+    """The 128-bit ``value`` as 26 Crockford base32 characters, two at a time (ten bits)."""
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 async def open_store(
@@ -182,7 +192,7 @@ class GenerationStore:
         self._outbox = SqlWebhookOutbox(self._db, clock=clock)
         self._leases = SqlLeases(self._db, clock=clock)
         self._creates = SqlCreates(
-            self._db, clock=clock, insert_prediction=_insert_new_prediction(dialect)
+            self._db, clock=clock, insert_prediction=Fixed(_insert_new_prediction(dialect))
         )
 
     @property
@@ -298,7 +308,7 @@ class GenerationStore:
             "idempotency_key": None,
             "updated_at": self._clock(),
         }
-        release = partial(rowcount, stmt=_RELEASE_KEY, parameters=parameters)
+        release = partial(_RELEASE_KEY.rowcount, parameters=parameters)
         if await self._db.write(release, admission=True) == 0:  # before a new job: waits as one
             raise not_found(generation_id)
 
@@ -437,7 +447,7 @@ class GenerationStore:
             "updated_at": self._clock(),
         }
         updated = await self._db.write(
-            partial(rowcount, stmt=_SET_PREDICTION_STATUS, parameters=parameters)
+            partial(_SET_PREDICTION_STATUS.rowcount, parameters=parameters)
         )
         if updated == 0:
             raise NotFound(f"prediction {prediction_id!r} of {generation_id!r} not found")
@@ -541,9 +551,8 @@ def _insert_job(
     values: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], connection: sa.Connection
 ) -> None:
     """The job and the keys of its input images, in one transaction (one statement without)."""
-    connection.execute(_INSERT_GENERATION, values)
-    if inputs:
-        connection.execute(_INSERT_INPUT_IMAGES, list(inputs))
+    _INSERT_GENERATION.execute(connection, values)
+    _INSERT_INPUT_IMAGES.executemany(connection, inputs)
 
 
 def _encode_cursor(last: Generation) -> str:

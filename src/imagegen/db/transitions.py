@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from imagegen.db.compiled import Fixed
 from imagegen.db.queries import load_generation, one_of, predictions_of
 from imagegen.db.rows import delivery_values, image_values, to_generation
 from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
@@ -42,7 +43,7 @@ _PREDICTION_COUNT = (
     .label("prediction_count")
 )
 # One statement per target; the SET clause comes from the parameters each execution passes.
-_UPDATES = {
+_STATEMENTS = {
     target: sa.update(GENERATIONS)
     .where(
         GENERATIONS.c.id == sa.bindparam("generation_id"),
@@ -51,12 +52,13 @@ _UPDATES = {
     .returning(*GENERATIONS.c, _PREDICTION_COUNT)
     for target, allowed in ALLOWED_FROM.items()
 }
+_UPDATES = {target: Fixed(stmt) for target, stmt in _STATEMENTS.items()}
 _FENCED_UPDATES = {
-    target: stmt.where(GENERATIONS.c.lease_owner == sa.bindparam("holder"))
-    for target, stmt in _UPDATES.items()
+    target: Fixed(stmt.where(GENERATIONS.c.lease_owner == sa.bindparam("holder")))
+    for target, stmt in _STATEMENTS.items()
 }
-_INSERT_IMAGES = sa.insert(IMAGES)
-_INSERT_DELIVERIES = sa.insert(DELIVERIES)
+_INSERT_IMAGES = Fixed(sa.insert(IMAGES))
+_INSERT_DELIVERIES = Fixed(sa.insert(DELIVERIES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +93,14 @@ class Transition:
         stmt = _UPDATES[self.target]
         if self.holder is not None:
             stmt, parameters["holder"] = _FENCED_UPDATES[self.target], self.holder
-        row = connection.execute(stmt, parameters).mappings().one_or_none()
+        row = stmt.first(connection, parameters)
         if row is None:
             current = load_generation(connection, self.generation_id)
             if self.holder is not None and current.status in ALLOWED_FROM[self.target]:
                 raise LeaseLost(self.generation_id)  # the state allows it: the lease does not
             raise InvalidTransition(current, self.target)
         if self.images:
-            connection.execute(_INSERT_IMAGES, image_values(self.generation_id, self.images))
+            _INSERT_IMAGES.executemany(connection, image_values(self.generation_id, self.images))
         predictions: Sequence[PredictionRecord] = ()
         if row["prediction_count"]:
             predictions = predictions_of(connection, [self.generation_id])[self.generation_id]
@@ -106,5 +108,5 @@ class Transition:
         if self.outbox is not None:
             messages = [delivery_values(new, self.now) for new in self.outbox(generation)]
             if messages:
-                connection.execute(_INSERT_DELIVERIES, messages)
+                _INSERT_DELIVERIES.executemany(connection, messages)
         return generation
