@@ -278,3 +278,25 @@ async def test_an_httpx_clients_own_headers_are_never_sent() -> None:
             assert streamed.status_code == 200
         await upstream.aclose()
     assert b"authorization" not in heads[0].lower()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_replys_text_follows_its_charset(kind: str) -> None:
+    async def latin1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=latin-1\r\n"
+            b"Content-Length: 4\r\n\r\ncaf\xe9"
+        )
+        await writer.drain()
+        writer.close()
+
+    async with serving(latin1) as base:
+        upstream = _upstream(kind)
+        reply = await upstream.send("GET", base + "/", headers={}, max_bytes=100)
+        await upstream.aclose()
+    assert (reply.status_code, reply.reason_phrase) == (503, "Service Unavailable")
+    assert not reply.is_success
+    assert reply.text == "café"
+    with pytest.raises(ValueError):
+        reply.json()

@@ -15,8 +15,8 @@ Both send exactly the headers given (no client defaults, no auth, no cookies kep
 follow no redirect, and fail with httpx's exception types by what a failure means for a retry:
 ``ConnectError`` or ``ConnectTimeout`` only when no connection was made, i.e. nothing was sent
 (a create is retried only then); a connection dropped or reset once made is a ``ReadError``.
-A reply read in full comes back as an ``httpx.Response`` (decoded; its wire-encoding headers
-dropped); a streamed one as a ``StreamedReply`` of raw bytes. ``sni_hostname`` is the safe
+A reply read in full comes back as a ``Reply`` (its body decoded; an ``httpx.Response`` is
+one); a streamed one as a ``StreamedReply`` of raw bytes. ``sni_hostname`` is the safe
 fetcher's pinning: the URL names the checked address, the TLS handshake (SNI and the
 certificate's name) and the ``Host`` header the caller gives keep the host's name.
 aiohttp is imported on the first request, not at start-up (~90 ms).
@@ -25,6 +25,8 @@ aiohttp is imported on the first request, not at start-up (~90 ms).
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,14 +36,38 @@ if TYPE_CHECKING:
     import aiohttp
 
 TimeoutKey = tuple[float | None, float | None, float | None]
-_HTTP_11 = b"HTTP/1.1"
 # A body read in full is handed on decoded: headers that describe the wire encoding no longer hold.
 BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_CHARSET = re.compile(r";\s*charset=\"?([\w.:-]+)", re.IGNORECASE)
 
 
 class BodyTooLarge(Exception):
     """A reply declared or sent more than the ``max_bytes`` its caller allows; the rest of it
     was not read (the connection is closed)."""
+
+
+class Reply(Protocol):
+    """A reply read in full, its body decoded (``httpx.Response`` is one)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # names looked up case-insensitively
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def text(self) -> str: ...  # decoded by the charset of Content-Type, else UTF-8
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def json(self) -> Any: ...  # ValueError when the body is not JSON
 
 
 class StreamedReply(Protocol):
@@ -73,7 +99,7 @@ class Upstream(Protocol):
         content: bytes | None = None,
         timeouts: httpx.Timeout | None = None,
         max_bytes: int,
-    ) -> httpx.Response:
+    ) -> Reply:
         """The reply, its body read in full and decoded; ``BodyTooLarge`` past ``max_bytes``."""
         ...
 
@@ -121,7 +147,7 @@ class AiohttpUpstream:
         content: bytes | None = None,
         timeouts: httpx.Timeout | None = None,
         max_bytes: int,
-    ) -> httpx.Response:
+    ) -> Reply:
         import aiohttp
 
         session = self._session or self._open()
@@ -139,19 +165,7 @@ class AiohttpUpstream:
                 if declared is not None and declared > max_bytes:
                     raise BodyTooLarge
                 body = await _read_capped(response.content, max_bytes)
-                extensions: dict[str, Any] = {"http_version": _HTTP_11}
-                if response.reason:
-                    extensions["reason_phrase"] = response.reason.encode()
-                return httpx.Response(
-                    response.status,
-                    headers=[
-                        (name, value)
-                        for name, value in response.raw_headers
-                        if name.lower().decode("latin-1") not in BODY_HEADERS
-                    ],
-                    content=body,
-                    extensions=extensions,
-                )
+                return _ReadReply(response.status, response.reason or "", response.headers, body)
         except aiohttp.ClientError as exc:
             raise httpx_error(exc) from exc
 
@@ -216,6 +230,36 @@ class AiohttpUpstream:
         return made
 
 
+class _ReadReply:
+    """An aiohttp reply read in full. Its headers are aiohttp's, as received: those of the wire
+    encoding (``Content-Encoding``, ``Content-Length``) describe what was sent, not ``content``."""
+
+    __slots__ = ("content", "headers", "reason_phrase", "status_code")
+
+    def __init__(
+        self, status: int, reason: str, headers: Mapping[str, str], content: bytes
+    ) -> None:
+        self.status_code = status
+        self.reason_phrase = reason
+        self.headers = headers
+        self.content = content
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        found = _CHARSET.search(self.headers.get("content-type", ""))
+        try:
+            return self.content.decode(found[1] if found else "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 class _AiohttpReply:
     """An aiohttp reply as a ``StreamedReply``."""
 
@@ -266,7 +310,7 @@ class HttpxUpstream:
         content: bytes | None = None,
         timeouts: httpx.Timeout | None = None,
         max_bytes: int,
-    ) -> httpx.Response:
+    ) -> Reply:
         request = self._request(method, url, headers, content, timeouts, None)
         response = await self._client.send(request, stream=True, auth=None, follow_redirects=False)
         try:

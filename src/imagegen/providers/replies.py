@@ -22,7 +22,7 @@ import httpx
 from imagegen.config import Settings
 from imagegen.errors import UpstreamUnavailable
 from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER
-from imagegen.upstream import BodyTooLarge, Upstream
+from imagegen.upstream import BodyTooLarge, Reply, Upstream
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ERROR_CHARS = 1000
@@ -76,7 +76,7 @@ async def send_capped(
     max_bytes: int,
     provider: str,
     action: str,
-) -> httpx.Response:
+) -> Reply:
     """The reply with its body read (decoded) in full, if it is at most ``max_bytes``.
 
     Raises ``ReplyTooLarge`` as soon as the declared length or the bytes read pass the cap (the

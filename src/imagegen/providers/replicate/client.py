@@ -29,7 +29,7 @@ from imagegen.providers.replicate.prediction import Prediction
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier
 from imagegen.providers.replies import ReplyLimits, Scrubber, json_body, send_capped
-from imagegen.upstream import Upstream
+from imagegen.upstream import Reply, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class ReplicateClient:
     ) -> Any:
         """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
 
-        def send() -> Awaitable[httpx.Response]:
+        def send() -> Awaitable[Reply]:
             request = build()
             return send_capped(
                 self._http,
@@ -271,7 +271,7 @@ def _prediction_path(prediction_id: str) -> str:
     return f"/v1/predictions/{quote(prediction_id, safe='')}"
 
 
-def _json_of(response: httpx.Response, action: str) -> Any:
+def _json_of(response: Reply, action: str) -> Any:
     if not response.is_success:
         raise malformed_reply(action, f"unexpected HTTP status {response.status_code}")
     try:
