@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import os
 import random
-import tempfile
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -220,8 +220,7 @@ class _Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
+            fd, name = _new_spool_file(directory)
         except OSError as exc:
             raise _local(exc, directory) from exc
         self.path = Path(name)
@@ -247,6 +246,25 @@ class _Spool:
         with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
             self.file.close()
         self.path.unlink(missing_ok=True)
+
+
+# As ``tempfile.mkstemp`` opens its files: new (never an existing file or link), owner-only.
+_SPOOL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _new_spool_file(directory: Path) -> tuple[int, str]:
+    """A new empty file ``.fetch-<random>.part`` in ``directory`` (made if missing): its
+    descriptor and path. The directory is made only when the file cannot be (one call, not two,
+    per download)."""
+    for _ in range(100):
+        name = os.path.join(directory, f".fetch-{secrets.token_hex(8)}.part")
+        try:
+            return os.open(name, _SPOOL_FLAGS, 0o600), name
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free spool file name in {directory}")
 
 
 def _local(exc: OSError, directory: Path) -> Exception:
