@@ -300,3 +300,27 @@ async def test_a_replys_text_follows_its_charset(kind: str) -> None:
     assert reply.text == "café"
     with pytest.raises(ValueError):
         reply.json()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_post_without_a_body_says_so(kind: str) -> None:
+    """A cancel is a POST with no body: ``Content-Length: 0``, as Replicate expects."""
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async with serving(record) as base:
+        upstream = _upstream(kind)
+        headers = {"Authorization": "Bearer r8_x", "User-Agent": "imagegen/test"}
+        reply = await upstream.send("POST", base + "/cancel", headers=headers, max_bytes=10)
+        await upstream.aclose()
+    assert reply.json() == {}
+    head = heads[0].lower()
+    assert head.startswith(b"post /cancel http/1.1\r\n")
+    assert b"content-length: 0\r\n" in head
+    assert b"authorization: bearer r8_x\r\n" in head
+    assert b"user-agent: imagegen/test\r\n" in head
