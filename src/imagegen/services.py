@@ -38,6 +38,7 @@ from imagegen.metrics import Metrics
 from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
+from imagegen.resolver_cache import CachedResolver
 from imagegen.shared.client import SharedRedis
 from imagegen.shared.keyrate import RedisRateWindow
 from imagegen.shared.rate import redis_rates
@@ -259,6 +260,7 @@ def build_ingestor(
         allowed_hosts=HostAllowList.from_settings(settings, *base_urls),
         max_bytes=settings.max_image_bytes,
         timeout=settings.download_timeout,
+        resolver=CachedResolver(),
     )
     return ImageIngestor(image_store, fetcher)
 
@@ -272,6 +274,7 @@ def build_inputs(stack: AsyncExitStack, settings: Settings, image_store: ImageSt
         allowed_hosts=policy,
         max_bytes=settings.max_input_image_bytes,
         timeout=settings.download_timeout,
+        resolver=CachedResolver(),
     )
     reader = InputReader(
         fetcher,
