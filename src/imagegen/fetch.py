@@ -45,6 +45,7 @@ from imagegen.netpolicy import (
     HostPolicy,
     Resolver,
     is_public_address,
+    might_be_ip,
     system_resolver,
 )
 from imagegen.retry_after import parse_retry_after
@@ -340,6 +341,8 @@ def _host_of(url: httpx.URL) -> str:
 
 
 def _is_ip_literal(host: str) -> bool:
+    if not might_be_ip(host):
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:
