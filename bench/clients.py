@@ -1,11 +1,12 @@
 """clients: httpx against aiohttp as imagegen's upstream HTTP client, by measurement.
 
-imagegen talks to providers through one pooled ``httpx.AsyncClient``; httpx's pool is known to
+imagegen talks to providers through one pooled upstream client; httpx's pool is known to
 slow down under high concurrency (encode/httpx#3215). Three clients read the same prediction
 from the double (``GET /v1/predictions/{id}``, a ~1 KB JSON body) in a closed loop, pools
-sized as ``imagegen.services`` sizes httpx's, at rising concurrency: httpx on its own transport,
-httpx on aiohttp's (``imagegen.http_transport``, what the provider clients use by default), and
-aiohttp itself. The figure that decides is the CPU the client spends per request, since the
+sized as ``imagegen.services`` sizes them, at rising concurrency: httpx on its own transport,
+imagegen's upstream over aiohttp (``imagegen.upstream``, what the provider clients use by
+default: the body read under the size cap into an ``httpx.Response``), and aiohttp itself.
+The figure that decides is the CPU the client spends per request, since the
 double shares the machine.
 """
 
@@ -59,7 +60,7 @@ async def run(options: Options) -> Result:
     try:
         import aiohttp
 
-        from imagegen.http_transport import AiohttpTransport
+        from imagegen.upstream import AiohttpUpstream
     except ImportError:
         result.note("aiohttp is not installed (`pip install aiohttp`): nothing to compare")
         return result
@@ -74,10 +75,9 @@ async def run(options: Options) -> Result:
             )
         url = f"{double.base_url}/v1/predictions/{created.json()['id']}"
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        over_aiohttp = AiohttpTransport(limits=limits)
+        upstream = AiohttpUpstream(timeout=httpx.Timeout(30.0), limits=limits)
         async with (
             httpx.AsyncClient(headers=headers, limits=limits) as hx,
-            httpx.AsyncClient(headers=headers, transport=over_aiohttp) as hx_aio,
             aiohttp.ClientSession(
                 headers=headers, connector=aiohttp.TCPConnector(limit=1000)
             ) as aio,
@@ -88,8 +88,8 @@ async def run(options: Options) -> Result:
                 response.json()
                 return response.status_code
 
-            async def with_httpx_over_aiohttp() -> int:
-                response = await hx_aio.get(url)
+            async def with_upstream() -> int:
+                response = await upstream.send("GET", url, headers=headers, max_bytes=1 << 24)
                 response.json()
                 return response.status_code
 
@@ -102,7 +102,7 @@ async def run(options: Options) -> Result:
                 measured = {}
                 clients = (
                     ("httpx", with_httpx),
-                    ("httpx over aiohttp", with_httpx_over_aiohttp),
+                    ("imagegen upstream (aiohttp)", with_upstream),
                     ("aiohttp", with_aiohttp),
                 )
                 for name, get in clients:
@@ -121,4 +121,5 @@ async def run(options: Options) -> Result:
                         for name, (rate, _, errors) in measured.items()
                     )
                 )
+            await upstream.aclose()
     return result

@@ -19,6 +19,7 @@ from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
 from imagegen.netpolicy import Resolver
 from imagegen.retry_after import parse_retry_after
+from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
 
 Handler = Callable[[httpx.Request], httpx.Response]
 PUBLIC_IP = "93.184.216.34"
@@ -563,6 +564,19 @@ async def test_memory_stays_flat_for_a_large_body(tmp_path: Path) -> None:
 # --- a real server on loopback ----------------------------------------------------------
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
+    """Each kind of upstream imagegen downloads through, as ``services`` builds them."""
+    timeout, limits = httpx.Timeout(10.0), httpx.Limits(max_connections=10)
+    made: Upstream = (
+        AiohttpUpstream(timeout=timeout, limits=limits)
+        if request.param == "aiohttp"
+        else HttpxUpstream(httpx.AsyncClient(timeout=timeout, limits=limits))
+    )
+    yield made
+    await made.aclose()
+
+
 async def serve_chunked(chunks: Iterator[bytes] | Sequence[bytes]) -> tuple[asyncio.Server, int]:
     """An HTTP/1.1 server that answers every request with a chunked 200 of ``chunks``."""
 
@@ -584,11 +598,13 @@ async def serve_chunked(chunks: Iterator[bytes] | Sequence[bytes]) -> tuple[asyn
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_streams_from_a_real_loopback_server(tmp_path: Path) -> None:
+async def test_streams_from_a_real_loopback_server(upstream: Upstream, tmp_path: Path) -> None:
     parts = [bytes([i]) * 100_000 for i in range(30)]
     server, port = await serve_chunked(parts)
-    async with server, httpx.AsyncClient() as client:
-        fetcher = SafeFetcher(client, allowed_hosts=["127.0.0.1"], max_bytes=10_000_000, timeout=10)
+    async with server:
+        fetcher = SafeFetcher(
+            upstream, allowed_hosts=["127.0.0.1"], max_bytes=10_000_000, timeout=10
+        )
         fetched = await fetcher.fetch(f"http://127.0.0.1:{port}/out.png", tmp_path)
     body = b"".join(parts)
     assert fetched.size_bytes == len(body)
@@ -596,19 +612,25 @@ async def test_streams_from_a_real_loopback_server(tmp_path: Path) -> None:
     assert fetched.path.read_bytes() == body
 
 
-async def test_real_server_without_length_is_cut_at_the_cap(tmp_path: Path) -> None:
+async def test_real_server_without_length_is_cut_at_the_cap(
+    upstream: Upstream, tmp_path: Path
+) -> None:
     def endless() -> Iterator[bytes]:
         while True:
             yield b"z" * 65536
 
     server, port = await serve_chunked(endless())
-    async with server, httpx.AsyncClient() as client:
-        fetcher = SafeFetcher(client, allowed_hosts=["127.0.0.1"], max_bytes=1_000_000, timeout=10)
+    async with server:
+        fetcher = SafeFetcher(
+            upstream, allowed_hosts=["127.0.0.1"], max_bytes=1_000_000, timeout=10
+        )
         error = await fetch_error(fetcher, f"http://127.0.0.1:{port}/big", tmp_path)
     assert "larger than 1000000 bytes" in error.message
 
 
-async def test_real_server_that_resets_the_first_connection(tmp_path: Path) -> None:
+async def test_real_server_that_resets_the_first_connection(
+    upstream: Upstream, tmp_path: Path
+) -> None:
     connections: list[int] = []
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -624,9 +646,9 @@ async def test_real_server_that_resets_the_first_connection(tmp_path: Path) -> N
     server = await asyncio.start_server(respond, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     policy = DownloadRetry(base_delay=0.01)
-    async with server, httpx.AsyncClient() as client:
+    async with server:
         fetcher = SafeFetcher(
-            client, allowed_hosts=["127.0.0.1"], max_bytes=10_000, timeout=10, retry=policy
+            upstream, allowed_hosts=["127.0.0.1"], max_bytes=10_000, timeout=10, retry=policy
         )
         fetched = await fetcher.fetch(f"http://127.0.0.1:{port}/out.png", tmp_path)
     assert fetched.path.read_bytes() == BODY
@@ -634,11 +656,11 @@ async def test_real_server_that_resets_the_first_connection(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == [fetched.path]
 
 
-async def test_loopback_is_refused_unless_configured(tmp_path: Path) -> None:
+async def test_loopback_is_refused_unless_configured(upstream: Upstream, tmp_path: Path) -> None:
     server, port = await serve_chunked([b"secret"])
-    async with server, httpx.AsyncClient() as client:
+    async with server:
         fetcher = SafeFetcher(
-            client,
+            upstream,
             allowed_hosts=[".internal.test"],
             max_bytes=1000,
             timeout=5,
@@ -646,3 +668,16 @@ async def test_loopback_is_refused_unless_configured(tmp_path: Path) -> None:
         )
         error = await fetch_error(fetcher, f"http://admin.internal.test:{port}/", tmp_path)
     assert "private or reserved address 127.0.0.1" in error.message
+
+
+async def test_the_spool_directory_is_made_when_missing(upstream: Upstream, tmp_path: Path) -> None:
+    server, port = await serve_chunked([BODY])
+    staging = tmp_path / "a" / "staging"
+    async with server:
+        fetcher = SafeFetcher(upstream, allowed_hosts=["127.0.0.1"], max_bytes=10_000, timeout=10)
+        fetched = await fetcher.fetch(f"http://127.0.0.1:{port}/out.png", staging)
+    assert fetched.path.parent == staging
+    assert fetched.path.name.startswith(".fetch-")
+    assert fetched.path.name.endswith(".part")
+    assert fetched.path.stat().st_mode & 0o777 == 0o600
+    assert fetched.path.read_bytes() == BODY

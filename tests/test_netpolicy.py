@@ -7,7 +7,13 @@ from tests.support.addresses import PRIVATE_ADDRESSES
 
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
-from imagegen.netpolicy import HostAllowList, HostEntry, is_public_address
+from imagegen.netpolicy import (
+    HostAllowList,
+    HostEntry,
+    is_public_address,
+    might_be_ip,
+    normalise_host,
+)
 
 PUBLIC_IP = "93.184.216.34"
 
@@ -134,3 +140,27 @@ def test_private_addresses_are_not_public(address: str) -> None:
 @pytest.mark.parametrize("address", [PUBLIC_IP, "2606:4700::1111", "::ffff:93.184.216.34"])
 def test_public_addresses_are_public(address: str) -> None:
     assert is_public_address(address)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["replicate.delivery", "a1.example", "1.2.3.4.example", "", "localhost", "xn--bcher-kva.de"],
+)
+def test_a_name_is_never_taken_for_an_address(host: str) -> None:
+    assert not might_be_ip(host)
+    assert normalise_host(host) == host
+
+
+@pytest.mark.parametrize(
+    ("host", "normal"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("::ffff:10.0.0.1", "::ffff:a00:1"),
+        ("1.2.3", "1.2.3"),  # digits and dots, but no address: kept as given
+    ],
+)
+def test_addresses_are_normalised(host: str, normal: str) -> None:
+    assert might_be_ip(host.strip("[]").lower())
+    assert normalise_host(host) == normal

@@ -257,8 +257,8 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(default=5.0, gt=0)
     provider_http_transport: Literal["aiohttp", "httpx"] = Field(
         default="aiohttp",
-        description="What carries provider API calls and output downloads under httpx's API: "
-        "aiohttp's connection pools (less CPU per request) or httpx's own.",
+        description="What carries provider API calls and output downloads: aiohttp's "
+        "connection pools, called directly (less CPU per request), or httpx's client.",
     )
     schema_cache_ttl: float = Field(default=3600.0, ge=0)
 

@@ -15,7 +15,7 @@
   connection error, reset or timeout, a 408, 429 or 5xx, a bounded number of times, with short
   exponential backoff and jitter, honouring ``Retry-After``, all within the overall ``timeout``
   (``imagegen.download_retry``). Never after another 4xx: a 404 or 410 means the output expired.
-- The client's auth, ``Authorization`` and ``Cookie`` are never sent to download hosts.
+- Only ``Accept-Encoding`` (and ``Host`` when pinned) is sent: no auth, no cookie.
 
 Every failure is an ``ImageFetchError`` whose ``provider`` is the host involved.
 """
@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import os
 import random
-import tempfile
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,15 +45,17 @@ from imagegen.netpolicy import (
     HostPolicy,
     Resolver,
     is_public_address,
+    might_be_ip,
     system_resolver,
 )
 from imagegen.retry_after import parse_retry_after
 from imagegen.storage.faults import storage_fault
+from imagegen.upstream import StreamedReply, Upstream, upstream_of
 
 log = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-STRIPPED_HEADERS = ("authorization", "cookie")
+_IDENTITY = {"Accept-Encoding": "identity"}
 # Transport failures worth another attempt: timeouts, connect/read/write errors, and a peer that
 # closed mid-message. Not a local protocol error, an unsupported scheme or a proxy failure.
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -84,14 +86,15 @@ class _Transient(Exception):
 class SafeFetcher:
     """Downloads provider outputs under the rules in this module's docstring.
 
-    The caller owns and closes ``http``; ``fetch`` only borrows it, one request per hop.
+    The caller owns and closes ``http`` (an ``Upstream``, or an ``httpx.AsyncClient`` used as
+    one); ``fetch`` only borrows it, one request per hop.
     ``retry`` bounds the attempts; ``sleep``, ``clock`` (monotonic seconds) and ``draw`` (jitter,
     in [0, 1)) are injected so tests need not wait.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Upstream | httpx.AsyncClient,
         *,
         allowed_hosts: HostPolicy | Iterable[str],
         max_bytes: int,
@@ -103,7 +106,7 @@ class SafeFetcher:
         clock: Clock = time.monotonic,
         draw: Callable[[], float] = random.random,
     ) -> None:
-        self._http = http
+        self._http = upstream_of(http)
         self._hosts: HostPolicy = (
             HostAllowList.of(*allowed_hosts)
             if isinstance(allowed_hosts, Iterable)
@@ -151,37 +154,34 @@ class SafeFetcher:
     async def _follow(self, url: httpx.URL, dest_dir: Path) -> FetchedFile:
         for _ in range(self._max_redirects + 1):
             host = _host_of(url)
-            request = await self._build_request(url, host)
+            target, headers, sni_hostname = await self._target(url, host)
             with _translate_http_errors(host):
-                response = await self._http.send(
-                    request, stream=True, follow_redirects=False, auth=None
-                )
-                try:
+                reply = self._http.stream("GET", target, headers=headers, sni_hostname=sni_hostname)
+                async with reply as response:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
                         url = _parse_url(str(url.join(location)))
                         continue
                     _check_response(response, host, self._max_bytes)
                     return await self._spool(response, url, dest_dir)
-                finally:
-                    await response.aclose()
         host = _host_of(url)
         message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
         raise ImageFetchError(message, provider=host)
 
-    async def _build_request(self, url: httpx.URL, host: str) -> httpx.Request:
+    async def _target(self, url: httpx.URL, host: str) -> tuple[str, dict[str, str], str | None]:
+        """Where the request goes, its headers, and the name TLS checks (None: the URL's).
+
+        An untrusted host is pinned: the URL names the checked address, ``Host`` and SNI the
+        host's name."""
         port = url.port or DEFAULT_PORTS[url.scheme]
         if not self._hosts.permits(host, port):
             message = f"refusing to download from {host}: host not allowed on port {port}"
             raise ImageFetchError(message, provider=host)
-        request = self._http.build_request("GET", url, headers={"Accept-Encoding": "identity"})
-        for name in STRIPPED_HEADERS:
-            request.headers.pop(name, None)
-        if not self._hosts.trusts(host, port):
-            address = await self._checked_address(host, port)
-            request.url = url.copy_with(host=address)
-            request.extensions = {**request.extensions, "sni_hostname": host}
-        return request
+        if self._hosts.trusts(host, port):
+            return str(url), _IDENTITY, None
+        address = await self._checked_address(host, port)
+        headers = {**_IDENTITY, "Host": url.netloc.decode("ascii")}
+        return str(url.copy_with(host=address)), headers, host
 
     async def _checked_address(self, host: str, port: int) -> str:
         if _is_ip_literal(host):
@@ -199,11 +199,11 @@ class SafeFetcher:
                 raise ImageFetchError(f"{message} {address}", provider=host)
         return addresses[0].split("%", 1)[0]
 
-    async def _spool(self, response: httpx.Response, url: httpx.URL, dest: Path) -> FetchedFile:
+    async def _spool(self, response: StreamedReply, url: httpx.URL, dest: Path) -> FetchedFile:
         host = _host_of(url)
         spool = _Spool(dest)
         try:
-            async for chunk in response.aiter_bytes():  # identity only: see _check_response
+            async for chunk in response.aiter_raw():  # identity only: see _check_response
                 if spool.size + len(chunk) > self._max_bytes:
                     raise _too_large(host, self._max_bytes)
                 spool.write(chunk)
@@ -221,8 +221,7 @@ class _Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=directory, prefix=".fetch-", suffix=".part")
+            fd, name = _new_spool_file(directory)
         except OSError as exc:
             raise _local(exc, directory) from exc
         self.path = Path(name)
@@ -250,11 +249,30 @@ class _Spool:
         self.path.unlink(missing_ok=True)
 
 
+# As ``tempfile.mkstemp`` opens its files: new (never an existing file or link), owner-only.
+_SPOOL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _new_spool_file(directory: Path) -> tuple[int, str]:
+    """A new empty file ``.fetch-<random>.part`` in ``directory`` (made if missing): its
+    descriptor and path. The directory is made only when the file cannot be (one call, not two,
+    per download)."""
+    for _ in range(100):
+        name = os.path.join(directory, f".fetch-{secrets.token_hex(8)}.part")
+        try:
+            return os.open(name, _SPOOL_FLAGS, 0o600), name
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free spool file name in {directory}")
+
+
 def _local(exc: OSError, directory: Path) -> Exception:
     return storage_fault(exc, directory) or exc
 
 
-def _check_response(response: httpx.Response, host: str, max_bytes: int) -> None:
+def _check_response(response: StreamedReply, host: str, max_bytes: int) -> None:
     status = response.status_code
     if status in (404, 410):
         message = f"image at {host} is no longer available (HTTP {status}); provider outputs expire"
@@ -323,6 +341,8 @@ def _host_of(url: httpx.URL) -> str:
 
 
 def _is_ip_literal(host: str) -> bool:
+    if not might_be_ip(host):
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

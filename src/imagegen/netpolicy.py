@@ -107,10 +107,18 @@ class HostEntry:
 def normalise_host(host: str) -> str:
     """Lower case, no trailing dot, no brackets; an IPv6 literal in its compressed form."""
     host = host.strip().lower().strip("[]").rstrip(".")
+    if not might_be_ip(host):
+        return host
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return host
+
+
+def might_be_ip(host: str) -> bool:
+    """False for a host that is surely a name (no ``:``, not digits and dots), which
+    ``ipaddress`` would refuse only after trying it as IPv4 and as IPv6."""
+    return ":" in host or host.replace(".", "").isdigit()
 
 
 def _split_url(text: str) -> tuple[str, int | None]:

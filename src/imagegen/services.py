@@ -27,7 +27,7 @@ from imagegen.db.store import new_ulid, open_store, utc_now
 from imagegen.db.usage import SqlUsage
 from imagegen.errors import ConfigurationError, ImagegenError
 from imagegen.fetch import SafeFetcher
-from imagegen.http_transport import AiohttpTransport, CookielessClient
+from imagegen.http_transport import CookielessClient
 from imagegen.ingest import ImageIngestor
 from imagegen.inputs import InputImages, InputReader
 from imagegen.jobs.events import JobEvents
@@ -38,18 +38,20 @@ from imagegen.metrics import Metrics
 from imagegen.netpolicy import AnyPublicHost, HostAllowList
 from imagegen.providers.base import Provider
 from imagegen.providers.registry import ProviderDeps, ProviderSpec, build_provider
+from imagegen.resolver_cache import CachedResolver
 from imagegen.shared.client import SharedRedis
 from imagegen.shared.keyrate import RedisRateWindow
 from imagegen.shared.rate import redis_rates
 from imagegen.shared.setup import open_shared_state
 from imagegen.storage.base import ImageStore
 from imagegen.storage.factory import open_image_store
+from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
 
 log = logging.getLogger(__name__)
 
 
-def provider_http_client(settings: Settings) -> httpx.AsyncClient:
-    """One pooled client for provider APIs. Reads allow for Replicate's sync-mode wait."""
+def provider_http_client(settings: Settings) -> Upstream:
+    """One pooled upstream for provider APIs. Reads allow for Replicate's sync-mode wait."""
     timeout = httpx.Timeout(
         connect=settings.http_connect_timeout,
         read=settings.replicate_wait + 30.0,
@@ -57,37 +59,29 @@ def provider_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return CookielessClient(
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-        transport=provider_transport(settings, limits),
-    )
+    return upstream(settings, timeout, limits)
 
 
-def provider_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """aiohttp's pool under httpx's API (``imagegen.http_transport``), or None: httpx's own."""
+def upstream(settings: Settings, timeout: httpx.Timeout, limits: httpx.Limits) -> Upstream:
+    """aiohttp's pool called directly, or httpx's own client (``imagegen.upstream``), as
+    ``IMAGEGEN_PROVIDER_HTTP_TRANSPORT`` says."""
     if settings.provider_http_transport == "aiohttp":
-        return AiohttpTransport(limits=limits)
-    return None
+        return AiohttpUpstream(timeout=timeout, limits=limits)
+    client = CookielessClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return HttpxUpstream(client)
 
 
-def download_http_client(settings: Settings) -> httpx.AsyncClient:
-    """A separate client (and pool) for output downloads: no provider credentials ever ride
-    along. Its transport is the provider clients' kind: the safe fetcher's pinning (the checked
-    address in the URL, the name in ``Host`` and the ``sni_hostname`` extension) works on both."""
+def download_http_client(settings: Settings) -> Upstream:
+    """A separate upstream (and pool) for output downloads: no provider credentials ever ride
+    along. Its kind is the provider clients': the safe fetcher's pinning (the checked address
+    in the URL, the name in ``Host`` and in TLS) works on both."""
     timeout = httpx.Timeout(settings.download_timeout, connect=settings.http_connect_timeout)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return CookielessClient(
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-        transport=provider_transport(settings, limits),
-    )
+    return upstream(settings, timeout, limits)
 
 
-def blocking_http_client(settings: Settings) -> httpx.AsyncClient:
-    """A client for upstreams that answer only when the image is done (OpenAI-compatible):
+def blocking_http_client(settings: Settings) -> Upstream:
+    """An upstream for APIs that answer only when the image is done (OpenAI-compatible):
     reads may take the whole request deadline."""
     timeout = httpx.Timeout(
         connect=settings.http_connect_timeout,
@@ -96,12 +90,7 @@ def blocking_http_client(settings: Settings) -> httpx.AsyncClient:
         pool=30.0,
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return CookielessClient(
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-        transport=provider_transport(settings, limits),
-    )
+    return upstream(settings, timeout, limits)
 
 
 def process_environment(env_file: Path = Path(".env")) -> dict[str, str]:
@@ -271,6 +260,7 @@ def build_ingestor(
         allowed_hosts=HostAllowList.from_settings(settings, *base_urls),
         max_bytes=settings.max_image_bytes,
         timeout=settings.download_timeout,
+        resolver=CachedResolver(),
     )
     return ImageIngestor(image_store, fetcher)
 
@@ -284,6 +274,7 @@ def build_inputs(stack: AsyncExitStack, settings: Settings, image_store: ImageSt
         allowed_hosts=policy,
         max_bytes=settings.max_input_image_bytes,
         timeout=settings.download_timeout,
+        resolver=CachedResolver(),
     )
     reader = InputReader(
         fetcher,
@@ -295,7 +286,7 @@ def build_inputs(stack: AsyncExitStack, settings: Settings, image_store: ImageSt
     return InputImages(reader, image_store, max_images=settings.max_input_images)
 
 
-def _owned(stack: AsyncExitStack, client: httpx.AsyncClient) -> httpx.AsyncClient:
+def _owned(stack: AsyncExitStack, client: Upstream) -> Upstream:
     stack.push_async_callback(client.aclose)
     return client
 

@@ -33,6 +33,7 @@ from imagegen.providers.replies import (
     send_capped,
 )
 from imagegen.retry_after import clamp, parse_retry_after, retry_after
+from imagegen.upstream import HttpxUpstream
 
 # Made up, in a Replicate token's shape (r8_ and 37 letters and digits): what must never leak.
 TOKEN = "r8_" + "FakeTestToken" + "0" * 24
@@ -200,9 +201,16 @@ async def test_an_oversize_reply_is_refused_at_the_cap(declared: bool) -> None:
         return httpx.Response(200, headers=headers, stream=stream)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        request = http.build_request("GET", "https://up.test/x")
         with pytest.raises(ReplyTooLarge) as info:
-            await send_capped(http, request, max_bytes=1 << 20, provider="up", action="reading x")
+            await send_capped(
+                HttpxUpstream(http),
+                "GET",
+                "https://up.test/x",
+                headers={},
+                max_bytes=1 << 20,
+                provider="up",
+                action="reading x",
+            )
     assert "larger than 1048576 bytes" in info.value.message
     assert "IMAGEGEN_UPSTREAM_MAX_RESPONSE_BYTES" in info.value.message
     assert stream.pulled <= (0 if declared else (1 << 20) + stream.chunk)
@@ -213,8 +221,16 @@ async def test_a_reply_within_the_cap_is_read_whole() -> None:
         return httpx.Response(200, json={"ok": True}, headers={"x-a": "1"})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        request = http.build_request("GET", "https://up.test/x")
-        response = await send_capped(http, request, max_bytes=1024, provider="up", action="x")
+        upstream = HttpxUpstream(http)
+        response = await send_capped(
+            upstream,
+            "GET",
+            "https://up.test/x",
+            headers={},
+            max_bytes=1024,
+            provider="up",
+            action="x",
+        )
     assert response.json() == {"ok": True}
     assert response.headers["x-a"] == "1"
 

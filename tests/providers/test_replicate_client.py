@@ -20,6 +20,7 @@ from imagegen.providers.replicate.errors import format_error, no_token_error, re
 from imagegen.providers.replicate.prediction import Prediction, PredictionStatus
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Retrier, RetryPolicy
+from imagegen.upstream import HttpxUpstream
 
 VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 BASE = "https://api.replicate.test"
@@ -85,7 +86,7 @@ class Recorder:
 
 
 def make_client(handler: Handler, clock: FakeClock, *, attempts: int = 5) -> ReplicateClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = HttpxUpstream(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
     policy = RetryPolicy(max_attempts=attempts, base_delay=0.5, max_delay=8.0, jitter=0.0)
     retrier = Retrier(policy, sleep=clock.sleep, clock=clock)
     return ReplicateClient(

@@ -9,8 +9,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import httpx
-
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
 from imagegen.providers.base import Provider
@@ -18,6 +16,7 @@ from imagegen.providers.openai_compat import OpenAICompatProvider
 from imagegen.providers.replicate import ReplicateProvider
 from imagegen.providers.replies import ReplyLimits
 from imagegen.storage.base import ImageStore
+from imagegen.upstream import Upstream
 
 OPENAI_BASE_URL = "https://api.openai.com"
 
@@ -39,7 +38,7 @@ class ProviderSpec:
 
 @dataclass(frozen=True, slots=True)
 class ProviderDeps:
-    """What every provider may share. Both clients belong to the caller.
+    """What every provider may share. Both upstreams belong to the caller.
 
     ``http`` has short reads, for APIs that are polled (Replicate); ``blocking_http`` waits as
     long as a generation may take, for APIs that answer only when the image is done.
@@ -47,8 +46,8 @@ class ProviderDeps:
     """
 
     settings: Settings
-    http: httpx.AsyncClient
-    blocking_http: httpx.AsyncClient
+    http: Upstream
+    blocking_http: Upstream
     images: ImageStore | None = None
 
 

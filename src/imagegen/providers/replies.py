@@ -3,7 +3,7 @@ event loop, exhaust memory, or leak a credential.
 
 - ``ReplyLimits``: the bounds, from ``Settings`` (``IMAGEGEN_UPSTREAM_MAX_RESPONSE_BYTES``,
   ``IMAGEGEN_UPSTREAM_MAX_RETRY_AFTER``).
-- ``send_capped``: send a request and read its body streaming, stopping at the cap; a larger
+- ``send_capped``: send a request upstream and read its body, stopping at the cap; a larger
   reply is ``ReplyTooLarge`` (an ``UpstreamUnavailable``: 502) naming the cap.
 - ``Scrubber``: upstream text (error messages, a failed prediction's error) with every
   credential redacted and its length bounded, before it is stored or shown to a client.
@@ -11,15 +11,18 @@ event loop, exhaust memory, or leak a credential.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from imagegen.config import Settings
 from imagegen.errors import UpstreamUnavailable
 from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER
+from imagegen.upstream import BodyTooLarge, Reply, Upstream
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ERROR_CHARS = 1000
@@ -63,44 +66,33 @@ def too_large(provider: str, action: str, cap: int) -> ReplyTooLarge:
 
 
 async def send_capped(
-    http: httpx.AsyncClient,
-    request: httpx.Request,
+    upstream: Upstream,
+    method: str,
+    url: str,
     *,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+    timeouts: httpx.Timeout | None = None,
     max_bytes: int,
     provider: str,
     action: str,
-) -> httpx.Response:
-    """``request``'s reply with its body read (decoded) in full, if it is at most ``max_bytes``.
+) -> Reply:
+    """The reply with its body read (decoded) in full, if it is at most ``max_bytes``.
 
     Raises ``ReplyTooLarge`` as soon as the declared length or the bytes read pass the cap (the
-    connection is closed, the rest never read), and httpx's own errors otherwise.
+    connection is closed, the rest never read), and httpx's transport errors otherwise.
     """
-    response = await http.send(request, stream=True)
     try:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise too_large(provider, action, max_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > max_bytes:
-                raise too_large(provider, action, max_bytes)
-            chunks.append(chunk)
-    finally:
-        await response.aclose()
-    headers = [(k, v) for k, v in response.headers.multi_items() if k not in _BODY_HEADERS]
-    return httpx.Response(
-        response.status_code,
-        headers=headers,
-        content=b"".join(chunks),
-        request=request,
-        extensions=response.extensions,
-    )
+        return await upstream.send(
+            method, url, headers=headers, content=content, timeouts=timeouts, max_bytes=max_bytes
+        )
+    except BodyTooLarge:
+        raise too_large(provider, action, max_bytes) from None
 
 
-# The body handed on is already decoded: headers that describe the wire encoding no longer hold.
-_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+def json_body(value: Any) -> bytes:
+    """``value`` as a JSON request body, as httpx encodes ``json=`` (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Scrubber:

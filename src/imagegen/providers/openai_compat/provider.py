@@ -36,8 +36,9 @@ from imagegen.providers.openai_compat.wire import (
     output_format_for,
     parse_images,
 )
-from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
+from imagegen.providers.replies import ReplyLimits, Scrubber, json_body, send_capped
 from imagegen.storage.base import ImageStore
+from imagegen.upstream import Upstream, upstream_of
 
 Sleep = Callable[[float], Awaitable[None]]
 _Files = list[tuple[str, tuple[str, bytes, str]]]
@@ -75,13 +76,13 @@ class OpenAICompatProvider:
 
     The upstream is synchronous and has no prediction ids: ``context.on_prediction`` is never
     called, ``resume`` raises ``PredictionFailed`` and ``cancel`` does nothing. Cancelling the
-    task running ``generate`` closes the in-flight HTTP requests. ``http`` belongs to the
-    caller; ``aclose`` does nothing.
+    task running ``generate`` closes the in-flight HTTP requests. ``http`` (an ``Upstream``, or
+    an ``httpx.AsyncClient`` used as one) belongs to the caller; ``aclose`` does nothing.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Upstream | httpx.AsyncClient,
         *,
         name: str,
         base_url: str,
@@ -94,11 +95,12 @@ class OpenAICompatProvider:
         images: ImageStore | None = None,
     ) -> None:
         self.name = name
-        self._http = http
+        self._http = upstream_of(http)
         self._endpoint = f"{normalise_base_url(base_url)}/v1/images/generations"
         self._edits = f"{normalise_base_url(base_url)}/v1/images/edits"
         self._images = images
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._replies = replies or ReplyLimits()
         self._scrub = Scrubber([api_key], max_chars=self._replies.max_error_chars)
         self._sleep = sleep
@@ -199,17 +201,22 @@ class OpenAICompatProvider:
         reply is read up to the size cap (per image asked for: b64 images come inline), its error
         text scrubbed of credentials, its retry-after clamped."""
         if files is None:
-            request = self._http.build_request(
-                "POST", self._endpoint, json=body, headers=self._headers
-            )
+            url, headers, content = self._endpoint, self._json_headers, json_body(body)
         else:
-            request = self._http.build_request(
-                "POST", self._edits, data=form_fields(body), files=files, headers=self._headers
-            )
+            form = httpx.Request("POST", self._edits, data=form_fields(body), files=files)
+            url, content = self._edits, form.read()
+            headers = {**self._headers, "Content-Type": form.headers["content-type"]}
         max_bytes = self._replies.max_bytes * max(1, int(body.get("n") or 1))
         try:
             response = await send_capped(
-                self._http, request, max_bytes=max_bytes, provider=self.name, action="generating"
+                self._http,
+                "POST",
+                url,
+                headers=headers,
+                content=content,
+                max_bytes=max_bytes,
+                provider=self.name,
+                action="generating",
             )
         except httpx.ConnectError as exc:
             message = f"{self.name}: could not connect to the upstream"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from imagegen.errors import (
@@ -21,6 +20,7 @@ from imagegen.errors import (
 from imagegen.models import GenerationRequest, ProviderImage
 from imagegen.providers.openai_compat.rules import ModelRules, size_for
 from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER, clamp, parse_retry_after, seconds_of
+from imagegen.upstream import Reply
 
 ResponseFormat = Literal["url", "b64_json"]
 
@@ -121,9 +121,7 @@ def _data_uri(b64: str, known_format: str | None) -> str:
     return f"data:{mime};base64,{b64}"
 
 
-def parse_images(
-    response: httpx.Response, provider: str, sent_format: str | None
-) -> list[ProviderImage]:
+def parse_images(response: Reply, provider: str, sent_format: str | None) -> list[ProviderImage]:
     """Images from a 2xx reply; ``PredictionFailed`` if it holds none, ``UpstreamUnavailable``
     if it is not the expected JSON."""
     try:
@@ -145,7 +143,9 @@ def parse_images(
     return images
 
 
-def retry_after(headers: httpx.Headers, maximum: float = DEFAULT_MAX_RETRY_AFTER) -> float | None:
+def retry_after(
+    headers: Mapping[str, str], maximum: float = DEFAULT_MAX_RETRY_AFTER
+) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date),
     clamped to ``maximum`` (``imagegen.retry_after``)."""
     millis = seconds_of(headers.get("retry-after-ms"))
@@ -154,7 +154,7 @@ def retry_after(headers: httpx.Headers, maximum: float = DEFAULT_MAX_RETRY_AFTER
     return clamp(parse_retry_after(headers.get("retry-after")), maximum)
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str | None]:
+def _error_fields(response: Reply) -> tuple[str, str | None]:
     """The upstream's own (message, code-or-type), falling back to the status text."""
     try:
         envelope = _ErrorEnvelope.model_validate_json(response.content)
@@ -174,7 +174,7 @@ def _unchanged(text: str) -> str:
 
 
 def error_from_response(
-    response: httpx.Response,
+    response: Reply,
     provider: str,
     *,
     model: str | None = None,

@@ -1,6 +1,6 @@
 """A thin async client for the parts of Replicate's HTTP API that image generation needs.
 
-It owns no connection: the ``httpx.AsyncClient`` is injected and closed by its owner. Every
+It owns no connection: the ``Upstream`` is injected and closed by its owner. Every
 failure leaves here as an ``imagegen.errors`` type (see ``errors.py``); retries happen in one
 place (``retry.py``).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +28,8 @@ from imagegen.providers.replicate.errors import (
 from imagegen.providers.replicate.prediction import Prediction
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier
-from imagegen.providers.replies import ReplyLimits, Scrubber, send_capped
+from imagegen.providers.replies import ReplyLimits, Scrubber, json_body, send_capped
+from imagegen.upstream import Reply, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,17 @@ def cancel_after_header(remaining: float) -> str:
     return f"{max(MIN_CANCEL_AFTER, math.ceil(remaining))}s"
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One request as it is sent upstream (rebuilt for each attempt where it changes)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    content: bytes | None = None
+    timeouts: httpx.Timeout | None = None
+
+
 class ReplicateClient:
     """Create, read and cancel predictions; read model and version schemas.
 
@@ -59,7 +71,7 @@ class ReplicateClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Upstream,
         *,
         api_token: str,
         base_url: str,
@@ -77,7 +89,8 @@ class ReplicateClient:
         }
         self._retrier = retrier
         self._clock = clock
-        self._create_urls: dict[str, httpx.URL] = {}  # per model: parsed once, not per create
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._sync_timeouts: dict[int, httpx.Timeout] = {}  # per Prefer wait: built once
 
     async def create(
         self,
@@ -98,18 +111,17 @@ class ReplicateClient:
         path = f"{ref.model_path}/predictions"
         if ref.version is not None:
             path, body = "/v1/predictions", {"version": ref.version, **body}
+        url, content = self._base_url + path, json_body(body)
 
-        def build() -> httpx.Request:
+        def build() -> _Request:
             remaining = deadline - self._clock()
-            headers = {**self._headers, "Cancel-After": cancel_after_header(remaining)}
-            timeout = self._http.timeout
+            headers = {**self._json_headers, "Cancel-After": cancel_after_header(remaining)}
+            timeout = None
             prefer = prefer_header(wait_seconds, remaining)
             if prefer is not None:
                 headers["Prefer"] = prefer
-                timeout = _with_read(timeout, int(prefer.removeprefix("wait=")) + _READ_MARGIN)
-            return self._http.build_request(
-                "POST", self._create_url(path), json=body, headers=headers, timeout=timeout
-            )
+                timeout = self._sync_timeout(int(prefer.removeprefix("wait=")))
+            return _Request("POST", url, headers, content, timeout)
 
         action = "creating a prediction"
         data = await self._call(build, action, deadline=deadline, idempotent=False, pace=pace)
@@ -139,10 +151,8 @@ class ReplicateClient:
         params = {"created_after": created_after.astimezone(UTC).isoformat()}
         found: list[Prediction] = []
         for _ in range(max_pages):
-            build = partial(
-                self._http.build_request, "GET", url, params=params, headers=self._headers
-            )
-            data = await self._call(build, action, deadline=deadline)
+            page = _Request("GET", str(httpx.URL(url, params=params)), self._headers)
+            data = await self._call(_always(page), action, deadline=deadline)
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise malformed_reply(action, "expected an object with a list of results")
             found.extend(_listed(data["results"], action))
@@ -166,35 +176,33 @@ class ReplicateClient:
         url = self._base_url + "/v1/files"
         files = {"content": (filename, data, content_type)}
         form = {"filename": filename, "type": content_type}
-
-        def build() -> httpx.Request:
-            return self._http.build_request(
-                "POST", url, headers=self._headers, files=files, data=form
-            )
-
+        multipart = httpx.Request("POST", url, files=files, data=form)  # encodes the form
+        headers = {**self._headers, "Content-Type": multipart.headers["content-type"]}
+        upload = _Request("POST", url, headers, multipart.read())
         action = "uploading an input file"
-        reply = await self._call(build, action, deadline=deadline, idempotent=False)
+        reply = await self._call(_always(upload), action, deadline=deadline, idempotent=False)
         urls = reply.get("urls") if isinstance(reply, dict) else None
         get = urls.get("get") if isinstance(urls, dict) else None
         if not isinstance(get, str) or not get:
             raise malformed_reply(action, "the reply has no urls.get")
         return get
 
-    def _create_url(self, path: str) -> httpx.URL:
-        url = self._create_urls.get(path)
-        if url is None:
-            url = httpx.URL(self._base_url + path)
-            if len(self._create_urls) < 1024:  # one per model in the catalog, in practice
-                self._create_urls[path] = url
-        return url
+    def _sync_timeout(self, wait: int) -> httpx.Timeout:
+        """The upstream's timeouts with a longer read: a sync create is held open for its
+        ``Prefer: wait``."""
+        timeout = self._sync_timeouts.get(wait)
+        if timeout is None:
+            self._sync_timeouts[wait] = timeout = _with_read(
+                self._http.timeout, wait + _READ_MARGIN
+            )
+        return timeout
 
-    def _plain(self, method: str, path: str) -> Callable[[], httpx.Request]:
-        url = self._base_url + path
-        return lambda: self._http.build_request(method, url, headers=self._headers)
+    def _plain(self, method: str, path: str) -> Callable[[], _Request]:
+        return _always(_Request(method, self._base_url + path, self._headers))
 
     async def _call(
         self,
-        build: Callable[[], httpx.Request],
+        build: Callable[[], _Request],
         action: str,
         *,
         deadline: float,
@@ -203,10 +211,18 @@ class ReplicateClient:
     ) -> Any:
         """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
 
-        def send() -> Awaitable[httpx.Response]:
-            max_bytes = self._limits.max_bytes
+        def send() -> Awaitable[Reply]:
+            request = build()
             return send_capped(
-                self._http, build(), max_bytes=max_bytes, provider=PROVIDER, action=action
+                self._http,
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.content,
+                timeouts=request.timeouts,
+                max_bytes=self._limits.max_bytes,
+                provider=PROVIDER,
+                action=action,
             )
 
         try:
@@ -224,6 +240,10 @@ class ReplicateClient:
 def _with_read(timeout: httpx.Timeout, read: float) -> httpx.Timeout:
     """``timeout`` with a longer read: a sync create is held open for its ``Prefer: wait``."""
     return httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+
+
+def _always(request: _Request) -> Callable[[], _Request]:
+    return lambda: request
 
 
 def _listed(items: list[Any], action: str) -> list[Prediction]:
@@ -251,7 +271,7 @@ def _prediction_path(prediction_id: str) -> str:
     return f"/v1/predictions/{quote(prediction_id, safe='')}"
 
 
-def _json_of(response: httpx.Response, action: str) -> Any:
+def _json_of(response: Reply, action: str) -> Any:
     if not response.is_success:
         raise malformed_reply(action, f"unexpected HTTP status {response.status_code}")
     try:

@@ -21,6 +21,7 @@ from imagegen.errors import (
     UpstreamUnavailable,
 )
 from imagegen.retry_after import DEFAULT_MAX_RETRY_AFTER, clamp, parse_retry_after, seconds_of
+from imagegen.upstream import Reply
 
 PROVIDER = "replicate"
 
@@ -48,7 +49,7 @@ def no_token_error() -> UpstreamHTTPError:
     return UpstreamHTTPError(message, provider=PROVIDER, status=401, title=title, detail=detail)
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
+def _json_object(response: Reply) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
@@ -65,7 +66,7 @@ def _unchanged(text: str) -> str:
 
 
 def error_from_response(
-    response: httpx.Response,
+    response: Reply,
     *,
     scrub: Callable[[str], str] = _unchanged,
     max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
@@ -90,15 +91,13 @@ def error_from_response(
     return UpstreamHTTPError(message, provider=PROVIDER, status=status, title=title, detail=detail)
 
 
-def retry_after_of(
-    response: httpx.Response, maximum: float = DEFAULT_MAX_RETRY_AFTER
-) -> float | None:
+def retry_after_of(response: Reply, maximum: float = DEFAULT_MAX_RETRY_AFTER) -> float | None:
     """Seconds to wait, at most ``maximum``: ``Retry-After``, else the body's ``retry_after``,
     else the detail text."""
     return clamp(_retry_after_hint(response), maximum)
 
 
-def _retry_after_hint(response: httpx.Response) -> float | None:
+def _retry_after_hint(response: Reply) -> float | None:
     header = parse_retry_after(response.headers.get("retry-after"))
     if header is not None:
         return header

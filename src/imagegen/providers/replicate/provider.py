@@ -38,6 +38,7 @@ from imagegen.providers.replicate.schema import ModelSchema, ensure_image_output
 from imagegen.providers.replicate.uploads import input_url
 from imagegen.providers.replies import ReplyLimits
 from imagegen.storage.base import ImageStore
+from imagegen.upstream import Upstream, upstream_of
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 
@@ -49,7 +50,8 @@ def _loop_time() -> float:
 class ReplicateProvider:
     """Runs text-to-image models on Replicate (see the package docstring for the behaviour).
 
-    ``http`` belongs to the caller, who closes it. ``images`` is the store input images are
+    ``http`` (an ``Upstream``, or an ``httpx.AsyncClient`` used as one) belongs to the caller,
+    who closes it. ``images`` is the store input images are
     read from (edits and image-to-image); without it a request with images is refused. Without
     ``api_token`` every call raises the 401 error Replicate itself would give, without calling
     it. ``sleep`` and ``clock`` (seconds,
@@ -60,7 +62,7 @@ class ReplicateProvider:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Upstream | httpx.AsyncClient,
         *,
         api_token: str | None,
         name: str = PROVIDER,
@@ -94,7 +96,7 @@ class ReplicateProvider:
                 retry_after=partial(retry_after_of, maximum=limits.max_retry_after),
             )
             self._client = ReplicateClient(
-                http,
+                upstream_of(http),
                 api_token=api_token,
                 base_url=base_url,
                 retrier=retrier,
@@ -233,7 +235,7 @@ def _result(
     )
 
 
-def from_settings(settings: Settings, http: httpx.AsyncClient) -> ReplicateProvider:
+def from_settings(settings: Settings, http: Upstream | httpx.AsyncClient) -> ReplicateProvider:
     """A provider configured from ``Settings``; ``http`` stays the caller's to close."""
     key = settings.replicate_api_key
     return ReplicateProvider(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 
 from imagegen.providers.replicate.errors import retry_after_of
+from imagegen.upstream import Reply
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Retrier:
         sleep: Sleep,
         clock: Clock,
         draw: Callable[[], float] = random.random,
-        retry_after: Callable[[httpx.Response], float | None] = retry_after_of,
+        retry_after: Callable[[Reply], float | None] = retry_after_of,
     ) -> None:
         self._policy = policy
         self._retry_after = retry_after
@@ -74,12 +75,12 @@ class Retrier:
 
     async def send(
         self,
-        send: Callable[[], Awaitable[httpx.Response]],
+        send: Callable[[], Awaitable[Reply]],
         *,
         idempotent: bool,
         deadline: float,
         pace: Callable[[], Awaitable[None]] | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         """The first reply that should not be retried, or the last one; re-raises the last error.
 
         ``pace``: awaited before a throttled (429) request is sent again. Errors are returned
