@@ -175,6 +175,7 @@ async def test_request_is_pinned_to_the_checked_address(tmp_path: Path) -> None:
     assert request.extensions["sni_hostname"] == "pbxt.replicate.delivery"
     assert "authorization" not in request.headers
     assert request.headers["accept-encoding"] == "identity"
+    assert request.headers["user-agent"].startswith("imagegen/")
 
 
 async def test_client_auth_and_cookies_are_not_sent(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 
+from imagegen import __version__
 from imagegen.download_retry import DownloadRetry, is_retryable_status
 from imagegen.errors import ImageFetchError
 from imagegen.netpolicy import (
@@ -55,7 +56,8 @@ from imagegen.upstream import StreamedReply, Upstream, upstream_of
 log = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_IDENTITY = {"Accept-Encoding": "identity"}
+# An image host sees imagegen named, and is asked for the bytes as stored (no encoding).
+_IDENTITY = {"Accept-Encoding": "identity", "User-Agent": f"imagegen/{__version__}"}
 # Transport failures worth another attempt: timeouts, connect/read/write errors, and a peer that
 # closed mid-message. Not a local protocol error, an unsupported scheme or a proxy failure.
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)

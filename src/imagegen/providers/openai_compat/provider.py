@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from imagegen import __version__
 from imagegen.errors import (
     DeadlineExceeded,
     ModelNotFound,
@@ -99,7 +100,8 @@ class OpenAICompatProvider:
         self._endpoint = f"{normalise_base_url(base_url)}/v1/images/generations"
         self._edits = f"{normalise_base_url(base_url)}/v1/images/edits"
         self._images = images
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"User-Agent": f"imagegen/{__version__}", **auth}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._replies = replies or ReplyLimits()
         self._scrub = Scrubber([api_key], max_chars=self._replies.max_error_chars)
