@@ -90,6 +90,9 @@ BODIES = [
     b'{"prompt": "a cat", "model": "nope"}',
     b'{"prompt": NaN}',
     b"\xff\xfe",
+    b"\xff\xff",
+    b'{"prompt": "\xe9"}',
+    b"[" * 100_000,
 ]
 CONTENT_TYPES = [
     "application/json",

@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -82,7 +82,12 @@ def json_handler(
     """The request handler of one create endpoint."""
 
     async def handle(request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except HTTPException:
+            raise  # the body limit's 413, a stalled body's 408
+        except Exception as exc:
+            raise HTTPException(400, PARSE_ERROR) from exc
         content_type = request.headers.get("content-type")
         body: BaseModel | None = None
         if raw and content_type == "application/json":
@@ -105,6 +110,7 @@ def json_handler(
 
 
 _UNDEFINED = object()
+PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words
 
 
 def _decoded(raw: bytes, content_type: str | None) -> Any:
@@ -132,6 +138,8 @@ def _decoded(raw: bytes, content_type: str | None) -> Any:
             "ctx": {"error": exc.msg},
         }
         raise RequestValidationError([error], body=exc.doc) from exc
+    except Exception as exc:  # not text in a JSON encoding, or nested past Python's limit
+        raise HTTPException(400, PARSE_ERROR) from exc
 
 
 def _validated(model: type[BaseModel], value: Any) -> BaseModel:
