@@ -185,3 +185,17 @@ async def test_a_store_that_declines_to_redirect_streams(tmp_path: Path) -> None
         response = await client.get(f"/images/{KEY}")
     assert response.status_code == 200
     assert response.content == DATA
+
+
+async def test_an_image_larger_than_a_chunk_is_streamed_whole(
+    store: SpyStore, client: httpx.AsyncClient
+) -> None:
+    data = bytes(range(256)) * (images.BUFFERED_BYTES // 256 + 7)
+    key = f"{hashlib.sha256(data).hexdigest()}.webp"
+    await store.put(key, data, "image/webp")
+    response = await client.get(f"/images/{key}")
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["content-type"] == "image/webp"
+    assert response.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'

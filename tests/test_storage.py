@@ -211,3 +211,15 @@ async def test_check_fails_when_the_directory_is_unusable(tmp_path: Path) -> Non
     blocker.write_text("a file where the image directory should be")
     with pytest.raises(StorageUnavailable, match="not writable"):
         await LocalImageStore(blocker).check()
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 8, 9])
+async def test_local_reads_end_at_the_end_of_the_file(tmp_path: Path, size: int) -> None:
+    store = LocalImageStore(tmp_path / "images")
+    data = bytes(range(size))
+    key = make_key(hashlib.sha256(data).hexdigest(), "webp")
+    await store.put(key, data, "image/webp")
+    chunks = [chunk async for chunk in store.iter_bytes(key, 4)]
+    assert b"".join(chunks) == data
+    assert all(chunks)
+    assert all(len(chunk) <= 4 for chunk in chunks)

@@ -116,6 +116,8 @@ class Metrics:
         self.bytes_stored = Counter(
             "imagegen_image_bytes_stored", "Bytes of images stored.", registry=r
         )
+        # (method, route, status) -> its request counter and latency histogram.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def _histogram(self, stage: str, text: str) -> Histogram:
         return Histogram(
@@ -151,8 +153,17 @@ class Metrics:
     # --- the HTTP edge ---
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_seconds.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # a label set's children, looked up once (labels() is not cheap)
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_seconds.labels(method, route),
+            )
+            self._request_children[key] = children
+        counter, seconds_histogram = children
+        counter.inc()
+        seconds_histogram.observe(seconds)
 
     # --- JobObserver ---
 

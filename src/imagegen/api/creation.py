@@ -36,8 +36,13 @@ class Created:
     finished: bool
 
 
+Body = Callable[[], Mapping[str, Any]]
+"""What an ``Idempotency-Key`` is bound to, besides the endpoint: the request body as JSON values
+(built only for a request that has a key)."""
+
+
 def idempotency_of(
-    request: Request, scope: str, body: Mapping[str, Any], owner: str | None = None
+    request: Request, scope: str, body: Body, owner: str | None = None
 ) -> Idempotency | None:
     """The request's ``Idempotency-Key``, bound to a digest of the endpoint and body, and
     scoped to the API key (``owner``): two keys using the same value get two jobs."""
@@ -48,7 +53,7 @@ def idempotency_of(
         raise InvalidRequest(
             "Idempotency-Key: must be 1 to 255 visible ASCII characters", field="Idempotency-Key"
         )
-    canonical = json.dumps({"scope": scope, "body": body}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"scope": scope, "body": body()}, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     return Idempotency(key=scoped_key(key, owner), request_hash=digest, shown=key)
 
@@ -138,7 +143,7 @@ async def create(
     *,
     principal: Principal,
     scope: str,
-    body: Mapping[str, Any],
+    body: Body,
     webhook: WebhookTarget | None = None,
     metadata: Mapping[str, Any] | None = None,
     admitted: KeyAdmission | None = None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from imagegen.api.wire import check_parameters
 from imagegen.auth.authenticator import Authenticator
@@ -65,7 +67,34 @@ async def get_base_url(request: Request) -> str:
     services = _services(request)
     if services.settings.public_base_url:
         return services.settings.public_base_url
-    return str(request.base_url).rstrip("/")
+    return request_base_url(request.scope)
+
+
+def request_base_url(scope: Scope) -> str:
+    """The request's own base URL, as Starlette's ``request.base_url`` has it, without the
+    trailing slash; worked out once for each scheme, ``Host`` and root path it sees."""
+    host = next((bytes(value) for name, value in scope["headers"] if name == b"host"), None)
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    server = scope.get("server")
+    address = None if server is None else (str(server[0]), server[1])
+    return _base_url(scope.get("scheme", "http"), host, address, root_path)
+
+
+@functools.lru_cache(maxsize=256)  # bounded: the Host header is the client's to choose
+def _base_url(
+    scheme: str, host: bytes | None, server: tuple[str, int | None] | None, root_path: str
+) -> str:
+    headers = [] if host is None else [(b"host", host)]
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "path": root_path,
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": headers,
+    }
+    return str(Request(scope).base_url).rstrip("/")
 
 
 async def get_principal(request: Request) -> Principal:
@@ -93,11 +122,44 @@ async def require_json(request: Request) -> None:
 
 async def storable_parameters(request: Request) -> None:
     """Every path and query parameter must be text a database can store (``api/wire.py``)."""
-    check_parameters(request.path_params.items())
-    check_parameters(request.query_params.multi_items())
+    scope = request.scope
+    if scope.get("path_params"):
+        check_parameters(request.path_params.items())
+    if scope.get("query_string"):
+        check_parameters(request.query_params.multi_items())
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 BaseUrlDep = Annotated[str, Depends(get_base_url)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AUTHENTICATED = [Depends(get_principal)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What a create endpoint takes besides its body: the request, who sent it, the services
+    and where clients reach imagegen."""
+
+    request: Request
+    services: Services
+    base_url: str
+    principal: Principal
+
+
+async def get_caller(request: Request, principal: PrincipalDep) -> Caller:
+    """The ``Caller`` as a dependency (how a create endpoint declares it; ``JsonBodyRoute``
+    builds the same with ``open_caller``)."""
+    return Caller(request, _services(request), await get_base_url(request), principal)
+
+
+async def open_caller(request: Request) -> Caller:
+    """What FastAPI would run before a create endpoint, in its order: the app's
+    ``storable_parameters``, the router's ``get_principal``, the route's ``require_json``,
+    then ``get_caller``."""
+    await storable_parameters(request)
+    principal = await get_principal(request)
+    await require_json(request)
+    return Caller(request, _services(request), await get_base_url(request), principal)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

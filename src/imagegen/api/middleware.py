@@ -4,8 +4,8 @@ from ``api/observe.py``."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import Scope
 
@@ -14,7 +14,7 @@ _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 def new_request_id(scope: Scope) -> bytes:
     """The client's ``x-request-id`` when it is safe, else a fresh ``req_<hex>``."""
-    return _incoming_id(scope) or f"req_{uuid.uuid4().hex}".encode()
+    return _incoming_id(scope) or b"req_" + os.urandom(16).hex().encode()
 
 
 def _incoming_id(scope: Scope) -> bytes | None:

@@ -9,7 +9,6 @@ generation to follow) while the job goes on in the background; it is not cancele
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -39,32 +38,48 @@ async def wait_for_job(
     """Wait for the job; if the client disconnects first, cancel it (and its predictions).
 
     Once the body is read, the ASGI ``receive`` channel yields ``http.disconnect`` only when the
-    client goes away, so one waiting task per request costs nothing until that happens.
+    client goes away, so one watching task per request costs nothing until that happens; the
+    request's own task waits for the job (the watcher interrupts it if the client leaves).
     Raises ``StillStoring`` if the job outlives its deadline by ``grace`` seconds (default
     ``GRACE_SECONDS``).
     """
-    job = asyncio.ensure_future(runner.wait(generation.id))
-    watcher = asyncio.ensure_future(_disconnected(request))
     timeout = None
     if generation.deadline_at is not None:
         left = max(0.0, (generation.deadline_at - now()).total_seconds())
         timeout = left + (GRACE_SECONDS if grace is None else grace)
+    waiting = asyncio.current_task()
+    assert waiting is not None
+    watching = True
+    gone = False
+
+    def client_left(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if watcher.cancelled():
+            return
+        watcher.exception()  # a receive that failed counts as the client gone too
+        if watching:
+            gone = True
+            waiting.cancel()
+
+    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(client_left)
     try:
-        done, _ = await asyncio.wait(
-            {job, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            job.cancel()  # only this wait: the job itself runs on (runner.wait shields it)
-            with contextlib.suppress(asyncio.CancelledError):
-                return await job  # it ended just now after all
-            raise StillStoring(generation.id)
-        if job not in done:
-            await runner.cancel(generation.id)
-        return await job
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await runner.wait(generation.id)  # runner.wait shields the job itself
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise StillStoring(generation.id) from None  # the job runs on
+        except asyncio.CancelledError:
+            if not gone or waiting.uncancel() > 0:
+                raise  # cancelled from elsewhere (the server is stopping)
+        await runner.cancel(generation.id)
+        return await runner.wait(generation.id)
     finally:
+        watching = False
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
 
 
 async def _disconnected(request: Request) -> None:

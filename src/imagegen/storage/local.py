@@ -70,13 +70,16 @@ class LocalImageStore:
 
     async def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
         path = self.path_for(key)
-        try:
-            file = await asyncio.to_thread(_open_for_reading, path)
+        try:  # opened and first read in one trip to a thread: most images are one chunk
+            file, chunk = await asyncio.to_thread(_open_and_read, path, chunk_size)
         except FileNotFoundError as exc:
             raise NotFound(f"image not found: {key!r}") from exc
         try:
-            while chunk := await asyncio.to_thread(file.read, chunk_size):
+            while chunk:
                 yield chunk
+                if len(chunk) < chunk_size:  # a buffered file reads short only at its end
+                    break
+                chunk = await asyncio.to_thread(file.read, chunk_size)
         finally:
             file.close()
 
@@ -128,8 +131,14 @@ class LocalImageStore:
             os.unlink(name)
 
 
-def _open_for_reading(path: Path) -> BinaryIO:
-    return path.open("rb")
+def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
+    """``path`` opened, and its first ``size`` bytes."""
+    file = path.open("rb")
+    try:
+        return file, file.read(size)
+    except BaseException:
+        file.close()
+        raise
 
 
 def _synced(path: Path) -> Path:

@@ -99,7 +99,7 @@ async def edit_images(
         request,
         generation_request,
         scope="openai-edits",
-        body={**body.model_dump(exclude_none=True), "form_sha256": form.digest},
+        body=lambda: {**body.model_dump(exclude_none=True), "form_sha256": form.digest},
         metadata=_metadata(body, form),
         principal=principal,
         admitted=admitted,

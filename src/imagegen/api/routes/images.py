@@ -53,6 +53,9 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
         "content": {"application/json": {"example": {"error": "image not found"}}},
     },
 }
+#: Images up to this size (one chunk of a stream: no more held than streaming holds) are read
+#: whole and sent as one response; larger ones are streamed.
+BUFFERED_BYTES = 256 * 1024
 _PATH = "/images/{key:path}"  # :path, so that keys with slashes still get this route's JSON 404
 
 
@@ -78,12 +81,16 @@ async def _serve(key: str, request: Request, store: ImageStore) -> Response:
     headers = _headers(stored)
     if _etag_matches(request.headers.get("if-none-match"), stored.etag):
         return Response(status_code=304, headers=headers)
-    headers["Content-Length"] = str(stored.size_bytes)
     if request.method == "HEAD":
+        headers["Content-Length"] = str(stored.size_bytes)
         return Response(headers=headers, media_type=stored.content_type)
     if isinstance(store, RedirectingStore) and (url := await store.redirect_url(key)):
         # The link expires: the redirect itself must not be cached like the image.
         return Response(status_code=307, headers={"Location": url, "Cache-Control": "no-store"})
+    if stored.size_bytes <= BUFFERED_BYTES:  # read whole, then sent in one piece
+        content = b"".join([chunk async for chunk in store.iter_bytes(key)])
+        return Response(content, headers=headers, media_type=stored.content_type)
+    headers["Content-Length"] = str(stored.size_bytes)
     return StreamingResponse(store.iter_bytes(key), headers=headers, media_type=stored.content_type)
 
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from imagegen.api.creation import accepted, create
-from imagegen.api.deps import (
-    AUTHENTICATED,
-    BaseUrlDep,
-    PrincipalDep,
-    Services,
-    ServicesDep,
-    require_json,
-)
+from imagegen.api.deps import AUTHENTICATED, CallerDep, Services, require_json
+from imagegen.api.json_route import JsonBodyRoute
 from imagegen.api.openai_schemas import (
     ImageData,
     ImageGenerationRequest,
@@ -36,7 +30,7 @@ from imagegen.errors import InvalidRequest, PredictionFailed
 from imagegen.models import Generation
 from imagegen.storage.base import ImageStore
 
-router = APIRouter(tags=["openai"], dependencies=AUTHENTICATED)
+router = APIRouter(tags=["openai"], dependencies=AUTHENTICATED, route_class=JsonBodyRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIError, "description": text}
@@ -65,22 +59,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Create images (OpenAI-compatible)",
 )
 async def create_images(
-    body: ImageGenerationRequest,
-    request: Request,
-    services: ServicesDep,
-    base_url: BaseUrlDep,
-    principal: PrincipalDep,
+    body: ImageGenerationRequest, caller: CallerDep
 ) -> ImagesResponse | Response:
+    services, base_url = caller.services, caller.base_url
     settings = services.settings
     route = services.catalog.resolve(body.requested_model(settings))
     response_format = check_response_format(body, route, settings)
     created = await create(
         services,
-        request,
+        caller.request,
         body.to_domain(settings, route),
-        principal=principal,
+        principal=caller.principal,
         scope="openai",
-        body=body.model_dump(exclude_none=True),
+        body=lambda: body.model_dump(exclude_none=True),
         metadata={"openai_options": body.recorded_options()} if body.recorded_options() else None,
     )
     generation = created.generation

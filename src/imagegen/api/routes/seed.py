@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from imagegen.api.creation import accepted, create, webhook_target
-from imagegen.api.deps import AUTHENTICATED, BaseUrlDep, PrincipalDep, ServicesDep, require_json
+from imagegen.api.deps import AUTHENTICATED, CallerDep, require_json
+from imagegen.api.json_route import JsonBodyRoute
 from imagegen.api.schemas import (
     ErrorResponse,
     GenerateRequest,
@@ -19,7 +20,7 @@ from imagegen.api.schemas import (
     image_infos,
 )
 
-router = APIRouter(tags=["images"], dependencies=AUTHENTICATED)
+router = APIRouter(tags=["images"], dependencies=AUTHENTICATED, route_class=JsonBodyRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -54,13 +55,8 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
     dependencies=[Depends(require_json)],
     summary="Generate images from a prompt",
 )
-async def generate(
-    body: GenerateRequest,
-    request: Request,
-    services: ServicesDep,
-    base_url: BaseUrlDep,
-    principal: PrincipalDep,
-) -> GenerateResponse | Response:
+async def generate(body: GenerateRequest, caller: CallerDep) -> GenerateResponse | Response:
+    services, base_url = caller.services, caller.base_url
     settings = services.settings
     generation_request = body.to_domain(settings)
     webhook = webhook_target(body.webhook, body.webhook_events_filter, settings)
@@ -70,11 +66,11 @@ async def generate(
         generation_request = replace(generation_request, images=stored, mask=stored_mask)
     created = await create(
         services,
-        request,
+        caller.request,
         generation_request,
-        principal=principal,
+        principal=caller.principal,
         scope="seed",
-        body=body.model_dump(exclude_none=True),
+        body=lambda: body.model_dump(exclude_none=True),
         webhook=webhook,
     )
     generation = created.generation
