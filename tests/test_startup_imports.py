@@ -27,6 +27,9 @@ LATER = {
     "aiohttp": "the first provider request",
     "alembic": "a migration",
     "mako": "a migration",
+    "imagegen.shared.events": "IMAGEGEN_REDIS_URL (shared/setup.py)",
+    "imagegen.providers.openai_compat": "a catalog's OpenAI-compatible provider (registry.py)",
+    "imagegen.key_admin": "the keys commands; serve bound openly with keys (cli.py)",
     "torch": "never",
 }
 # A migration loads these with Alembic; at head, the database opens without it (db/migrate.py).

@@ -28,6 +28,15 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
+@app.callback()
+def _collect_unless_serving(ctx: typer.Context) -> None:
+    # main() paused the garbage collector for a server's start-up (collector.py).
+    if ctx.invoked_subcommand != "serve":
+        from imagegen import collector
+
+        collector.resume()
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment and .env; a bad setting exits naming it."""
     from pydantic import ValidationError
@@ -79,6 +88,10 @@ def check_storage(settings: Settings) -> None:
 
 def check_exposure(settings: Settings) -> None:
     """Bound to a non-loopback address with no API key: one line, and exit."""
+    from imagegen.auth.exposure import anonymous_allowed
+
+    if anonymous_allowed(settings):  # no key is needed: none to look for
+        return
     import asyncio
 
     from imagegen.key_admin import exposure_problem
@@ -112,9 +125,9 @@ def serve(
 
     import uvicorn
 
+    from imagegen import collector
     from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
-    from imagegen.collector import tune_collector
     from imagegen.logs import configure_logging
     from imagegen.serving import (
         ServeRefused,
@@ -149,10 +162,11 @@ def serve(
             if settings.worker_count > 1:
                 from imagegen.workers import run_workers
 
+                collector.resume()  # this process only supervises the workers: nothing to freeze
                 run_workers(settings, sock, settings.worker_count)
                 return
             server = uvicorn.Server(
-                uvicorn_config(create_app(settings, started=tune_collector), settings)
+                uvicorn_config(create_app(settings, started=collector.tune_collector), settings)
             )
             server.run(sockets=[sock])
     except ServeRefused as exc:
@@ -385,6 +399,9 @@ def _run_admin(call: Callable[[], T]) -> T:
 
 
 def main() -> None:
+    from imagegen import collector
+
+    collector.pause()  # until the server has started (tune_collector), or another command begins
     app(prog_name="imagegen")
 
 

@@ -49,11 +49,12 @@ class WorkerProtocol(HeaderTimeoutProtocol):
 def worker_app() -> Any:
     """The app of one worker process (uvicorn calls it in the child): settings from the
     environment the parent left, the instance id made this process's own."""
+    from imagegen import collector
     from imagegen.allocator import tune_allocator
     from imagegen.api.app import create_app
-    from imagegen.collector import tune_collector
     from imagegen.logs import configure_logging
 
+    collector.pause()  # until the app has started (tune_collector)
     tune_allocator()  # a spawned process: its own allocator, before it starts any thread
     _end_with_parent()
     settings = Settings()
@@ -62,7 +63,7 @@ def worker_app() -> Any:
     WorkerProtocol.header_timeout = settings.header_timeout
     WorkerProtocol.max_connections = settings.max_connections
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, started=tune_collector)
+    return create_app(settings, started=collector.tune_collector)
 
 
 def _end_with_parent() -> None:

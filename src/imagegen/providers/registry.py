@@ -12,7 +12,6 @@ from types import MappingProxyType
 from imagegen.config import Settings
 from imagegen.errors import ConfigurationError
 from imagegen.providers.base import Provider
-from imagegen.providers.openai_compat import OpenAICompatProvider
 from imagegen.providers.replicate import ReplicateProvider
 from imagegen.providers.replies import ReplyLimits
 from imagegen.storage.base import ImageStore
@@ -73,6 +72,9 @@ def _replicate(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
 
 
 def _openai(spec: ProviderSpec, deps: ProviderDeps) -> Provider:
+    # Imported when a catalog names an OpenAI-compatible provider: most serve only Replicate.
+    from imagegen.providers.openai_compat import OpenAICompatProvider
+
     return OpenAICompatProvider(
         deps.blocking_http,
         name=spec.name,

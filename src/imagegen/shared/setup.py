@@ -10,7 +10,6 @@ from imagegen.config import Settings
 from imagegen.errors import SharedStateUnavailable
 from imagegen.jobs.events import JobEvents
 from imagegen.shared.client import SharedRedis, open_redis
-from imagegen.shared.events import RedisEventBus
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,8 @@ async def open_shared_state(
         if not settings.resolved_database_url.startswith("sqlite"):
             log.warning(UNSHARED)
         return None
+    from imagegen.shared.events import RedisEventBus  # with Redis only: its models cost start-up
+
     redis = open_redis(settings.redis_url, settings.redis_prefix)
     stack.push_async_callback(redis.aclose)
     try:
