@@ -98,12 +98,12 @@ class LocalImageStore:
             if isinstance(source, Path):
                 source.unlink(missing_ok=True)
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
         staged = self._stage_bytes(source) if isinstance(source, bytes) else _synced(source)
         try:
             _replace(staged, dest)
-        finally:
+        except BaseException:
             staged.unlink(missing_ok=True)
+            raise
         return True
 
     def _stage_bytes(self, data: bytes) -> Path:
@@ -143,23 +143,42 @@ def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
 
 def _synced(path: Path) -> Path:
     """Flush a spooled file to disk so the rename never exposes an empty file after a crash."""
-    with path.open("rb+") as file:
-        os.fsync(file.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return path
 
 
 def _replace(staged: Path, dest: Path) -> None:
-    """Move ``staged`` to ``dest`` atomically, copying first if they are on different devices."""
+    """Move ``staged`` to ``dest`` atomically, making ``dest``'s folder on first use."""
+    try:
+        _move(staged, dest)
+    except FileNotFoundError:
+        if not staged.exists():
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _move(staged, dest)
+
+
+def _move(staged: Path, dest: Path) -> None:
+    """A rename, or a copy first if they are on different devices."""
     try:
         os.replace(staged, dest)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".put-", suffix=".part")
-        os.close(fd)
-        try:
-            shutil.copyfile(staged, name)
-            os.replace(name, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+        _copy_replace(staged, dest)
+
+
+def _copy_replace(staged: Path, dest: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".put-", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(staged, name)
+        os.replace(name, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+    staged.unlink(missing_ok=True)
