@@ -114,12 +114,16 @@ class ReplicateProvider:
         """
         client = self._require_client()
         ref = ModelRef.parse(request.model)
-        async with deadline_scope(context.deadline, self._clock):
-            schema = await self._schema(client, ref, context.deadline)
+        schema = self._cached_schema(ref)
+        if schema is None:
+            async with deadline_scope(context.deadline, self._clock):
+                schema = await self._schema(client, ref, context.deadline)
         ensure_image_output(schema, request.model)
         fields = image_fields(schema, request)  # 422 for a model that cannot take them
-        async with deadline_scope(context.deadline, self._clock):
-            values = await self._image_values(client, fields, request, context.deadline)
+        values: dict[str, Any] = {}
+        if fields.image is not None or fields.mask is not None:
+            async with deadline_scope(context.deadline, self._clock):
+                values = await self._image_values(client, fields, request, context.deadline)
         plans = plan_predictions(schema.inputs, request, values)
         if schema.community_version is not None:  # owner/name of a community model
             ref = ModelRef(ref.owner, ref.name, schema.community_version)
@@ -197,12 +201,19 @@ class ReplicateProvider:
                 data, image = converted, replace(image, content_type="image/png")
         return await input_url(client, image, data, deadline=deadline)
 
+    def _cached_schema(self, ref: ModelRef) -> ModelSchema | None:
+        """The model's schema while it is cached (``schema_cache_ttl`` seconds), else None."""
+        cached = self._schemas.get(ref)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        return None
+
     async def _schema(self, client: ReplicateClient, ref: ModelRef, deadline: float) -> ModelSchema:
         """The model's schema, cached per ref for ``schema_cache_ttl`` seconds."""
-        cached = self._schemas.get(ref)
+        cached = self._cached_schema(ref)
+        if cached is not None:
+            return cached
         now = self._clock()
-        if cached is not None and cached[0] > now:
-            return cached[1]
         try:
             data = await client.model_version(ref, deadline=deadline)
         except UpstreamHTTPError as exc:
