@@ -1,7 +1,8 @@
 """Images on local disk: ``<root>/ab/cd/<key>``, written atomically via a temp file and rename.
 
 Downloads are spooled in ``<root>/tmp`` (same filesystem), so storing one is a single
-``os.replace``. Blocking file work runs in worker threads to keep the event loop free.
+``os.replace``. Blocking file work runs in worker threads to keep the event loop free, except
+the one ``stat`` that finds an image already stored (cheaper than the hop to a thread).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class LocalImageStore:
             raise ValueError(f"not a valid image key: {key!r}")
         if content_type_for_key(key) != content_type:
             raise ValueError(f"content type {content_type!r} does not match key {key!r}")
+        dest = self._root / key[0:2] / key[2:4] / key
         try:
-            return await asyncio.to_thread(self._put_sync, self.path_for(key), source)
+            if _already_stored(dest, source):  # one stat on the loop: cheaper than a thread hop
+                return False
+            return await asyncio.to_thread(self._put_sync, dest, source)
         except OSError as exc:
             fault = storage_fault(exc, self._root)
             if fault is None:
@@ -94,9 +98,7 @@ class LocalImageStore:
     # --- blocking helpers, run in worker threads ---
 
     def _put_sync(self, dest: Path, source: bytes | Path) -> bool:
-        if dest.is_file():
-            if isinstance(source, Path):
-                source.unlink(missing_ok=True)
+        if _already_stored(dest, source):  # stored meanwhile by a concurrent put
             return False
         staged = self._stage_bytes(source) if isinstance(source, bytes) else _synced(source)
         try:
@@ -129,6 +131,15 @@ class LocalImageStore:
         finally:
             os.close(fd)
             os.unlink(name)
+
+
+def _already_stored(dest: Path, source: bytes | Path) -> bool:
+    """Whether ``dest`` exists; if so a spooled ``source`` is deleted (the store owns it)."""
+    if not dest.is_file():
+        return False
+    if isinstance(source, Path):
+        source.unlink(missing_ok=True)
+    return True
 
 
 def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
