@@ -18,7 +18,7 @@ from PIL import Image
 
 from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
-from imagegen.ingest import ImageIngestor, decode_data_uri, inspect_image
+from imagegen.ingest import INLINE_BYTES, ImageIngestor, decode_data_uri, inspect_image
 from imagegen.storage import LocalImageStore
 
 FORMATS = [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"), ("GIF", "gif", "image/gif")]
@@ -235,6 +235,21 @@ async def test_ingest_bytes_checks_size_and_content(tmp_path: Path) -> None:
     with pytest.raises(ImageFetchError, match="not a decodable image"):
         await ingestor.ingest_bytes(b"x" * 50)
     assert stored_files(store) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+async def test_a_large_image_is_inspected_in_a_worker_thread(tmp_path: Path, fmt: str) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((400, 300), 90).convert("RGB").save(buffer, format=fmt, lossless=True)
+    data = buffer.getvalue()
+    assert len(data) > INLINE_BYTES
+    ingestor, store = make_ingestor(tmp_path, {"/big": data})
+    fetched = await ingestor.ingest("https://replicate.delivery/big")
+    inline = await ingestor.ingest_bytes(data)
+    assert fetched.key == inline.key
+    assert (fetched.width, fetched.height, fetched.size_bytes) == (400, 300, len(data))
+    assert stored_files(store) == [store.path_for(fetched.key)]
+    assert list(store.staging_dir.iterdir()) == []
 
 
 # --- end to end over a real socket ------------------------------------------------------

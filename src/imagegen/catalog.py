@@ -21,6 +21,7 @@ REPLICATE_REF = re.compile(
 )
 # A name that could be a catalog entry (no slash, no spaces): unknown ones are a 404, not a 400.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+MAX_PASSTHROUGH_ROUTES = 1024  # passthrough routes a catalog remembers; past it, made per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,8 @@ class Catalog:
     def __init__(self, *, aliases: Mapping[str, Route] | None = None, default: Provider | None):
         self._aliases = dict(aliases or {})
         self._default = default
+        # Passthrough routes made so far (a few models in practice; bounded, names are users').
+        self._passthrough: dict[str, Route] = {}
 
     @classmethod
     def of(cls, routes: Iterable[Route], *, default: Provider | None) -> Catalog:
@@ -165,8 +168,14 @@ class Catalog:
         route = self._aliases.get(model)
         if route is not None:
             return route
+        route = self._passthrough.get(model)
+        if route is not None:
+            return route
         if self._default is not None and REPLICATE_REF.match(model):
-            return Route(public_model=model, provider=self._default, upstream_model=model)
+            route = Route(public_model=model, provider=self._default, upstream_model=model)
+            if len(self._passthrough) < MAX_PASSTHROUGH_ROUTES:
+                self._passthrough[model] = route
+            return route
         if self._default is None or PLAIN_NAME.match(model):
             raise ModelNotFound(
                 f"model '{model}' is not served by this imagegen (GET /v1/models lists the "

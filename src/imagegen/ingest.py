@@ -2,7 +2,8 @@
 
 ``ImageIngestor.ingest(url)`` takes what a provider returned (an ``http(s)`` URL or a ``data:``
 URI); ``ingest_bytes`` takes raw bytes (providers that answer in base64). Either way the bytes
-are checked with Pillow in a worker thread, the real format decides the content type and the
+are checked (``inspect_image``: Pillow, or a simple WebP's header) on the event loop when they
+are few, in a worker thread otherwise; the real format decides the content type and the
 extension, and the image is stored once under ``<sha256>.<ext>`` however often it is ingested.
 """
 
@@ -13,22 +14,25 @@ import base64
 import binascii
 import hashlib
 import io
+import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
 from imagegen.errors import ImageFetchError
 from imagegen.fetch import SafeFetcher
 from imagegen.models import StoredImage
 from imagegen.storage.base import CONTENT_TYPES, ImageStore, make_key
-
-if TYPE_CHECKING:
-    from PIL import Image
+from imagegen.webp_header import HEAD_BYTES, MalformedWebP, is_webp, read_webp_header
 
 # Below Pillow's own warning threshold (~89 Mpx), so an image Pillow would merely warn about is
 # refused here; Pillow's hard limit (2x that) raises DecompressionBombError, also refused.
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+_PILLOW_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS, its warning threshold
+# Images up to this size are inspected on the event loop: a header read (and for a PNG a CRC
+# pass over these few bytes) costs less than the hop to a worker thread and back.
+INLINE_BYTES = 64 * 1024
 
 # Pillow format -> key extension. Only these decoders are ever tried (a smaller attack surface).
 EXTENSIONS: dict[str, str] = {
@@ -59,12 +63,36 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """Verify ``source`` is a PNG, JPEG, WebP or GIF within ``max_pixels``; blocking.
 
     Raises ``ImageFetchError`` for anything that is not a decodable image of those formats or
-    that is too large to decode safely.
+    that is too large to decode safely. A simple WebP is checked from its header alone
+    (``webp_header.py``: as much as Pillow checks, without allocating its canvas); the rest is
+    opened once with Pillow, which reads the size and format from the header, then ``verify``.
     """
+    with _stream(source) as stream:
+        head = stream.read(HEAD_BYTES)
+        if is_webp(head):
+            simple = _webp_size(head, _length(source, stream), max_pixels)
+            if simple is not None:
+                return simple
+        stream.seek(0)
+        return _inspect_with_pillow(stream, max_pixels)
+
+
+def _webp_size(head: bytes, size: int, max_pixels: int) -> ImageInfo | None:
+    """A simple WebP's size from its header; None for an extended one (for Pillow), after its
+    canvas size is checked against the limits."""
+    try:
+        header = read_webp_header(head, size)
+    except MalformedWebP as exc:
+        raise ImageFetchError("not a decodable image", provider=_OWN) from exc
+    _check_pixels(header.width, header.height, max_pixels)
+    return ImageInfo("webp", header.width, header.height) if header.simple else None
+
+
+def _inspect_with_pillow(stream: BinaryIO, max_pixels: int) -> ImageInfo:
     from PIL import Image  # on first use: serving starts without Pillow
 
     try:
-        with _open(source) as image:  # opened once: size and format come from the header
+        with Image.open(stream, formats=_DECODERS) as image:  # size and format: the header
             width, height = image.size
             ext = EXTENSIONS.get(image.format or "")
             image.verify()
@@ -74,17 +102,24 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageFetchError("not a decodable image", provider=_OWN) from exc
     if ext is None:
         raise ImageFetchError("not a decodable image (unsupported format)", provider=_OWN)
-    if width * height > max_pixels:
-        message = f"image is {width}x{height} pixels, more than the {max_pixels} pixel limit"
-        raise ImageFetchError(message, provider=_OWN)
+    _check_pixels(width, height, max_pixels)
     return ImageInfo(ext=ext, width=width, height=height)
 
 
-def _open(source: Path | bytes) -> Image.Image:
-    from PIL import Image
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > 2 * _PILLOW_MAX_PIXELS:  # what Pillow refuses as a decompression bomb
+        raise ImageFetchError("image is too large to decode safely", provider=_OWN)
+    if width * height > max_pixels:
+        message = f"image is {width}x{height} pixels, more than the {max_pixels} pixel limit"
+        raise ImageFetchError(message, provider=_OWN)
 
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    return Image.open(stream, formats=_DECODERS)
+
+def _stream(source: Path | bytes) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+
+
+def _length(source: Path | bytes, stream: BinaryIO) -> int:
+    return len(source) if isinstance(source, bytes) else os.fstat(stream.fileno()).st_size
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -140,21 +175,31 @@ class ImageIngestor:
             return await self.ingest_bytes(decode_data_uri(url, self._fetcher.max_bytes))
         fetched = await self._fetcher.fetch(url, self._store.staging_dir)
         try:
-            info = await asyncio.to_thread(inspect_image, fetched.path, self._max_pixels)
+            info = await self._inspect(fetched.path, fetched.size_bytes)
             key = make_key(fetched.sha256, info.ext)
             await self._store.put(key, fetched.path, info.content_type)
-        finally:  # the store has usually moved it: one cheap syscall, not a thread hop
+        except BaseException:  # a stored file is the store's: it moved it in or deleted it
             fetched.path.unlink(missing_ok=True)
+            raise
         return _stored(key, info, fetched.size_bytes, url)
 
     async def ingest_bytes(self, data: bytes, *, source_url: str | None = None) -> StoredImage:
         """Store an image the provider returned inline (base64-decoded bytes)."""
         if len(data) > self._fetcher.max_bytes:
             raise _too_large(self._fetcher.max_bytes)
-        info, digest = await asyncio.to_thread(self._inspect_bytes, data)
+        if len(data) <= INLINE_BYTES:
+            info, digest = self._inspect_bytes(data)
+        else:
+            info, digest = await asyncio.to_thread(self._inspect_bytes, data)
         key = make_key(digest, info.ext)
         await self._store.put(key, data, info.content_type)
         return _stored(key, info, len(data), source_url)
+
+    async def _inspect(self, path: Path, size: int) -> ImageInfo:
+        """A small file is inspected on the event loop, a large one in a worker thread."""
+        if size <= INLINE_BYTES:
+            return inspect_image(path, self._max_pixels)
+        return await asyncio.to_thread(inspect_image, path, self._max_pixels)
 
     def _inspect_bytes(self, data: bytes) -> tuple[ImageInfo, str]:
         return inspect_image(data, self._max_pixels), hashlib.sha256(data).hexdigest()

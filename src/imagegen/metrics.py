@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -51,6 +52,24 @@ class BoundedLabel:
             return "other"
         self._seen.add(value)
         return value
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """A metric's labelled series by label values, kept once made (``labels`` takes a lock and
+    checks the values on every call). The values are bounded, as every label here is."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -118,6 +137,14 @@ class Metrics:
         )
         # (method, route, status) -> its request counter and latency histogram.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # The labelled series each job touches, looked up once per label values.
+        self._queued = Children(self.queued_now)
+        self._running = Children(self.running_now)
+        self._queue_seconds = Children(self.queue_seconds)
+        self._creates = Children(self.upstream_creates)
+        self._upstream_seconds = Children(self.upstream_seconds)
+        self._store_seconds = Children(self.store_seconds)
+        self._generations = Children(self.generations)
 
     def _histogram(self, stage: str, text: str) -> Histogram:
         return Histogram(
@@ -168,31 +195,31 @@ class Metrics:
     # --- JobObserver ---
 
     def queued(self, provider: str, delta: int) -> None:
-        self.queued_now.labels(provider).inc(delta)
+        self._queued(provider).inc(delta)
 
     def running(self, provider: str, delta: int, *, queued_seconds: float | None = None) -> None:
-        self.running_now.labels(provider).inc(delta)
+        self._running(provider).inc(delta)
         if queued_seconds is not None:
-            self.queue_seconds.labels(provider).observe(max(0.0, queued_seconds))
+            self._queue_seconds(provider).observe(max(0.0, queued_seconds))
 
     def upstream_create(self, provider: str) -> None:
-        self.upstream_creates.labels(provider).inc()
+        self._creates(provider).inc()
 
     def upstream_done(self, provider: str, seconds: float, error_code: str | None) -> None:
-        self.upstream_seconds.labels(provider).observe(seconds)
+        self._upstream_seconds(provider).observe(seconds)
         if error_code is not None:
             self.upstream_errors.labels(provider, error_code).inc()
             if error_code == _RATE_LIMITED:
                 self.upstream_throttles.labels(provider).inc()
 
     def stored(self, provider: str, seconds: float, images: int, size_bytes: int) -> None:
-        self.store_seconds.labels(provider).observe(seconds)
+        self._store_seconds(provider).observe(seconds)
         self.images_stored.inc(images)
         self.bytes_stored.inc(size_bytes)
 
     def ended(self, generation: Generation) -> None:
         model = self._model(generation.request.model)
-        self.generations.labels(model, generation.provider, generation.status.value).inc()
+        self._generations(model, generation.provider, generation.status.value).inc()
 
     def webhook_attempt(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.fakes.scripted_provider import ScriptedProvider
 
-from imagegen.catalog import Catalog, LimitedProvider, ModelDefaults, Route
+from imagegen.catalog import MAX_PASSTHROUGH_ROUTES, Catalog, LimitedProvider, ModelDefaults, Route
 from imagegen.errors import ConfigurationError, InvalidRequest, ModelNotFound
 from imagegen.models import GenerationRequest
 from imagegen.providers.base import GenerationContext
@@ -49,6 +49,17 @@ def test_replicate_references_pass_through_unless_turned_off() -> None:
     assert not catalog(passthrough=False).passthrough
     with pytest.raises(ModelNotFound, match="'stability-ai/sdxl'"):
         catalog(passthrough=False).resolve("stability-ai/sdxl")
+
+
+def test_a_passthrough_route_is_made_once_per_name_up_to_a_bound() -> None:
+    served = catalog()
+    first = served.resolve("stability-ai/sdxl")
+    assert served.resolve("stability-ai/sdxl") is first
+    many = [f"owner/model-{i}" for i in range(MAX_PASSTHROUGH_ROUTES + 5)]
+    routes = [served.resolve(name) for name in many]
+    assert [route.upstream_model for route in routes] == many
+    assert served.resolve(many[-1]) is not routes[-1]  # past the bound: made again, not kept
+    assert served.resolve(many[0]) is routes[0]
 
 
 @pytest.mark.parametrize("name", ["dall-e-9", "gpt-image-1", "flux-pro"])

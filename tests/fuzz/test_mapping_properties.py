@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from imagegen.errors import InvalidRequest
 from imagegen.models import GenerationRequest
-from imagegen.providers.replicate.mapping import plan_predictions
+from imagegen.providers.replicate.mapping import SizeMemo, plan_predictions
 
 RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21", "5:4", "4:5"]
 SIZES = ["1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536", "512x512", "768x1344"]
@@ -129,3 +129,20 @@ def test_any_model_gets_inputs_its_schema_accepts(
         assert len(set(seeds)) == min(len(seeds), props["seed"].get("maximum", 2**40) + 1)
     else:
         assert all("seed" not in plan.inputs for plan in plans)
+
+
+@settings(max_examples=200, deadline=None)
+@given(props=input_schemas(), request=requests, other=requests)
+def test_a_models_size_memo_plans_what_the_plain_mapping_plans(
+    props: dict[str, Any], request: GenerationRequest, other: GenerationRequest
+) -> None:
+    memo = SizeMemo(props, limit=1)
+    copy = {**props}  # another model's inputs: not the memo's to remember
+    for asked, inputs in [(request, props), (other, props), (request, props), (other, copy)]:
+        try:
+            plain = plan_predictions(props, asked)
+        except InvalidRequest:
+            with pytest.raises(InvalidRequest):
+                plan_predictions(inputs, asked, sizes=memo)
+            continue
+        assert plan_predictions(inputs, asked, sizes=memo) == plain

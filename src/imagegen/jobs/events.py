@@ -114,10 +114,16 @@ class JobEvents:
                 bus.unwatch(generation_id)
 
     def state(self, generation: Generation) -> None:
-        self._publish(JobEvent("state", generation.id, generation=generation))
+        if self._heard(generation.id):
+            self._publish(JobEvent("state", generation.id, generation=generation))
 
     def progress(self, generation_id: str, fraction: float) -> None:
-        self._publish(JobEvent("progress", generation_id, progress=fraction))
+        if self._heard(generation_id):
+            self._publish(JobEvent("progress", generation_id, progress=fraction))
+
+    def _heard(self, generation_id: str) -> bool:
+        """Whether anyone may hear the job's events: a listener here, or other processes."""
+        return self._bus is not None or generation_id in self._subscribers
 
     def listeners(self, generation_id: str) -> int:
         return len(self._subscribers.get(generation_id, ()))

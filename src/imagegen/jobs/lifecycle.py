@@ -109,6 +109,8 @@ class Transitions:
 
 
 def _log_state(generation: Generation) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info(
         "generation %s %s",
         generation.id,

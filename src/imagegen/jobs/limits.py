@@ -170,11 +170,14 @@ class ProviderLimiter:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise queue_deadline_exceeded()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._slots.acquire()
-                except TimeoutError:
-                    raise queue_deadline_exceeded() from None
+                if not self._slots.locked():  # a free slot is taken at once: no timer
+                    await self._slots.acquire()
+                else:
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await self._slots.acquire()
+                    except TimeoutError:
+                        raise queue_deadline_exceeded() from None
         finally:
             ticket.leave()
         self._running += 1

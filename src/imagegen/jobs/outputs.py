@@ -82,14 +82,15 @@ class OutputStore:
         self, images: Sequence[ProviderImage], todo: list[int], outcomes: dict[int, Outcome]
     ) -> dict[int, OSError]:
         """Ingest the outputs at ``todo``; the local faults, by index, to try again."""
-        results = await asyncio.gather(
-            *(self._ingestor.ingest(images[index].url) for index in todo), return_exceptions=True
-        )
+        results = await _each(self._ingestor, [images[index].url for index in todo])
         faults: dict[int, OSError] = {}
         for index, result in zip(todo, results, strict=True):
             if isinstance(result, StoredImage):
                 # Per output, not per blob: identical bytes share a key, not a revised prompt.
-                outcomes[index] = replace(result, revised_prompt=images[index].revised_prompt)
+                revised = images[index].revised_prompt
+                if result.revised_prompt != revised:
+                    result = replace(result, revised_prompt=revised)
+                outcomes[index] = result
             elif isinstance(result, OSError):
                 faults[index] = result
             elif isinstance(result, ImagegenError):
@@ -101,6 +102,17 @@ class OutputStore:
             else:
                 raise result  # CancelledError and the like: not ours to keep
         return faults
+
+
+async def _each(ingestor: Ingestor, urls: list[str]) -> list[StoredImage | BaseException]:
+    """Every URL ingested at once, each its result or its exception (one output, the common
+    case, in this task: no task of its own)."""
+    if len(urls) == 1:
+        try:
+            return [await ingestor.ingest(urls[0])]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*(ingestor.ingest(url) for url in urls), return_exceptions=True)
 
 
 def _unstored(exc: OSError) -> ImageFetchError:

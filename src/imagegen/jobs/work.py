@@ -223,7 +223,9 @@ class JobWork:
             ),
             handing_back=lambda: self._closing() or job in fence.lost,
         )
-        request = replace(generation.request, model=plan.route.upstream_model)
+        request = generation.request
+        if request.model != plan.route.upstream_model:
+            request = replace(request, model=plan.route.upstream_model)
         started = time.perf_counter()
         error_code: str | None = None
         try:

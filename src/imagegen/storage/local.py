@@ -1,7 +1,8 @@
 """Images on local disk: ``<root>/ab/cd/<key>``, written atomically via a temp file and rename.
 
 Downloads are spooled in ``<root>/tmp`` (same filesystem), so storing one is a single
-``os.replace``. Blocking file work runs in worker threads to keep the event loop free.
+``os.replace``. Blocking file work runs in worker threads to keep the event loop free, except
+the one ``stat`` that finds an image already stored (cheaper than the hop to a thread).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class LocalImageStore:
             raise ValueError(f"not a valid image key: {key!r}")
         if content_type_for_key(key) != content_type:
             raise ValueError(f"content type {content_type!r} does not match key {key!r}")
+        dest = self._root / key[0:2] / key[2:4] / key
         try:
-            return await asyncio.to_thread(self._put_sync, self.path_for(key), source)
+            if _already_stored(dest, source):  # one stat on the loop: cheaper than a thread hop
+                return False
+            return await asyncio.to_thread(self._put_sync, dest, source)
         except OSError as exc:
             fault = storage_fault(exc, self._root)
             if fault is None:
@@ -94,16 +98,14 @@ class LocalImageStore:
     # --- blocking helpers, run in worker threads ---
 
     def _put_sync(self, dest: Path, source: bytes | Path) -> bool:
-        if dest.is_file():
-            if isinstance(source, Path):
-                source.unlink(missing_ok=True)
+        if _already_stored(dest, source):  # stored meanwhile by a concurrent put
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
         staged = self._stage_bytes(source) if isinstance(source, bytes) else _synced(source)
         try:
             _replace(staged, dest)
-        finally:
+        except BaseException:
             staged.unlink(missing_ok=True)
+            raise
         return True
 
     def _stage_bytes(self, data: bytes) -> Path:
@@ -131,6 +133,15 @@ class LocalImageStore:
             os.unlink(name)
 
 
+def _already_stored(dest: Path, source: bytes | Path) -> bool:
+    """Whether ``dest`` exists; if so a spooled ``source`` is deleted (the store owns it)."""
+    if not dest.is_file():
+        return False
+    if isinstance(source, Path):
+        source.unlink(missing_ok=True)
+    return True
+
+
 def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
     """``path`` opened, and its first ``size`` bytes."""
     file = path.open("rb")
@@ -143,23 +154,42 @@ def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
 
 def _synced(path: Path) -> Path:
     """Flush a spooled file to disk so the rename never exposes an empty file after a crash."""
-    with path.open("rb+") as file:
-        os.fsync(file.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return path
 
 
 def _replace(staged: Path, dest: Path) -> None:
-    """Move ``staged`` to ``dest`` atomically, copying first if they are on different devices."""
+    """Move ``staged`` to ``dest`` atomically, making ``dest``'s folder on first use."""
+    try:
+        _move(staged, dest)
+    except FileNotFoundError:
+        if not staged.exists():
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _move(staged, dest)
+
+
+def _move(staged: Path, dest: Path) -> None:
+    """A rename, or a copy first if they are on different devices."""
     try:
         os.replace(staged, dest)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".put-", suffix=".part")
-        os.close(fd)
-        try:
-            shutil.copyfile(staged, name)
-            os.replace(name, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+        _copy_replace(staged, dest)
+
+
+def _copy_replace(staged: Path, dest: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".put-", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(staged, name)
+        os.replace(name, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+    staged.unlink(missing_ok=True)

@@ -17,8 +17,9 @@ Only keys the schema has are sent, except ``prompt``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from imagegen.errors import InvalidRequest
@@ -53,20 +54,23 @@ def plan_predictions(
     inputs: Mapping[str, Schema] | None,
     request: GenerationRequest,
     images: Mapping[str, Any] | None = None,
+    *,
+    sizes: SizeInputs | None = None,
 ) -> list[PlannedPrediction]:
     """The predictions to create for ``request`` on a model with these resolved input properties.
 
     ``images`` are the input-image values, by the model's input name (``image_inputs.py``
     chose the names). ``inputs=None`` (no readable schema) falls back to ``width``, ``height``
     and ``num_outputs`` (at most 4 a prediction). Raises ``InvalidRequest`` for an
-    ``output_format`` the model lacks.
+    ``output_format`` the model lacks. ``sizes`` works out the size inputs (``size_inputs``, or
+    a ``SizeMemo`` of the model's).
     """
     field: str | None
     if inputs is None:
         base: dict[str, Any] = {"width": request.width, "height": request.height}
         field, per = "num_outputs", DEFAULT_BATCH_MAX
     else:
-        base = {**size_inputs(inputs, request.width, request.height)}
+        base = {**(sizes or size_inputs)(inputs, request.width, request.height)}
         base.update(match_input_aspect(inputs, request))
         base.update(_optional_inputs(inputs, request))
         field, per = batch_field(inputs)
@@ -121,6 +125,30 @@ def size_inputs(inputs: Mapping[str, Schema], width: int, height: int) -> dict[s
     if megapixels is not None:
         chosen["megapixels"] = megapixels
     return chosen
+
+
+SizeInputs = Callable[[Mapping[str, Schema], int, int], Mapping[str, Any]]
+
+
+class SizeMemo:
+    """``size_inputs`` for one model's ``inputs``, remembered per requested size (``limit`` of
+    them): they depend on nothing else, and working them out (each ratio or size of an enum
+    parsed and compared) costs more than the rest of a plan. Other inputs are not remembered."""
+
+    def __init__(self, inputs: Mapping[str, Schema], limit: int = 256) -> None:
+        self._inputs = inputs
+        self._limit = limit
+        self._sizes: dict[tuple[int, int], Mapping[str, Any]] = {}
+
+    def __call__(self, inputs: Mapping[str, Schema], width: int, height: int) -> Mapping[str, Any]:
+        if inputs is not self._inputs:
+            return size_inputs(inputs, width, height)
+        chosen = self._sizes.get((width, height))
+        if chosen is None:
+            chosen = MappingProxyType(size_inputs(inputs, width, height))
+            if len(self._sizes) < self._limit:
+                self._sizes[width, height] = chosen
+        return chosen
 
 
 def enum_of(prop: Schema | None) -> list[Any]:

@@ -26,7 +26,7 @@ from imagegen.providers.masks import to_white_repaint
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.errors import PROVIDER, no_token_error, retry_after_of
 from imagegen.providers.replicate.image_inputs import ImageFields, image_fields
-from imagegen.providers.replicate.mapping import plan_predictions
+from imagegen.providers.replicate.mapping import SizeMemo, plan_predictions
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier, RetryPolicy, Sleep
 from imagegen.providers.replicate.run import (
@@ -85,7 +85,8 @@ class ReplicateProvider:
         self._cancel_timeout = cancel_timeout
         self._sleep = sleep
         self._clock = clock
-        self._schemas: dict[ModelRef, tuple[float, ModelSchema]] = {}
+        # Per model: until when it is cached, its schema, and its size inputs by size.
+        self._schemas: dict[ModelRef, tuple[float, ModelSchema, SizeMemo | None]] = {}
         self._client: ReplicateClient | None = None
         if api_token:
             limits = replies or ReplyLimits()
@@ -114,13 +115,18 @@ class ReplicateProvider:
         """
         client = self._require_client()
         ref = ModelRef.parse(request.model)
-        async with deadline_scope(context.deadline, self._clock):
-            schema = await self._schema(client, ref, context.deadline)
+        cached = self._cached(ref)
+        if cached is None:
+            async with deadline_scope(context.deadline, self._clock):
+                cached = await self._schema(client, ref, context.deadline)
+        schema, sizes = cached
         ensure_image_output(schema, request.model)
         fields = image_fields(schema, request)  # 422 for a model that cannot take them
-        async with deadline_scope(context.deadline, self._clock):
-            values = await self._image_values(client, fields, request, context.deadline)
-        plans = plan_predictions(schema.inputs, request, values)
+        values: dict[str, Any] = {}
+        if fields.image is not None or fields.mask is not None:
+            async with deadline_scope(context.deadline, self._clock):
+                values = await self._image_values(client, fields, request, context.deadline)
+        plans = plan_predictions(schema.inputs, request, values, sizes=sizes)
         if schema.community_version is not None:  # owner/name of a community model
             ref = ModelRef(ref.owner, ref.name, schema.community_version)
         run = self._run(client, context)
@@ -197,12 +203,22 @@ class ReplicateProvider:
                 data, image = converted, replace(image, content_type="image/png")
         return await input_url(client, image, data, deadline=deadline)
 
-    async def _schema(self, client: ReplicateClient, ref: ModelRef, deadline: float) -> ModelSchema:
-        """The model's schema, cached per ref for ``schema_cache_ttl`` seconds."""
+    def _cached(self, ref: ModelRef) -> tuple[ModelSchema, SizeMemo | None] | None:
+        """The model's schema and size memo while they are cached, else None."""
         cached = self._schemas.get(ref)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1], cached[2]
+        return None
+
+    async def _schema(
+        self, client: ReplicateClient, ref: ModelRef, deadline: float
+    ) -> tuple[ModelSchema, SizeMemo | None]:
+        """The model's schema (and a memo of its size inputs), cached per ref for
+        ``schema_cache_ttl`` seconds."""
+        cached = self._cached(ref)
+        if cached is not None:
+            return cached
         now = self._clock()
-        if cached is not None and cached[0] > now:
-            return cached[1]
         try:
             data = await client.model_version(ref, deadline=deadline)
         except UpstreamHTTPError as exc:
@@ -212,11 +228,12 @@ class ReplicateProvider:
                 raise
             # An unknown or private version: let the create itself answer, as Replicate does,
             # with 422 "Invalid version or not permitted" (no prediction is made).
-            return ModelSchema(None, None)
+            return ModelSchema(None, None), None
         schema = read_model_schema(data, pinned=ref.version is not None)
+        sizes = SizeMemo(schema.inputs) if schema.inputs is not None else None
         if self._schema_cache_ttl > 0:
-            self._schemas[ref] = (now + self._schema_cache_ttl, schema)
-        return schema
+            self._schemas[ref] = (now + self._schema_cache_ttl, schema, sizes)
+        return schema, sizes
 
 
 def model_not_found(model: str, exc: UpstreamHTTPError) -> ModelNotFound:

@@ -23,14 +23,21 @@ class ModelRef:
 
     @classmethod
     def parse(cls, ref: str) -> ModelRef:
-        """Parse ``owner/name`` or ``owner/name:<64 hex>``; raise ``InvalidRequest`` otherwise."""
+        """Parse ``owner/name`` or ``owner/name:<64 hex>``; raise ``InvalidRequest`` otherwise.
+        A ref parsed before is the same value (``_PARSED`` keeps a bounded number)."""
+        parsed = _PARSED.get(ref)
+        if parsed is not None:
+            return parsed
         match = _REF.fullmatch(ref.strip())
         if match is None:
             raise InvalidRequest(
                 f"model must be 'owner/name' or 'owner/name:<64-hex version id>', got {ref!r}",
                 field="model",
             )
-        return cls(match["owner"], match["name"], match["version"])
+        parsed = ModelRef(match["owner"], match["name"], match["version"])
+        if len(_PARSED) < MAX_PARSED:
+            _PARSED[ref] = parsed
+        return parsed
 
     @property
     def model_path(self) -> str:
@@ -40,3 +47,7 @@ class ModelRef:
     def __str__(self) -> str:
         base = f"{self.owner}/{self.name}"
         return f"{base}:{self.version}" if self.version else base
+
+
+MAX_PARSED = 1024  # refs remembered once parsed (a few models in practice; names are users')
+_PARSED: dict[str, ModelRef] = {}

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -81,6 +80,19 @@ async def cancel_all(
             await asyncio.gather(*(cancel_one(pid) for pid in ids))
     except TimeoutError:
         log.warning("replicate: canceling %s timed out", ", ".join(ids))
+
+
+async def _outcomes(
+    jobs: Sequence[Callable[[], Coroutine[Any, Any, list[ProviderImage]]]],
+) -> list[list[ProviderImage] | BaseException]:
+    """Every job run at once, each its images or its exception; one job (the common case) runs
+    in this task, without a task of its own. The caller being cancelled cancels them all."""
+    if len(jobs) == 1:
+        try:
+            return [await jobs[0]()]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*(job() for job in jobs), return_exceptions=True)
 
 
 class PredictionRun:
@@ -159,7 +171,7 @@ class PredictionRun:
         self._progress = [0.0] * len(jobs)
         try:
             async with deadline_scope(self._context.deadline, self._clock):
-                outcomes = await asyncio.gather(*(job() for job in jobs), return_exceptions=True)
+                outcomes = await _outcomes(jobs)
         except (DeadlineExceeded, asyncio.CancelledError):
             await self._cancel_open()
             raise
@@ -185,10 +197,10 @@ class PredictionRun:
         """Create one prediction; ``announce``: record it as pending first (not when it is
         pending already, a create from before a restart that never reached Replicate)."""
         await self._context.acquire_create()  # imagegen's create rate limit: one token each
-        pending = PendingCreate(str(ref), dict(plan.inputs), plan.images)
+        model, inputs = str(ref), dict(plan.inputs)
         if announce:  # before it is sent: a crash from here on leaves a trail to search
-            await self._context.on_create(pending)
-        pending = replace(pending, sent_at=datetime.now(UTC))
+            await self._context.on_create(PendingCreate(model, inputs, plan.images))
+        pending = PendingCreate(model, inputs, plan.images, sent_at=datetime.now(UTC))
         create = asyncio.ensure_future(
             self._client.create(
                 ref,
