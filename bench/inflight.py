@@ -38,15 +38,13 @@ TARGET_P99 = 6.0
 TARGET_BYTES = 15 * 1024
 WARMUP = 5  # generations before the measured ones
 LIMITS = (
-    "The database first. Each generation takes a pooled SQLite connection several times; "
-    "SQLAlchemy's pool holds 5 + 10 and makes a waiter give up after 30 s, and SQLite lets one "
-    "writer in at a time (the others sleep in the 10 s busy timeout or fail with 'database is "
-    "locked'). With thousands of generations in flight almost all wait past 30 s and answer 500 "
-    "'internal error' (`sqlalchemy.exc.TimeoutError` is not in imagegen's error table; see the "
-    "logged errors above). Behind that, the CPU: ~18 ms per generation serialises 10,000 "
-    "generations into minutes in one process (all 2,000 of a 2,000 run succeed, p99 ~42 s). "
-    "And each in-flight generation holds ~80 KiB (its tasks, a connection each way, a request, "
-    "a session), five times the target."
+    "One process by design. Running jobs' writes go first at the SQLite writer; a write that "
+    "admits a new job waits behind them for the pool timeout at most, then the request gets "
+    "503 with Retry-After, having stored and sent nothing (`db/turns.py`, `db/database.py`): "
+    "under 10,000 at once the process finishes what it admitted and refuses the rest rather "
+    "than stall them all. Behind that, the CPU per generation serialises thousands of "
+    "generations on one core. `in-flight-workers` serves the same 10,000 on `--workers 2` "
+    "with PostgreSQL."
 )
 
 

@@ -2,9 +2,9 @@
 
 py-spy samples ``imagegen serve`` (``--gil``: only the thread holding the GIL, i.e. Python
 actually running) while a closed loop of generations runs. Each sample is put in the first
-component found walking its stack from the innermost frame out; SQLAlchemy's asyncio layer
-runs queries in greenlets, whose stacks do not show the caller, so SQLAlchemy's own frames
-count as the database too.
+component found walking its stack from the innermost frame out; the database's thread runs
+transactions whose stacks do not show the caller, so SQLAlchemy's frames and imagegen's
+``db`` package count as the database wherever they are.
 """
 
 from __future__ import annotations
@@ -21,22 +21,28 @@ from bench.procs import running
 from bench.report import Result
 
 NAME = "profile"
-HTTP_CLIENT = "HTTP client (httpx, aiohttp), other"
+HTTP_CLIENT = "HTTP client (aiohttp, httpx), other"
+DATABASE = "database (SQLAlchemy, SQLite)"
+DOWNLOAD = "image download (aiohttp)"
+PROVIDER = "provider calls (aiohttp)"
 COMPONENTS = (
-    ("(sqlalchemy/", "database (SQLAlchemy, aiosqlite, SQLite)"),
-    ("(aiosqlite/", "database (SQLAlchemy, aiosqlite, SQLite)"),
-    ("GenerationStore", "database (SQLAlchemy, aiosqlite, SQLite)"),
-    ("(imagegen/db/", "database (SQLAlchemy, aiosqlite, SQLite)"),
-    ("SafeFetcher", "image download (httpx)"),
-    ("inspect_image", "image verify (Pillow)"),
+    ("(sqlalchemy/", DATABASE),
+    ("(asyncpg/", DATABASE),
+    ("GenerationStore", DATABASE),
+    ("(imagegen/db/", DATABASE),
+    ("SafeFetcher", DOWNLOAD),
+    ("inspect_image", "image verify (WebP header, Pillow)"),
+    ("(PIL/", "image verify (WebP header, Pillow)"),
+    ("(imagegen/webp_header", "image verify (WebP header, Pillow)"),
     ("LocalImageStore", "image store (files)"),
     ("ImageIngestor", "image ingest, other"),
-    ("ReplicateClient", "provider calls (httpx)"),
-    ("Retrier", "provider calls (httpx)"),
+    ("ReplicateClient", PROVIDER),
+    ("Retrier", PROVIDER),
     ("(httpx/", HTTP_CLIENT),
     ("(httpcore/", HTTP_CLIENT),
     ("(aiohttp/", HTTP_CLIENT),
     ("(imagegen/http_transport", HTTP_CLIENT),
+    ("(imagegen/upstream", HTTP_CLIENT),
     ("PredictionRun", "provider logic"),
     ("ReplicateProvider", "provider logic"),
     ("JobRunner", "job runner"),
@@ -61,9 +67,9 @@ def component(stack: str) -> str:
 def _caller_of_http(stack: str, default: str) -> str:
     for frame in reversed(stack.split(";")):
         if "SafeFetcher" in frame:
-            return "image download (httpx)"
+            return DOWNLOAD
         if "ReplicateClient" in frame or "Retrier" in frame:
-            return "provider calls (httpx)"
+            return PROVIDER
     return default
 
 
