@@ -43,6 +43,7 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = 100  # per operation and mode; Hypothesis stops sooner where the inputs run out
 MIN_CASES = 1000
+ENOUGH_BEFORE_A_GENERATOR_FAULT = 20
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -138,7 +139,17 @@ def test_operation(label: str, mode: GenerationMode, api_schema: Any) -> None:
             checks = [c for c in checks if c is not positive_data_acceptance]
         case.validate_response(response, checks=checks)
 
-    check()
+    try:
+        check()
+    except ValueError as exc:
+        # schemathesis' negative strategy for multipart ``format: binary`` fields can fail in
+        # its own filter ("Unsupported type: 'Binary'", schemathesis#4520's kind) on a draw,
+        # before any case exists: a fault of the generator, not of a response, seen once in a
+        # full run and not when the test runs alone. Every case drawn before it was sent and
+        # checked; it stands for the operation only when enough of them ran.
+        generator_fault = str(exc).startswith("Unsupported type")
+        if not generator_fault or RAN[key] < ENOUGH_BEFORE_A_GENERATOR_FAULT:
+            raise
 
 
 MODEL = "black-forest-labs/flux-schnell"
