@@ -228,3 +228,59 @@ async def test_statements_whose_sql_depends_on_their_values_are_refused(
     unbound = Fixed(sa.select(GENERATIONS.c.id).where(GENERATIONS.c.id == sa.bindparam("id")))
     with pytest.raises(ValueError, match="has no value"):
         await store.database.read(lambda c: unbound.rows(c, {}))
+
+
+class _CutOffCursor:
+    """A driver cursor whose statement is cut off mid-way, as a cancelled task's is."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, *args: Any) -> Any:
+        raise KeyboardInterrupt  # a BaseException, like asyncio.CancelledError
+
+    executemany = execute
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _CuttingConnection:
+    """A ``sqlite3`` connection whose cursors are cut off once ``cut`` is set."""
+
+    cut = False
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self._connection = sqlite3.connect(":memory:", check_same_thread=False)
+
+    def cursor(self, *args: Any) -> Any:
+        cursor = self._connection.cursor(*args)
+        return _CutOffCursor(cursor) if _CuttingConnection.cut else cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def test_a_statement_cut_off_mid_way_leaves_its_connection_invalidated() -> None:
+    """A connection whose statement was interrupted is never handed out again (a PostgreSQL
+    transaction left aborted poisoned every later use of the pooled connection)."""
+    engine = sa.create_engine("sqlite://", creator=_CuttingConnection)
+    metadata = sa.MetaData()
+    table = sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    metadata.create_all(engine)
+    insert = Fixed(table.insert())
+    try:
+        with engine.connect() as connection:
+            first = connection.connection.dbapi_connection
+            _CuttingConnection.cut = True
+            with pytest.raises(KeyboardInterrupt):
+                insert.execute(connection, {"id": 1})
+            _CuttingConnection.cut = False
+            assert connection.invalidated
+        with engine.connect() as connection:
+            assert connection.connection.dbapi_connection is not first
+    finally:
+        _CuttingConnection.cut = False
+        engine.dispose()

@@ -22,6 +22,7 @@ parameters) or that need Python-side column defaults are refused: those run thro
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -156,10 +157,13 @@ class _Compiled:
                 rowcount = cursor.rowcount
             except Exception as exc:
                 raise_driver_error(connection, exc, self.sql, values, cursor)
+            except BaseException:
+                _interrupted(connection)
+                raise
             if listened:
                 _after(connection, cursor, self.sql, values, executemany=False)
         finally:
-            cursor.close()
+            _close(connection, cursor)
         return Ran(rows, rowcount)
 
     def executemany(
@@ -175,10 +179,13 @@ class _Compiled:
                 cursor.executemany(self.sql, values)
             except Exception as exc:
                 raise_driver_error(connection, exc, self.sql, values, cursor)
+            except BaseException:
+                _interrupted(connection)
+                raise
             if listened:
                 _after(connection, cursor, self.sql, values, executemany=True)
         finally:
-            cursor.close()
+            _close(connection, cursor)
 
     def _read(self, description: Sequence[Sequence[Any]], fetched: Sequence[Any]) -> list[Row]:
         readers = self._readers
@@ -240,6 +247,24 @@ def _after(
 ) -> None:
     for listener in connection.dispatch.after_cursor_execute:
         listener(connection, cursor, sql, values, None, executemany)
+
+
+def _close(connection: sa.Connection, cursor: Any) -> None:
+    """Close ``cursor``; one of a connection invalidated under it may fail to, harmlessly."""
+    if connection.invalidated:
+        with contextlib.suppress(Exception):
+            cursor.close()
+    else:
+        cursor.close()
+
+
+def _interrupted(connection: sa.Connection) -> None:
+    """A statement cut off mid-way (its task cancelled: a deadline, a turn's timeout, the
+    client gone) leaves the driver's connection in a state nobody knows: a PostgreSQL
+    transaction aborted, a reply half read. As ``Connection.execute`` does, the connection is
+    invalidated, so the pool never hands it out again."""
+    with contextlib.suppress(Exception):
+        connection.invalidate()
 
 
 def raise_driver_error(
