@@ -39,7 +39,9 @@ def test_start_up_garbage_is_collected_the_rest_frozen_and_the_young_threshold_r
         assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
         assert gone() is None
         assert frozen > 0
-        assert gc.get_freeze_count() == frozen
+        # at most as many now: frozen objects are still freed when their last reference goes
+        # (another thread of the test process may drop some meanwhile)
+        assert 0 < gc.get_freeze_count() <= frozen
         assert all(obj is not kept for obj in gc.get_objects())  # out of every generation
     finally:
         gc.unfreeze()
