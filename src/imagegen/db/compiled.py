@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -144,46 +144,41 @@ class _Compiled:
 
     def execute(self, connection: sa.Connection, parameters: Mapping[str, Any]) -> Ran:
         values = self.positional(parameters)
-        cursor = _dbapi_connection(connection).cursor()
-        listened = _listened(connection)
-        try:
-            if listened:
-                _before(connection, cursor, self.sql, values, executemany=False)
-            try:
-                cursor.execute(self.sql, values)
-                rows: list[Row] = []
-                if cursor.description is not None:
-                    rows = self._read(cursor.description, cursor.fetchall())
-                rowcount = cursor.rowcount
-            except Exception as exc:
-                raise_driver_error(connection, exc, self.sql, values, cursor)
-            except BaseException:
-                _interrupted(connection)
-                raise
-            if listened:
-                _after(connection, cursor, self.sql, values, executemany=False)
-        finally:
-            _close(connection, cursor)
-        return Ran(rows, rowcount)
+        with self._cursor(connection, values, executemany=False) as cursor:
+            cursor.execute(self.sql, values)
+            rows: list[Row] = []
+            if cursor.description is not None:
+                rows = self._read(cursor.description, cursor.fetchall())
+            return Ran(rows, cursor.rowcount)
 
     def executemany(
         self, connection: sa.Connection, parameters: Sequence[Mapping[str, Any]]
     ) -> None:
         values = [self.positional(each) for each in parameters]
+        with self._cursor(connection, values, executemany=True) as cursor:
+            cursor.executemany(self.sql, values)
+
+    @contextlib.contextmanager
+    def _cursor(
+        self, connection: sa.Connection, values: Any, *, executemany: bool
+    ) -> Iterator[Any]:
+        """A cursor of ``connection``'s driver, for running this statement once with ``values``:
+        listeners hear it before and after, a driver's error comes out as SQLAlchemy's, an
+        interruption invalidates the connection, and the cursor is closed."""
         cursor = _dbapi_connection(connection).cursor()
         listened = _listened(connection)
         try:
             if listened:
-                _before(connection, cursor, self.sql, values, executemany=True)
+                _before(connection, cursor, self.sql, values, executemany=executemany)
             try:
-                cursor.executemany(self.sql, values)
+                yield cursor
             except Exception as exc:
                 raise_driver_error(connection, exc, self.sql, values, cursor)
             except BaseException:
                 _interrupted(connection)
                 raise
             if listened:
-                _after(connection, cursor, self.sql, values, executemany=True)
+                _after(connection, cursor, self.sql, values, executemany=executemany)
         finally:
             _close(connection, cursor)
 

@@ -140,17 +140,7 @@ def to_prediction(row: Row) -> PredictionRecord:
 def image_values(generation_id: str, images: Sequence[StoredImage]) -> list[dict[str, Any]]:
     """A succeeded generation's images, numbered in output order."""
     return [
-        {
-            "generation_id": generation_id,
-            "position": position,
-            "key": image.key,
-            "content_type": image.content_type,
-            "width": image.width,
-            "height": image.height,
-            "size_bytes": image.size_bytes,
-            "source_url": image.source_url,
-            "revised_prompt": image.revised_prompt,
-        }
+        {"generation_id": generation_id, "position": position, **_stored_to_json(image)}
         for position, image in enumerate(images)
     ]
 
