@@ -181,3 +181,21 @@ async def test_a_group_that_cannot_begin_fails_each_of_its_writes_and_the_next_o
     monkeypatch.undo()
     await db.write(insert("after"))
     assert await keys(db) == {"blocker", "after"}
+
+
+async def test_a_plain_call_for_the_writer_thread_runs_alone_between_grouped_writes(
+    db: SQLiteDatabase, groups: list[int]
+) -> None:
+    release = threading.Event()
+    blocker = asyncio.ensure_future(db.write(insert("blocker", then=release.wait)))
+    await asyncio.sleep(0.05)
+    first = asyncio.ensure_future(db.write(insert("a")))
+    plain = asyncio.ensure_future(db._writer.run(lambda: "plain"))
+    last = asyncio.ensure_future(db.write(insert("b")))
+    await asyncio.sleep(0.02)
+    groups.clear()
+    release.set()
+    await blocker
+    assert await asyncio.gather(first, plain, last) == [None, "plain", None]
+    assert groups == [3]
+    assert await keys(db) == {"blocker", "a", "b"}

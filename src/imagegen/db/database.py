@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -266,13 +266,18 @@ class SQLiteDatabase:
         A write that used ``Connection.execute`` (SQLAlchemy's own transaction) is committed
         with the ones before it at once, as SQLAlchemy ends its transaction with the driver's;
         the rest go on in a new transaction."""
-        writes = cast(list[_Write], calls)
-        if len(writes) == 1:
-            return [_outcome(writes[0])]
+        if len(calls) == 1:
+            return [_outcome(calls[0])]
         outcomes: list[Outcome] = []
         ran: list[int] = []  # the writes that returned, to commit: their places in outcomes
         connection: sa.Connection | None = None
-        for write in writes:
+        for write in calls:
+            if not isinstance(write, _Write):  # another call for the writer thread: alone
+                if connection is not None:
+                    self._commit_group(connection, ran, outcomes)
+                    connection = None
+                outcomes.append(_outcome(write))
+                continue
             try:
                 _check_patience(write.queued_at, write.patience)
                 if connection is None:
