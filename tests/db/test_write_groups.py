@@ -28,7 +28,7 @@ def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     grouped = SQLiteDatabase._write_group
 
-    def counting(self: SQLiteDatabase, calls: list[Callable[[], Any]]) -> Any:
+    def counting(self: SQLiteDatabase, calls: list[Any]) -> Any:
         sizes.append(len(calls))
         return grouped(self, calls)
 
@@ -199,3 +199,31 @@ async def test_a_plain_call_for_the_writer_thread_runs_alone_between_grouped_wri
     assert await asyncio.gather(first, plain, last) == [None, "plain", None]
     assert groups == [3]
     assert await keys(db) == {"blocker", "a", "b"}
+
+
+async def test_a_grouped_write_whose_caller_was_cancelled_before_its_turn_never_runs(
+    db: SQLiteDatabase, groups: list[int]
+) -> None:
+    release = threading.Event()
+    blocker = asyncio.ensure_future(db.write(insert("blocker", then=release.wait)))
+    await asyncio.sleep(0.05)
+    first_started = threading.Event()
+    go_on = threading.Event()
+
+    def first_then_wait() -> None:
+        first_started.set()
+        go_on.wait()
+
+    first = asyncio.ensure_future(db.write(insert("first", then=first_then_wait)))
+    gone = asyncio.ensure_future(db.write(insert("gone")))
+    await asyncio.sleep(0.02)
+    groups.clear()
+    release.set()
+    await blocker
+    await asyncio.to_thread(first_started.wait)  # the group runs; "gone" waits for its turn
+    gone.cancel()
+    await asyncio.sleep(0.01)
+    go_on.set()
+    await first
+    assert groups == [2]
+    assert await keys(db) == {"blocker", "first"}

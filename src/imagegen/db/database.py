@@ -22,6 +22,7 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -255,7 +256,9 @@ class SQLiteDatabase:
                 raise_driver_error(connection, exc, "COMMIT", ())
         return result
 
-    def _write_group(self, calls: list[Callable[[], Any]]) -> list[Outcome]:
+    def _write_group(
+        self, calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]]
+    ) -> list[Outcome]:
         """The writes queued together (``_Write``s), as one transaction: one BEGIN and one
         COMMIT for them all, each in a savepoint of its own, so one that raises is undone alone
         and the others still commit. No write's caller hears of it before the COMMIT.
@@ -267,11 +270,14 @@ class SQLiteDatabase:
         with the ones before it at once, as SQLAlchemy ends its transaction with the driver's;
         the rest go on in a new transaction."""
         if len(calls) == 1:
-            return [_outcome(calls[0])]
+            return [_outcome(calls[0][0])]
         outcomes: list[Outcome] = []
         ran: list[int] = []  # the writes that returned, to commit: their places in outcomes
         connection: sa.Connection | None = None
-        for write in calls:
+        for write, future in calls:
+            if future.cancelled():  # its caller is gone: it never runs
+                outcomes.append((None, None))
+                continue
             if not isinstance(write, _Write):  # another call for the writer thread: alone
                 if connection is not None:
                     self._commit_group(connection, ran, outcomes)

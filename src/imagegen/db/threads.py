@@ -30,8 +30,9 @@ GROUP_MOST = 64  # calls run together by a ``group``
 
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 Outcome = tuple[Any, BaseException | None]  # a call's result, or what it raised
-# Runs calls together: one outcome per call, in order.
-Group = Callable[[list[Callable[[], Any]]], list[Outcome]]
+# Runs calls together, each with its caller's future: one outcome per call, in order. A call
+# whose caller was cancelled before its turn is not run (its outcome is ignored).
+Group = Callable[[list[tuple[Callable[[], Any], "asyncio.Future[Any]"]]], list[Outcome]]
 
 
 class Threads:
@@ -108,7 +109,7 @@ class Threads:
             if not live:
                 continue
             try:
-                outcomes = group([call for _, _, call in live])
+                outcomes = group([(call, future) for _, future, call in live])
             except BaseException as exc:  # the group's own failure: every caller's
                 outcomes = [(None, exc)] * len(live)
             settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
