@@ -310,20 +310,14 @@ class SQLiteDatabase:
 
     def _begin_group(self) -> sa.Connection:
         connection = self._connection(self._writer_engine)
-        try:
-            sqlite_driver(connection).execute(_BEGIN_WRITE)
-        except sqlite3.Error as exc:
-            try:
-                raise_driver_error(connection, exc, _BEGIN_WRITE, ())
-            except Exception as error:
-                raise _GroupLost(error) from error
+        _savepoint(connection, _BEGIN_WRITE)
         return connection
 
     def _in_savepoint(self, connection: sa.Connection, work: Work[T]) -> T:
         """``work`` inside a savepoint of the group's transaction: released when it returns,
         rolled back to when it raises (``_GroupLost`` when even that fails)."""
         driver = sqlite_driver(connection)
-        driver.execute(_SAVEPOINT)
+        _savepoint(connection, _SAVEPOINT)
         try:
             result = work(connection)
         except BaseException as exc:
@@ -336,7 +330,7 @@ class SQLiteDatabase:
                 _roll_back(connection)
                 raise _GroupLost(exc) from undo
             raise
-        driver.execute(_RELEASE_SAVEPOINT)
+        _savepoint(connection, _RELEASE_SAVEPOINT)
         return result
 
     def _commit_group(
@@ -354,6 +348,7 @@ class SQLiteDatabase:
                     _roll_back(connection)
                     raise_driver_error(connection, exc, "COMMIT", ())
         except Exception as exc:
+            _roll_back(connection)  # if the failure left it open
             for index in ran:
                 outcomes[index] = (None, exc)
         ran.clear()
@@ -407,6 +402,19 @@ class _GroupLost(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _savepoint(connection: sa.Connection, sql: str) -> None:
+    """Run ``sql`` (a group's BEGIN, a savepoint's start or release); if it fails, the group's
+    transaction is rolled back and lost, with the writes it held."""
+    try:
+        sqlite_driver(connection).execute(sql)
+    except sqlite3.Error as exc:
+        try:
+            raise_driver_error(connection, exc, sql, ())
+        except Exception as error:
+            _roll_back(connection)
+            raise _GroupLost(error) from error
 
 
 def _outcome(call: Callable[[], Any]) -> Outcome:
