@@ -14,10 +14,12 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
   another process. Writes for jobs already admitted go first, in arrival order, and wait as long
   as it takes; a write that admits a new job (``admission``) waits until they have gone, and
   ``PoolSettings.timeout`` at most, so under overload new jobs are refused before running ones
-  stall. Reads run on threads and connections of their own beside it (WAL). A transaction
-  costs one trip between the event loop and a thread; through aiosqlite, every statement cost
-  three or four (cursor, execute, fetch, close), and the database was most of imagegen's CPU
-  per generation.
+  stall. Writes the writer finds queued together commit together: one transaction, each write
+  in a savepoint of its own (one that raises is undone alone), every caller told after the
+  COMMIT (``SQLiteDatabase._write_group``). Reads run on threads and connections of their own
+  beside it (WAL). A transaction costs one trip between the event loop and a thread; through
+  aiosqlite, every statement cost three or four (cursor, execute, fetch, close), and the
+  database was most of imagegen's CPU per generation.
 """
 
 from __future__ import annotations
