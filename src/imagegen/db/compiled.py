@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -46,6 +46,9 @@ class Ran:
 
     rows: list[Row]
     rowcount: int
+
+
+_NOTHING = Ran([], -1)  # what ``executemany`` returns: no rows, the count unused
 
 
 class Fixed:
@@ -143,42 +146,41 @@ class _Compiled:
         return self._sequence(values)
 
     def execute(self, connection: sa.Connection, parameters: Mapping[str, Any]) -> Ran:
-        values = self.positional(parameters)
-        with self._cursor(connection, values, executemany=False) as cursor:
-            cursor.execute(self.sql, values)
-            rows: list[Row] = []
-            if cursor.description is not None:
-                rows = self._read(cursor.description, cursor.fetchall())
-            return Ran(rows, cursor.rowcount)
+        return self._run(connection, self.positional(parameters), executemany=False)
 
     def executemany(
         self, connection: sa.Connection, parameters: Sequence[Mapping[str, Any]]
     ) -> None:
-        values = [self.positional(each) for each in parameters]
-        with self._cursor(connection, values, executemany=True) as cursor:
-            cursor.executemany(self.sql, values)
+        self._run(connection, [self.positional(each) for each in parameters], executemany=True)
 
-    @contextlib.contextmanager
-    def _cursor(
-        self, connection: sa.Connection, values: Any, *, executemany: bool
-    ) -> Iterator[Any]:
-        """A cursor of ``connection``'s driver, for running this statement once with ``values``:
-        listeners hear it before and after, a driver's error comes out as SQLAlchemy's, an
-        interruption invalidates the connection, and the cursor is closed."""
+    def _run(self, connection: sa.Connection, values: Any, *, executemany: bool) -> Ran:
+        """Run this statement with ``values`` on a cursor of ``connection``'s driver: listeners
+        hear it before and after, a driver's error comes out as SQLAlchemy's, an interruption
+        invalidates the connection, and the cursor is closed. (Inline rather than a context
+        manager: a generator's ``with`` cost more than the rest of this method.)"""
+        sql = self.sql
         cursor = _dbapi_connection(connection).cursor()
         listened = _listened(connection)
         try:
             if listened:
-                _before(connection, cursor, self.sql, values, executemany=executemany)
+                _before(connection, cursor, sql, values, executemany=executemany)
             try:
-                yield cursor
+                if executemany:
+                    cursor.executemany(sql, values)
+                    ran = _NOTHING
+                else:
+                    cursor.execute(sql, values)
+                    description = cursor.description
+                    rows = [] if description is None else self._read(description, cursor.fetchall())
+                    ran = Ran(rows, cursor.rowcount)
             except Exception as exc:
-                raise_driver_error(connection, exc, self.sql, values, cursor)
+                raise_driver_error(connection, exc, sql, values, cursor)
             except BaseException:
                 _interrupted(connection)
                 raise
             if listened:
-                _after(connection, cursor, self.sql, values, executemany=executemany)
+                _after(connection, cursor, sql, values, executemany=executemany)
+            return ran
         finally:
             _close(connection, cursor)
 

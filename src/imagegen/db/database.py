@@ -14,29 +14,32 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
   another process. Writes for jobs already admitted go first, in arrival order, and wait as long
   as it takes; a write that admits a new job (``admission``) waits until they have gone, and
   ``PoolSettings.timeout`` at most, so under overload new jobs are refused before running ones
-  stall. Reads run on threads and connections of their own beside it (WAL). A transaction
-  costs one trip between the event loop and a thread; through aiosqlite, every statement cost
-  three or four (cursor, execute, fetch, close), and the database was most of imagegen's CPU
-  per generation.
+  stall. Writes the writer finds queued together commit together: one transaction, each write
+  in a savepoint of its own (one that raises is undone alone), every caller told after the
+  COMMIT (``SQLiteDatabase._write_group``). Reads run on threads and connections of their own
+  beside it (WAL). A transaction costs one trip between the event loop and a thread; through
+  aiosqlite, every statement cost three or four (cursor, execute, fetch, close), and the
+  database was most of imagegen's CPU per generation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from imagegen.db.compiled import raise_driver_error
 from imagegen.db.engine import PoolSettings, sqlite_driver, sqlite_engine
-from imagegen.db.errors import translated
-from imagegen.db.threads import ADMISSION, SETTLING, Threads
+from imagegen.db.errors import database_error, translated
+from imagegen.db.threads import ADMISSION, SETTLING, Outcome, Threads
 from imagegen.db.turns import Turns
 
 if TYPE_CHECKING:
@@ -172,7 +175,7 @@ class SQLiteDatabase:
         readers = max(1, pool.sqlite_readers)
         self._writer_engine = sqlite_engine(url, connections=1, timeout=pool.timeout)
         self._reader_engine = sqlite_engine(url, connections=readers, timeout=pool.timeout)
-        self._writer = Threads("imagegen-db-writer", 1)
+        self._writer = Threads("imagegen-db-writer", 1, group=self._write_group)
         self._readers = Threads("imagegen-db-reader", readers)
         self._local = threading.local()
         self._opened: list[sa.Connection] = []
@@ -184,23 +187,23 @@ class SQLiteDatabase:
     async def write(
         self, work: Work[T], *, admission: bool = False, one_statement: bool = False
     ) -> T:
-        with translated():  # one statement or more, the writer's transaction costs no round trip
-            # Writes for admitted jobs go first and wait for their turn however long it takes.
-            patience = self._timeout if admission else None
+        # One statement or more, the writer's transaction costs no round trip. Errors are
+        # translated as ``translated()`` does, without a generator's ``with`` per transaction.
+        # Writes for admitted jobs go first and wait for their turn however long it takes.
+        patience = self._timeout if admission else None
+        try:
             return await self._writer.run(
-                partial(
-                    self._transaction,
-                    self._writer_engine,
-                    _BEGIN_WRITE,
-                    work,
-                    time.monotonic(),
-                    patience,
-                ),
+                _Write(self, work, time.monotonic(), patience),
                 priority=ADMISSION if admission else SETTLING,
             )
+        except sa.exc.SQLAlchemyError as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     async def read(self, work: Work[T]) -> T:
-        with translated():
+        try:
             return await self._readers.run(
                 partial(
                     self._transaction,
@@ -211,6 +214,11 @@ class SQLiteDatabase:
                     self._timeout,
                 )
             )
+        except sa.exc.SQLAlchemyError as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def _transaction(
         self,
@@ -228,12 +236,7 @@ class SQLiteDatabase:
         A statement of ``work`` run through ``Connection.execute`` makes SQLAlchemy begin its
         own transaction on the connection (it issues no BEGIN: ``sqlite_engine``); it ends it.
         """
-        waited = time.monotonic() - queued_at
-        if patience is not None and waited > patience:
-            # As a pool refuses a checkout: the queue is the pool here. Nothing ran.
-            raise sa.exc.TimeoutError(
-                f"waited {waited:.1f} s for a database thread (limit {patience:g} s)"
-            )
+        _check_patience(queued_at, patience)
         connection = self._connection(engine)
         driver = sqlite_driver(connection)
         try:
@@ -255,6 +258,103 @@ class SQLiteDatabase:
                 raise_driver_error(connection, exc, "COMMIT", ())
         return result
 
+    def _write_group(
+        self, calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]]
+    ) -> list[Outcome]:
+        """The writes queued together (``_Write``s), as one transaction: one BEGIN and one
+        COMMIT for them all, each in a savepoint of its own, so one that raises is undone alone
+        and the others still commit. No write's caller hears of it before the COMMIT.
+
+        Under load the writer finds several writes waiting; committed together they cost one
+        BEGIN, one COMMIT and one append to the WAL, in which the pages they share (the job's
+        table and index pages) are written once. A lone write runs as ``_transaction`` does.
+        A write that used ``Connection.execute`` (SQLAlchemy's own transaction) is committed
+        with the ones before it at once, as SQLAlchemy ends its transaction with the driver's;
+        the rest go on in a new transaction."""
+        if len(calls) == 1:
+            return [_outcome(calls[0][0])]
+        outcomes: list[Outcome] = []
+        ran: list[int] = []  # the writes that returned, to commit: their places in outcomes
+        connection: sa.Connection | None = None
+        for write, future in calls:
+            if future.cancelled():  # its caller is gone: it never runs
+                outcomes.append((None, None))
+                continue
+            if not isinstance(write, _Write):  # another call for the writer thread: alone
+                if connection is not None:
+                    self._commit_group(connection, ran, outcomes)
+                    connection = None
+                outcomes.append(_outcome(write))
+                continue
+            try:
+                _check_patience(write.queued_at, write.patience)
+                if connection is None:
+                    connection = self._begin_group()
+                result = self._in_savepoint(connection, write.work)
+            except _GroupLost as lost:  # the transaction is gone, and the writes it held
+                outcomes.append((None, lost.error))
+                for index in ran:
+                    outcomes[index] = (None, lost.error)
+                ran.clear()
+                connection = None
+                continue
+            except BaseException as exc:  # this write's own failure, undone alone
+                outcomes.append((None, exc))
+            else:
+                ran.append(len(outcomes))
+                outcomes.append((result, None))
+            if connection is not None and connection.in_transaction():
+                self._commit_group(connection, ran, outcomes)  # SQLAlchemy's: end it now
+                connection = None
+        if connection is not None:
+            self._commit_group(connection, ran, outcomes)
+        return outcomes
+
+    def _begin_group(self) -> sa.Connection:
+        connection = self._connection(self._writer_engine)
+        _savepoint(connection, _BEGIN_WRITE)
+        return connection
+
+    def _in_savepoint(self, connection: sa.Connection, work: Work[T]) -> T:
+        """``work`` inside a savepoint of the group's transaction: released when it returns,
+        rolled back to when it raises (``_GroupLost`` when even that fails)."""
+        driver = sqlite_driver(connection)
+        _savepoint(connection, _SAVEPOINT)
+        try:
+            result = work(connection)
+        except BaseException as exc:
+            try:
+                if connection.invalidated:
+                    raise exc
+                driver.execute(_ROLLBACK_TO_SAVEPOINT)
+                driver.execute(_RELEASE_SAVEPOINT)
+            except BaseException as undo:
+                _roll_back(connection)
+                raise _GroupLost(exc) from undo
+            raise
+        _savepoint(connection, _RELEASE_SAVEPOINT)
+        return result
+
+    def _commit_group(
+        self, connection: sa.Connection, ran: list[int], outcomes: list[Outcome]
+    ) -> None:
+        """Commit the group's transaction; if it fails, the writes it held fail with it."""
+        try:
+            if connection.in_transaction():
+                connection.commit()
+            else:
+                driver = sqlite_driver(connection)
+                try:
+                    driver.commit()
+                except sqlite3.Error as exc:
+                    _roll_back(connection)
+                    raise_driver_error(connection, exc, "COMMIT", ())
+        except Exception as exc:
+            _roll_back(connection)  # if the failure left it open
+            for index in ran:
+                outcomes[index] = (None, exc)
+        ran.clear()
+
     def _connection(self, engine: sa.Engine) -> sa.Connection:
         """This thread's connection to ``engine`` (one that failed reconnects on its next use)."""
         mine: dict[sa.Engine, sa.Connection] = self._local.__dict__.setdefault("connections", {})
@@ -271,3 +371,65 @@ class SQLiteDatabase:
             connection.close()
         self._writer_engine.dispose()
         self._reader_engine.dispose()
+
+
+_SAVEPOINT = "SAVEPOINT imagegen_write"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT imagegen_write"
+_RELEASE_SAVEPOINT = "RELEASE SAVEPOINT imagegen_write"
+
+
+class _Write:
+    """A write waiting for the writer thread: run alone, ``work`` in a transaction of its own."""
+
+    __slots__ = ("_db", "patience", "queued_at", "work")
+
+    def __init__(
+        self, db: SQLiteDatabase, work: Work[Any], queued_at: float, patience: float | None
+    ) -> None:
+        self._db = db
+        self.work = work
+        self.queued_at = queued_at
+        self.patience = patience
+
+    def __call__(self) -> Any:
+        db = self._db
+        return db._transaction(
+            db._writer_engine, _BEGIN_WRITE, self.work, self.queued_at, self.patience
+        )
+
+
+class _GroupLost(Exception):
+    """A group's transaction could not begin or was lost: ``error`` is every write's in it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _savepoint(connection: sa.Connection, sql: str) -> None:
+    """Run ``sql`` (a group's BEGIN, a savepoint's start or release); if it fails, the group's
+    transaction is rolled back and lost, with the writes it held."""
+    try:
+        sqlite_driver(connection).execute(sql)
+    except sqlite3.Error as exc:
+        try:
+            raise_driver_error(connection, exc, sql, ())
+        except Exception as error:
+            _roll_back(connection)
+            raise _GroupLost(error) from error
+
+
+def _outcome(call: Callable[[], Any]) -> Outcome:
+    try:
+        return (call(), None)
+    except BaseException as exc:  # handed to the caller, whatever it is
+        return (None, exc)
+
+
+def _check_patience(queued_at: float, patience: float | None) -> None:
+    waited = time.monotonic() - queued_at
+    if patience is not None and waited > patience:
+        # As a pool refuses a checkout: the queue is the pool here. Nothing ran.
+        raise sa.exc.TimeoutError(
+            f"waited {waited:.1f} s for a database thread (limit {patience:g} s)"
+        )

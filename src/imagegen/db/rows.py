@@ -51,18 +51,22 @@ def _stored_to_json(image: StoredImage) -> dict[str, Any]:
     }
 
 
+_REQUEST_FIELDS = frozenset(f.name for f in fields(GenerationRequest))
+_STORED_IMAGE_FIELDS = frozenset(f.name for f in fields(StoredImage))
+
+
 def request_from_json(data: dict[str, Any]) -> GenerationRequest:
     # Keys a newer or older GenerationRequest no longer knows are dropped, not fatal.
-    known = {f.name for f in fields(GenerationRequest)}
-    values = {key: value for key, value in data.items() if key in known}
-    values["images"] = tuple(_stored_from_json(item) for item in values.get("images") or ())
+    values = {key: value for key, value in data.items() if key in _REQUEST_FIELDS}
+    images = values.get("images")
+    values["images"] = tuple(_stored_from_json(item) for item in images) if images else ()
     mask = values.get("mask")
     values["mask"] = None if mask is None else _stored_from_json(mask)
     return GenerationRequest(**values)
 
 
 def _stored_from_json(data: Mapping[str, Any]) -> StoredImage:
-    known = {f.name for f in fields(StoredImage)}
+    known = _STORED_IMAGE_FIELDS
     return StoredImage(**{key: value for key, value in data.items() if key in known})
 
 

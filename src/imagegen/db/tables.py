@@ -11,6 +11,7 @@ them with Alembic's autogenerate. Change a table here, then add a migration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +72,41 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    # On SQLite each conversion is one function, not SQLAlchemy's two (``process_bind_param``,
+    # then the dialect's DATETIME formatting; its parsing, then ``process_result_value``): a
+    # job's statements bind and read a dozen timestamps. Same text, same values
+    # (``tests/db/test_rows.py`` compares them with SQLAlchemy's own).
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_bind
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        return _sqlite_result
+
+
+def _sqlite_bind(value: datetime | None) -> str | None:
+    """What SQLite's DATETIME stores (``YYYY-MM-DD HH:MM:SS.ffffff``) of the UTC time ``value``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}; imagegen stores timezone-aware times")
+    # Python's years have four digits: the text before the offset is always 26 characters.
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_result(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = _from_text(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+_from_text = datetime.fromisoformat  # what SQLAlchemy's SQLite DATETIME parses with
 
 
 METADATA = sa.MetaData(naming_convention=NAMING_CONVENTION)
