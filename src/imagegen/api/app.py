@@ -11,6 +11,7 @@ from imagegen import __version__
 from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services, storable_parameters
 from imagegen.api.edge import EdgeMiddleware
+from imagegen.api.telemetry import native_telemetry
 from imagegen.api.routes import (
     edits,
     generations,
@@ -63,6 +64,7 @@ def create_app(
         docs_url=None,  # served by api/docs.py, with no CDN
         redoc_url=None,
         dependencies=[Depends(storable_parameters)],
+        telemetry=native_telemetry(),  # decided once, not looked up per request
     )
     # Health first: FastAPI builds each route's request handling when a request is first
     # matched against it, so a probe matched before the API's routes does not build them all
