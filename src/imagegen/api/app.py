@@ -11,7 +11,6 @@ from imagegen import __version__
 from imagegen.api import docs, errors, openapi
 from imagegen.api.deps import Services, storable_parameters
 from imagegen.api.edge import EdgeMiddleware
-from imagegen.api.telemetry import native_telemetry
 from imagegen.api.routes import (
     edits,
     generations,
@@ -24,6 +23,7 @@ from imagegen.api.routes import (
     seed,
 )
 from imagegen.api.routes import usage as usage_routes
+from imagegen.api.telemetry import native_telemetry
 from imagegen.config import Settings
 from imagegen.web import routes as web
 
