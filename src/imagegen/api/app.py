@@ -23,6 +23,7 @@ from imagegen.api.routes import (
     seed,
 )
 from imagegen.api.routes import usage as usage_routes
+from imagegen.api.telemetry import native_telemetry
 from imagegen.config import Settings
 from imagegen.web import routes as web
 
@@ -63,6 +64,7 @@ def create_app(
         docs_url=None,  # served by api/docs.py, with no CDN
         redoc_url=None,
         dependencies=[Depends(storable_parameters)],
+        telemetry=native_telemetry(),  # decided once, not looked up per request
     )
     # Health first: FastAPI builds each route's request handling when a request is first
     # matched against it, so a probe matched before the API's routes does not build them all

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 Size = tuple[int, int]
 
@@ -50,6 +51,7 @@ RULES: tuple[tuple[str, ModelRules], ...] = (
 """(model-name prefix, rules), first match wins."""
 
 
+@lru_cache(maxsize=1024)  # per request otherwise; the names a deployment uses are few
 def rules_for(model: str) -> ModelRules:
     name = model.lower()
     return next((rules for prefix, rules in RULES if name.startswith(prefix)), FREE_SIZE)
@@ -71,6 +73,7 @@ def _free(side: int) -> int:
     return min(FREE_MAX, max(FREE_MIN, snapped))
 
 
+@lru_cache(maxsize=1024)  # a few logarithms per request otherwise; sizes asked for repeat
 def size_for(rules: ModelRules, width: int, height: int) -> str:
     """The ``size`` string to send for a requested ``width`` x ``height``."""
     if rules.sizes is None:
