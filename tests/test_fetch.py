@@ -16,7 +16,7 @@ from tests.support.addresses import PRIVATE_ADDRESSES
 
 from imagegen.download_retry import DownloadRetry
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import SafeFetcher
+from imagegen.fetch import MEMORY_BYTES, FetchedBytes, FetchedFile, SafeFetcher
 from imagegen.netpolicy import Resolver
 from imagegen.retry_after import parse_retry_after
 from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
@@ -682,3 +682,156 @@ async def test_the_spool_directory_is_made_when_missing(upstream: Upstream, tmp_
     assert fetched.path.name.endswith(".part")
     assert fetched.path.stat().st_mode & 0o777 == 0o600
     assert fetched.path.read_bytes() == BODY
+
+
+# --- fetch_body: small bodies in memory, large ones streamed to a file -------------------
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".fetch-*.part")) if directory.exists() else []
+
+
+async def test_a_small_body_is_kept_in_memory_and_no_file_is_made(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    fetched = await make_fetcher(ok).fetch_body("https://replicate.delivery/a.png", staging)
+    assert isinstance(fetched, FetchedBytes)
+    assert fetched.data == BODY
+    assert fetched.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert fetched.size_bytes == len(BODY)
+    assert fetched.url == "https://replicate.delivery/a.png"
+    assert not staging.exists(), "not even the staging folder is made"
+
+
+async def test_a_body_of_exactly_memory_bytes_stays_in_memory(tmp_path: Path) -> None:
+    body = b"m" * 1000
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for start in range(0, len(body), 300):
+            yield body[start : start + 300]
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=chunked()))
+    fetched = await fetcher.fetch_body("https://replicate.delivery/a", tmp_path, memory_bytes=1000)
+    assert isinstance(fetched, FetchedBytes)
+    assert fetched.data == body
+    assert spool_files(tmp_path) == []
+
+
+async def test_a_declared_large_body_goes_to_a_file_from_its_first_byte(tmp_path: Path) -> None:
+    seen: list[list[Path]] = []
+    chunk = b"L" * 100
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            seen.append(spool_files(tmp_path))  # what exists before each chunk is sent
+            yield chunk
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "500"}, content=body())
+
+    fetched = await make_fetcher(handler).fetch_body(
+        "https://replicate.delivery/a", tmp_path, memory_bytes=499
+    )
+    assert isinstance(fetched, FetchedFile)
+    assert all(len(files) == 1 for files in seen), "the file exists before the first chunk"
+    assert fetched.path.read_bytes() == chunk * 5
+    assert fetched.sha256 == hashlib.sha256(chunk * 5).hexdigest()
+    assert fetched.size_bytes == 500
+    assert spool_files(tmp_path) == [fetched.path]
+
+
+async def test_an_undeclared_body_spills_to_a_file_once_past_memory_bytes(tmp_path: Path) -> None:
+    seen: list[int] = []
+    parts = [bytes([i]) * 300 for i in range(8)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            seen.append(len(spool_files(tmp_path)))
+            yield part
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()))
+    fetched = await fetcher.fetch_body("https://replicate.delivery/a", tmp_path, memory_bytes=1000)
+    whole = b"".join(parts)
+    assert isinstance(fetched, FetchedFile)
+    # 900 bytes fit; the 4th part passes 1000 and spills: parts 5-8 find the file there.
+    assert seen == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert fetched.path.read_bytes() == whole
+    assert fetched.sha256 == hashlib.sha256(whole).hexdigest()
+    assert fetched.size_bytes == len(whole)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_fetch_body_refuses_a_body_over_the_cap(tmp_path: Path, declared: bool) -> None:
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            pulled.append(1)
+            yield b"x" * 256
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": "100"} if declared else {}  # a lie, or nothing
+        return httpx.Response(200, headers=headers, content=endless())
+
+    for memory_bytes in (100_000, 500):  # the cap hit in memory, or after the spill
+        with pytest.raises(ImageFetchError, match="larger than 1000 bytes"):
+            await make_fetcher(handler, max_bytes=1000).fetch_body(
+                "https://replicate.delivery/a", tmp_path, memory_bytes=memory_bytes
+            )
+        assert list(tmp_path.iterdir()) == [], "no spool file may be left behind"
+    assert len(pulled) <= 10
+
+
+async def test_fetch_body_refuses_a_declared_length_over_the_cap_before_reading(
+    tmp_path: Path,
+) -> None:
+    pulled: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        pulled.append(1)
+        yield b"x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "5000"}, content=body())
+
+    with pytest.raises(ImageFetchError, match="larger than 1000 bytes"):
+        await make_fetcher(handler, max_bytes=1000).fetch_body(
+            "https://replicate.delivery/a", tmp_path
+        )
+    assert pulled == []
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_fetch_body_memory_stays_flat_for_a_large_undeclared_body(tmp_path: Path) -> None:
+    size, chunk = 20 * 1024 * 1024, 64 * 1024
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(size // chunk):
+            yield bytes([i % 256]) * chunk
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()), max_bytes=size)
+    tracemalloc.start()
+    try:
+        fetched = await fetcher.fetch_body("https://replicate.delivery/big.png", tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(fetched, FetchedFile)
+    assert fetched.path.stat().st_size == size
+    assert peak < MEMORY_BYTES + 4 * chunk, f"peak {peak} bytes for a {size} byte body"
+
+
+async def test_fetch_body_from_a_real_loopback_server(upstream: Upstream, tmp_path: Path) -> None:
+    small, large = [b"s" * 700, b"t" * 300], [bytes([i]) * 100_000 for i in range(30)]
+    for parts, kind in ((small, FetchedBytes), (large, FetchedFile)):
+        server, port = await serve_chunked(parts)
+        async with server:
+            fetcher = SafeFetcher(
+                upstream, allowed_hosts=["127.0.0.1"], max_bytes=10_000_000, timeout=10
+            )
+            fetched = await fetcher.fetch_body(f"http://127.0.0.1:{port}/out.png", tmp_path)
+        body = b"".join(parts)
+        assert isinstance(fetched, kind)
+        assert fetched.size_bytes == len(body)
+        assert fetched.sha256 == hashlib.sha256(body).hexdigest()
+        got = fetched.data if isinstance(fetched, FetchedBytes) else fetched.path.read_bytes()
+        assert got == body

@@ -8,8 +8,12 @@
   checked address (Host header and TLS SNI keep the name), so a second DNS answer cannot swap in
   another one.
 - Redirects followed by hand, at most ``max_redirects``, each hop checked by the same rules.
-- The body is streamed to a temp file while hashed; ``max_bytes`` is enforced on Content-Length
-  and on the bytes received, all under one overall ``timeout``. An uncompressed body is asked
+- The body is streamed to a temp file while hashed (``fetch``), or, by ``fetch_body``, kept in
+  memory while it is small (``memory_bytes``, 256 KiB by default) and streamed to a temp file
+  from the moment it is not: a larger Content-Length goes to the file from the first byte, a
+  body of unknown length once it passes the limit, so a download never holds more than
+  ``memory_bytes`` in memory. ``max_bytes`` is enforced on Content-Length and on the bytes
+  received, all under one overall ``timeout``. An uncompressed body is asked
   for and a compressed one refused (a gzip bomb would expand in memory before any count).
 - A failed attempt is tried again from the original URL (every rule applies again) after a
   connection error, reset or timeout, a 408, 429 or 5xx, a bounded number of times, with short
@@ -34,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -55,6 +60,9 @@ from imagegen.upstream import StreamedReply, Upstream, upstream_of
 
 log = logging.getLogger(__name__)
 
+#: ``fetch_body`` keeps a body up to this size in memory; a larger one is spooled to a file.
+MEMORY_BYTES = 256 * 1024
+
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # An image host sees imagegen named, and is asked for the bytes as stored (no encoding).
 _IDENTITY = {"Accept-Encoding": "identity", "User-Agent": f"imagegen/{__version__}"}
@@ -74,6 +82,19 @@ class FetchedFile:
     sha256: str
     size_bytes: int
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBytes:
+    """A completed download small enough to have been kept in memory (``fetch_body``)."""
+
+    data: bytes
+    sha256: str
+    url: str
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
 
 
 class _Transient(Exception):
@@ -129,21 +150,36 @@ class SafeFetcher:
 
     async def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
         """Download ``url`` into a new temp file in ``dest_dir``; raises ``ImageFetchError``."""
+        return cast(FetchedFile, await self._fetch(url, dest_dir, 0))  # 0 in memory: a file
+
+    async def fetch_body(
+        self, url: str, dest_dir: Path, *, memory_bytes: int = MEMORY_BYTES
+    ) -> FetchedBytes | FetchedFile:
+        """Download ``url``: its bytes when there are at most ``memory_bytes`` of them, else a
+        new temp file in ``dest_dir`` (streamed there, never held in memory); raises
+        ``ImageFetchError``."""
+        return await self._fetch(url, dest_dir, memory_bytes)
+
+    async def _fetch(
+        self, url: str, dest_dir: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         target = _parse_url(url)
         deadline = self._clock() + self._timeout
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._attempts(target, dest_dir, deadline)
+                return await self._attempts(target, dest_dir, deadline, memory_bytes)
         except TimeoutError as exc:
             host = _host_of(target)
             message = f"download from {host} timed out after {self._timeout:g}s"
             raise ImageFetchError(message, provider=host) from exc
 
-    async def _attempts(self, url: httpx.URL, dest_dir: Path, deadline: float) -> FetchedFile:
+    async def _attempts(
+        self, url: httpx.URL, dest_dir: Path, deadline: float, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         attempt = 1
         while True:
             try:
-                return await self._follow(url, dest_dir)
+                return await self._follow(url, dest_dir, memory_bytes)
             except _Transient as failed:
                 remaining = deadline - self._clock()
                 delay = self._retry.delay(attempt, failed.retry_after, remaining, self._draw)
@@ -153,7 +189,9 @@ class SafeFetcher:
                 await self._sleep(delay)
                 attempt += 1
 
-    async def _follow(self, url: httpx.URL, dest_dir: Path) -> FetchedFile:
+    async def _follow(
+        self, url: httpx.URL, dest_dir: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         for _ in range(self._max_redirects + 1):
             host = _host_of(url)
             target, headers, sni_hostname = await self._target(url, host)
@@ -164,8 +202,10 @@ class SafeFetcher:
                     if response.status_code in REDIRECT_STATUSES and location:
                         url = _parse_url(str(url.join(location)))
                         continue
-                    _check_response(response, host, self._max_bytes)
-                    return await self._spool(response, url, dest_dir)
+                    declared = _check_response(response, host, self._max_bytes)
+                    if memory_bytes <= 0 or (declared is not None and declared > memory_bytes):
+                        return await self._spool(response, url, dest_dir)
+                    return await self._receive(response, url, dest_dir, memory_bytes)
         host = _host_of(url)
         message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
         raise ImageFetchError(message, provider=host)
@@ -214,6 +254,40 @@ class SafeFetcher:
             spool.discard()
             raise
         return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+
+    async def _receive(
+        self, response: StreamedReply, url: httpx.URL, dest: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
+        """The body in memory while it is at most ``memory_bytes``; past that, what was kept
+        and the rest go to a spool file (as ``_spool``), so no more than that is ever held."""
+        max_bytes = self._max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        spool: _Spool | None = None
+        try:
+            async for chunk in response.aiter_raw():  # identity only: see _check_response
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(_host_of(url), max_bytes)
+                if spool is None:
+                    if size <= memory_bytes:
+                        chunks.append(chunk)
+                        continue
+                    spool = _Spool(dest)
+                    for kept in chunks:
+                        spool.write(kept)
+                    chunks.clear()
+                spool.write(chunk)
+            if spool is not None:
+                spool.close()
+        except BaseException:
+            if spool is not None:
+                spool.discard()
+            raise
+        if spool is not None:
+            return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return FetchedBytes(data, hashlib.sha256(data).hexdigest(), str(url))
 
 
 class _Spool:
@@ -274,7 +348,8 @@ def _local(exc: OSError, directory: Path) -> Exception:
     return storage_fault(exc, directory) or exc
 
 
-def _check_response(response: StreamedReply, host: str, max_bytes: int) -> None:
+def _check_response(response: StreamedReply, host: str, max_bytes: int) -> int | None:
+    """Refuses a reply that is no image to keep; else its declared length (None: not given)."""
     status = response.status_code
     if status in (404, 410):
         message = f"image at {host} is no longer available (HTTP {status}); provider outputs expire"
@@ -289,8 +364,12 @@ def _check_response(response: StreamedReply, host: str, max_bytes: int) -> None:
         message = f"download from {host} failed: compressed responses are refused"
         raise ImageFetchError(message, provider=host)
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    length = int(declared)
+    if length > max_bytes:
         raise _too_large(host, max_bytes)
+    return length
 
 
 def _too_large(host: str, max_bytes: int) -> ImageFetchError:
