@@ -16,7 +16,7 @@ from tests.support.addresses import PRIVATE_ADDRESSES
 
 from imagegen.download_retry import DownloadRetry
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import MEMORY_BYTES, FetchedBytes, FetchedFile, SafeFetcher
+from imagegen.fetch import MEMORY_BYTES, FetchedBytes, FetchedFile, SafeFetcher, _pinned
 from imagegen.netpolicy import Resolver
 from imagegen.retry_after import parse_retry_after
 from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
@@ -176,6 +176,59 @@ async def test_request_is_pinned_to_the_checked_address(tmp_path: Path) -> None:
     assert "authorization" not in request.headers
     assert request.headers["accept-encoding"] == "identity"
     assert request.headers["user-agent"].startswith("imagegen/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://replicate.delivery/xezq/abc/out-0.webp",
+        "https://pbxt.replicate.delivery:8443/o.png?x=1&y=%20z",
+        "http://cdn.example.com/a%2Fb/c d.png?q=\u00fc",
+        "https://cdn.example.com:443/x",
+        "http://cdn.example.com:80/x",
+        "https://Example.COM./a/../b?",
+    ],
+)
+@pytest.mark.parametrize("address", [PUBLIC_IP, "2606:4700::6810:84e5", "::ffff:93.184.216.34"])
+def test_the_pinned_url_is_the_url_with_the_address_for_its_host(url: str, address: str) -> None:
+    parsed = httpx.URL(url)
+    assert _pinned(parsed, address) == str(parsed.copy_with(host=address))
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "expected"),
+    [
+        ("https://cdn.example.com", PUBLIC_IP, f"https://{PUBLIC_IP}/"),  # the path sent: /
+        ("https://cdn.example.com/a?b#frag", "2606::1", "https://[2606::1]/a?b"),  # never sent
+    ],
+)
+def test_the_pinned_url_is_what_is_sent(url: str, address: str, expected: str) -> None:
+    assert _pinned(httpx.URL(url), address) == expected
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [  # an overall limit of 5 s: a phase limit as long or longer can never fire first
+        (httpx.Timeout(30.0, connect=2.0), {"connect": 2.0, "read": None, "pool": None}),
+        (httpx.Timeout(5.0, read=1.5), {"connect": None, "read": 1.5, "pool": None}),
+        (httpx.Timeout(None, pool=4.0), {"connect": None, "read": None, "pool": 4.0}),
+    ],
+)
+async def test_only_phase_limits_shorter_than_the_deadline_are_set(
+    tmp_path: Path, client: httpx.Timeout, expected: dict[str, float | None]
+) -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return ok(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=client)
+    fetcher = SafeFetcher(
+        http, allowed_hosts=(), max_bytes=100, timeout=5.0, resolver=fake_resolver(DEFAULT_DNS)
+    )
+    await fetcher.fetch_body("https://replicate.delivery/a.png", tmp_path)
+    assert {k: seen[0][k] for k in expected} == expected
 
 
 async def test_client_auth_and_cookies_are_not_sent(tmp_path: Path) -> None:

@@ -137,6 +137,15 @@ class SafeFetcher:
         )
         self._max_bytes = max_bytes
         self._timeout = timeout
+        # The client's per-phase limits, less those the overall deadline makes moot (one as long
+        # starts later, so it never fires first): no timer armed and re-armed per read for them.
+        default = self._http.timeout
+        self._timeouts = httpx.Timeout(
+            connect=_sooner(default.connect, timeout),
+            read=_sooner(default.read, timeout),
+            write=_sooner(default.write, timeout),
+            pool=_sooner(default.pool, timeout),
+        )
         self._resolver = resolver
         self._max_redirects = max_redirects
         self._retry = retry or DownloadRetry()
@@ -196,7 +205,13 @@ class SafeFetcher:
             host = _host_of(url)
             target, headers, sni_hostname = await self._target(url, host)
             with _translate_http_errors(host):
-                reply = self._http.stream("GET", target, headers=headers, sni_hostname=sni_hostname)
+                reply = self._http.stream(
+                    "GET",
+                    target,
+                    headers=headers,
+                    timeouts=self._timeouts,
+                    sni_hostname=sni_hostname,
+                )
                 async with reply as response:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
@@ -223,7 +238,7 @@ class SafeFetcher:
             return str(url), _IDENTITY, None
         address = await self._checked_address(host, port)
         headers = {**_IDENTITY, "Host": url.netloc.decode("ascii")}
-        return str(url.copy_with(host=address)), headers, host
+        return _pinned(url, address), headers, host
 
     async def _checked_address(self, host: str, port: int) -> str:
         if _is_ip_literal(host):
@@ -344,6 +359,11 @@ def _new_spool_file(directory: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free spool file name in {directory}")
 
 
+def _sooner(limit: float | None, overall: float) -> float | None:
+    """``limit`` when it is shorter than ``overall``, else None (no limit)."""
+    return limit if limit is not None and limit < overall else None
+
+
 def _local(exc: OSError, directory: Path) -> Exception:
     return storage_fault(exc, directory) or exc
 
@@ -415,6 +435,15 @@ def _parse_url(url: str) -> httpx.URL:
     if parsed.userinfo:
         raise ImageFetchError("image URL must not contain credentials", provider="imagegen")
     return parsed
+
+
+def _pinned(url: httpx.URL, address: str) -> str:
+    """``url`` with ``address`` for its host, as ``str(url.copy_with(host=address))`` reads but
+    without its second parse and validation of the whole URL (``url`` is already normalised):
+    the same request line; no fragment (never sent), "/" for an empty path (what is sent)."""
+    host = f"[{address}]" if ":" in address else address
+    port = "" if url.port is None else f":{url.port}"
+    return f"{url.scheme}://{host}{port}{url.raw_path.decode('ascii')}"
 
 
 def _host_of(url: httpx.URL) -> str:
