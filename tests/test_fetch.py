@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -14,9 +15,18 @@ import httpx
 import pytest
 from tests.support.addresses import PRIVATE_ADDRESSES
 
+from imagegen import fetch as fetch_module
 from imagegen.download_retry import DownloadRetry
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import MEMORY_BYTES, FetchedBytes, FetchedFile, SafeFetcher, _pinned
+from imagegen.fetch import (
+    _PLAIN_URL,
+    MEMORY_BYTES,
+    FetchedBytes,
+    FetchedFile,
+    SafeFetcher,
+    _parse_url,
+    _pinned,
+)
 from imagegen.netpolicy import Resolver
 from imagegen.retry_after import parse_retry_after
 from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
@@ -192,7 +202,7 @@ async def test_request_is_pinned_to_the_checked_address(tmp_path: Path) -> None:
 @pytest.mark.parametrize("address", [PUBLIC_IP, "2606:4700::6810:84e5", "::ffff:93.184.216.34"])
 def test_the_pinned_url_is_the_url_with_the_address_for_its_host(url: str, address: str) -> None:
     parsed = httpx.URL(url)
-    assert _pinned(parsed, address) == str(parsed.copy_with(host=address))
+    assert _pinned(_parse_url(url), address) == str(parsed.copy_with(host=address))
 
 
 @pytest.mark.parametrize(
@@ -203,7 +213,7 @@ def test_the_pinned_url_is_the_url_with_the_address_for_its_host(url: str, addre
     ],
 )
 def test_the_pinned_url_is_what_is_sent(url: str, address: str, expected: str) -> None:
-    assert _pinned(httpx.URL(url), address) == expected
+    assert _pinned(_parse_url(url), address) == expected
 
 
 @pytest.mark.parametrize(
@@ -888,3 +898,116 @@ async def test_fetch_body_from_a_real_loopback_server(upstream: Upstream, tmp_pa
         assert fetched.sha256 == hashlib.sha256(body).hexdigest()
         got = fetched.data if isinstance(fetched, FetchedBytes) else fetched.path.read_bytes()
         assert got == body
+
+
+# --- URL parsing: the plain-URL fast path reads every URL as httpx does ------------------
+
+
+def _as_httpx(url: str) -> tuple[str, str, int | None, str, str, str] | None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host or parsed.userinfo:
+        return None
+    return (
+        parsed.scheme,
+        parsed.raw_host.decode("ascii").lower().rstrip("."),
+        parsed.port,
+        parsed.netloc.decode("ascii"),
+        parsed.raw_path.decode("ascii"),
+        str(parsed),
+    )
+
+
+def _as_fetcher(url: str) -> tuple[str, str, int | None, str, str, str] | None:
+    try:
+        return tuple(_parse_url(url))  # type: ignore[return-value]
+    except ImageFetchError:
+        return None
+
+
+PLAIN_URLS = [
+    "https://replicate.delivery/xezq/AbCdEf0123/out-0.webp",
+    "https://pbxt.replicate.delivery/a/b/out-1.png?x=1&y=2",
+    "http://127.0.0.1:8765/files/a.png",
+    "http://0.0.0.0:1/a",
+    "https://a-b.example.com:8443/~user/(x)/it's;p=1,a*b+c!$@:=/?q=/?&r",
+    "https://cdn.example.com/a?",
+    "https://cdn.example.com/a/.b/..c/...",
+]
+ODD_URLS = [
+    "https://Replicate.delivery/a",  # upper case: normalised by httpx
+    "https://replicate.delivery./a",  # trailing dot
+    "https://replicate.delivery:443/a",  # default port, dropped
+    "http://replicate.delivery:80/a",
+    "https://replicate.delivery:0/a",
+    "https://replicate.delivery:08443/a",
+    "https://replicate.delivery:70000/a",
+    "https://replicate.delivery",  # empty path
+    "https://replicate.delivery?x=1",
+    "https://replicate.delivery/a/../b",  # dot segments, resolved
+    "https://replicate.delivery/./b",
+    "https://replicate.delivery/a/..",
+    "https://replicate.delivery/a%2Fb",  # escapes
+    "https://replicate.delivery/a%zz",
+    "https://replicate.delivery/a b",  # quoted
+    "https://replicate.delivery/a#frag",
+    "https://user:pw@replicate.delivery/a",
+    "https://user@replicate.delivery/a",
+    "https://replicate.delivery\\@evil.com/a",
+    "https://evil.com\\.replicate.delivery/a",
+    "https://999.1.1.1/a",  # IPv4-shaped, invalid
+    "https://01.2.3.4/a",
+    "https://1a2b3c4/a",
+    "https://1.2.3.4.5/a",
+    "https://256.256.256.256/a",
+    "https://[::1]:8443/a",
+    "https://[2606:4700::6810:84e5]/a",
+    "https://bücher.example/a",
+    "https://xn--bcher-kva.example/a",
+    "ftp://replicate.delivery/a",
+    "HTTPS://replicate.delivery/a",
+    "https:///a",
+    "https://replicate.delivery/a\n",
+    "https://replicate.delivery/a\t/b",
+    "https://replicate.delivery/ä",
+    "https://replicate.delivery/a?ä=1",
+    "https://replicate.delivery/a?x=%41",
+    "https://replicate.delivery/{a}",
+    "//replicate.delivery/a",
+]
+
+
+@pytest.mark.parametrize("url", PLAIN_URLS + ODD_URLS)
+def test_urls_are_read_as_httpx_reads_them(url: str) -> None:
+    assert _as_fetcher(url) == _as_httpx(url)
+
+
+def test_plain_urls_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_httpx(url: str) -> httpx.URL:
+        raise AssertionError(f"parsed by httpx: {url}")
+
+    monkeypatch.setattr(fetch_module.httpx, "URL", no_httpx)
+    for url in PLAIN_URLS:
+        assert _parse_url(url).text == url
+
+
+def test_random_urls_are_read_as_httpx_reads_them() -> None:
+    rng = random.Random(1234)
+    hosts = ["a.b", "replicate.delivery", "1.2.3.4", "255.0.0.9", "300.1.1.1", "1.2.3", "A.b"]
+    hosts += ["x-y", "1e3.5.5.5", "0.0.0.0", "[::1]", "a..b", "-a.b-", "a_b.c", "a.b.", ""]
+    ports = ["", ":1", ":80", ":443", ":8080", ":65535", ":65536", ":0", ":099", ":x", ":"]
+    alphabet = "aZ09-._~!$&'()*+,;=:@/?#%[]{}\\ \"<>`|^äé\t"
+    checked = fast = 0
+    for _ in range(20_000):
+        chars = alphabet if rng.random() < 0.5 else alphabet[:23]  # [:23]: no "%", "#" ...
+        tail = "".join(rng.choice(chars) for _ in range(rng.randrange(0, 12)))
+        slash = "/" if rng.random() < 0.85 else ""
+        scheme = rng.choice(["https", "http", "HTTP", "ftp"])
+        url = f"{scheme}://{rng.choice(hosts)}{rng.choice(ports)}{slash}{tail}"
+        assert _as_fetcher(url) == _as_httpx(url), url
+        checked += 1
+        fast += _PLAIN_URL.fullmatch(url) is not None
+    assert checked == 20_000
+    assert fast > 1000, "the comparison covers the fast path"

@@ -33,12 +33,13 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import httpx
 
@@ -178,12 +179,12 @@ class SafeFetcher:
             async with asyncio.timeout(self._timeout):
                 return await self._attempts(target, dest_dir, deadline, memory_bytes)
         except TimeoutError as exc:
-            host = _host_of(target)
+            host = target.host
             message = f"download from {host} timed out after {self._timeout:g}s"
             raise ImageFetchError(message, provider=host) from exc
 
     async def _attempts(
-        self, url: httpx.URL, dest_dir: Path, deadline: float, memory_bytes: int
+        self, url: _Url, dest_dir: Path, deadline: float, memory_bytes: int
     ) -> FetchedBytes | FetchedFile:
         attempt = 1
         while True:
@@ -199,10 +200,10 @@ class SafeFetcher:
                 attempt += 1
 
     async def _follow(
-        self, url: httpx.URL, dest_dir: Path, memory_bytes: int
+        self, url: _Url, dest_dir: Path, memory_bytes: int
     ) -> FetchedBytes | FetchedFile:
         for _ in range(self._max_redirects + 1):
-            host = _host_of(url)
+            host = url.host
             target, headers, sni_hostname = await self._target(url, host)
             with _translate_http_errors(host):
                 reply = self._http.stream(
@@ -215,17 +216,17 @@ class SafeFetcher:
                 async with reply as response:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
-                        url = _parse_url(str(url.join(location)))
+                        url = _parse_url(str(httpx.URL(url.text).join(location)))
                         continue
                     declared = _check_response(response, host, self._max_bytes)
                     if memory_bytes <= 0 or (declared is not None and declared > memory_bytes):
                         return await self._spool(response, url, dest_dir)
                     return await self._receive(response, url, dest_dir, memory_bytes)
-        host = _host_of(url)
+        host = url.host
         message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
         raise ImageFetchError(message, provider=host)
 
-    async def _target(self, url: httpx.URL, host: str) -> tuple[str, dict[str, str], str | None]:
+    async def _target(self, url: _Url, host: str) -> tuple[str, dict[str, str], str | None]:
         """Where the request goes, its headers, and the name TLS checks (None: the URL's).
 
         An untrusted host is pinned: the URL names the checked address, ``Host`` and SNI the
@@ -235,9 +236,9 @@ class SafeFetcher:
             message = f"refusing to download from {host}: host not allowed on port {port}"
             raise ImageFetchError(message, provider=host)
         if self._hosts.trusts(host, port):
-            return str(url), _IDENTITY, None
+            return url.text, _IDENTITY, None
         address = await self._checked_address(host, port)
-        headers = {**_IDENTITY, "Host": url.netloc.decode("ascii")}
+        headers = {**_IDENTITY, "Host": url.netloc}
         return _pinned(url, address), headers, host
 
     async def _checked_address(self, host: str, port: int) -> str:
@@ -256,8 +257,8 @@ class SafeFetcher:
                 raise ImageFetchError(f"{message} {address}", provider=host)
         return addresses[0].split("%", 1)[0]
 
-    async def _spool(self, response: StreamedReply, url: httpx.URL, dest: Path) -> FetchedFile:
-        host = _host_of(url)
+    async def _spool(self, response: StreamedReply, url: _Url, dest: Path) -> FetchedFile:
+        host = url.host
         spool = _Spool(dest)
         try:
             async for chunk in response.aiter_raw():  # identity only: see _check_response
@@ -268,10 +269,10 @@ class SafeFetcher:
         except BaseException:
             spool.discard()
             raise
-        return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+        return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, url.text)
 
     async def _receive(
-        self, response: StreamedReply, url: httpx.URL, dest: Path, memory_bytes: int
+        self, response: StreamedReply, url: _Url, dest: Path, memory_bytes: int
     ) -> FetchedBytes | FetchedFile:
         """The body in memory while it is at most ``memory_bytes``; past that, what was kept
         and the rest go to a spool file (as ``_spool``), so no more than that is ever held."""
@@ -283,7 +284,7 @@ class SafeFetcher:
             async for chunk in response.aiter_raw():  # identity only: see _check_response
                 size += len(chunk)
                 if size > max_bytes:
-                    raise _too_large(_host_of(url), max_bytes)
+                    raise _too_large(url.host, max_bytes)
                 if spool is None:
                     if size <= memory_bytes:
                         chunks.append(chunk)
@@ -300,9 +301,9 @@ class SafeFetcher:
                 spool.discard()
             raise
         if spool is not None:
-            return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+            return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, url.text)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return FetchedBytes(data, hashlib.sha256(data).hexdigest(), str(url))
+        return FetchedBytes(data, hashlib.sha256(data).hexdigest(), url.text)
 
 
 class _Spool:
@@ -425,29 +426,82 @@ def _translate_http_errors(host: str) -> Iterator[None]:
         raise ImageFetchError(message, provider=host) from exc
 
 
-def _parse_url(url: str) -> httpx.URL:
+class _Url(NamedTuple):
+    """A download URL as httpx parses and normalises it: what the fetcher needs of it."""
+
+    scheme: str
+    host: str  # lower case, no trailing dot, no brackets
+    port: int | None  # None: the scheme's default
+    netloc: str  # host (bracketed when IPv6) and port: the Host header
+    path: str  # path and query, as sent ("/" for an empty path)
+    text: str  # the whole URL, as ``str(httpx.URL(...))`` writes it
+
+
+# A URL httpx would leave exactly as written, with nothing to decode, quote or drop: http(s), a
+# lower-case name or dotted-quad IPv4 host, a port, a path of unreserved and sub-delimiter
+# characters (no "%", no "." or ".." segment), a query of those and "/?", no fragment, no
+# userinfo. Such a URL is parsed here (one regular expression); any other goes through httpx.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_URL = re.compile(
+    r"(?P<scheme>https?)://"
+    rf"(?P<host>(?:{_OCTET}\.){{3}}{_OCTET}|[a-z0-9-]+(?:\.[a-z0-9-]+)*)"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"(?P<path>(?:/[A-Za-z0-9_~!$&'()*+,;=:@.-]*)+)"
+    r"(?P<query>\?[A-Za-z0-9_~!$&'()*+,;=:@./?-]*)?"
+)
+# What httpx takes for an IPv4 address (any character between the digits) and then validates.
+_IPV4_STYLE = re.compile(r"^[0-9]+.[0-9]+.[0-9]+.[0-9]+$")
+_DOTTED_QUAD = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+_DOT_SEGMENT = re.compile(r"/\.\.?(?=/|$)")
+
+
+def _parse_url(url: str) -> _Url:
+    plain = _PLAIN_URL.fullmatch(url) if len(url) <= 8192 else None
+    if plain is not None:
+        parsed = _plain(plain)
+        if parsed is not None:
+            return parsed
     try:
-        parsed = httpx.URL(url)
+        parsed_url = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ImageFetchError("not a valid image URL", provider="imagegen") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+    if parsed_url.scheme not in ("http", "https") or not parsed_url.raw_host:
         raise ImageFetchError("image URL must be http(s) with a host", provider="imagegen")
-    if parsed.userinfo:
+    if parsed_url.userinfo:
         raise ImageFetchError("image URL must not contain credentials", provider="imagegen")
-    return parsed
+    return _Url(
+        parsed_url.scheme,
+        parsed_url.raw_host.decode("ascii").lower().rstrip("."),
+        parsed_url.port,
+        parsed_url.netloc.decode("ascii"),
+        parsed_url.raw_path.decode("ascii"),
+        str(parsed_url),
+    )
 
 
-def _pinned(url: httpx.URL, address: str) -> str:
-    """``url`` with ``address`` for its host, as ``str(url.copy_with(host=address))`` reads but
-    without its second parse and validation of the whole URL (``url`` is already normalised):
-    the same request line; no fragment (never sent), "/" for an empty path (what is sent)."""
+def _plain(match: re.Match[str]) -> _Url | None:
+    """The parts of a URL ``_PLAIN_URL`` matched; None when httpx would still change or refuse
+    it: a default port (dropped), a dot segment (resolved), an out-of-range port, or a host
+    httpx reads as IPv4 that is none (refused)."""
+    scheme, host, port_text, path = match.group("scheme", "host", "port", "path")
+    port = None if port_text is None else int(port_text)
+    if port is not None and (port > 65535 or port == DEFAULT_PORTS[scheme]):
+        return None
+    if _DOT_SEGMENT.search(path) or (_IPV4_STYLE.match(host) and not _DOTTED_QUAD.fullmatch(host)):
+        return None
+    text = match.string
+    query = match.group("query") or ""
+    netloc = host if port is None else f"{host}:{port}"
+    return _Url(scheme, host, port, netloc, path + query, text)
+
+
+def _pinned(url: _Url, address: str) -> str:
+    """``url`` with ``address`` for its host, as ``str(httpx.URL.copy_with(host=address))``
+    reads but without a second parse of the whole URL: the same request line; no fragment
+    (never sent), "/" for an empty path (what is sent)."""
     host = f"[{address}]" if ":" in address else address
     port = "" if url.port is None else f":{url.port}"
-    return f"{url.scheme}://{host}{port}{url.raw_path.decode('ascii')}"
-
-
-def _host_of(url: httpx.URL) -> str:
-    return url.raw_host.decode("ascii").lower().rstrip(".")
+    return f"{url.scheme}://{host}{port}{url.path}"
 
 
 def _is_ip_literal(host: str) -> bool:
