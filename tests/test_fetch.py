@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -14,9 +15,18 @@ import httpx
 import pytest
 from tests.support.addresses import PRIVATE_ADDRESSES
 
+from imagegen import fetch as fetch_module
 from imagegen.download_retry import DownloadRetry
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import SafeFetcher
+from imagegen.fetch import (
+    _PLAIN_URL,
+    MEMORY_BYTES,
+    FetchedBytes,
+    FetchedFile,
+    SafeFetcher,
+    _parse_url,
+    _pinned,
+)
 from imagegen.netpolicy import Resolver
 from imagegen.retry_after import parse_retry_after
 from imagegen.upstream import AiohttpUpstream, HttpxUpstream, Upstream
@@ -176,6 +186,59 @@ async def test_request_is_pinned_to_the_checked_address(tmp_path: Path) -> None:
     assert "authorization" not in request.headers
     assert request.headers["accept-encoding"] == "identity"
     assert request.headers["user-agent"].startswith("imagegen/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://replicate.delivery/xezq/abc/out-0.webp",
+        "https://pbxt.replicate.delivery:8443/o.png?x=1&y=%20z",
+        "http://cdn.example.com/a%2Fb/c d.png?q=\u00fc",
+        "https://cdn.example.com:443/x",
+        "http://cdn.example.com:80/x",
+        "https://Example.COM./a/../b?",
+    ],
+)
+@pytest.mark.parametrize("address", [PUBLIC_IP, "2606:4700::6810:84e5", "::ffff:93.184.216.34"])
+def test_the_pinned_url_is_the_url_with_the_address_for_its_host(url: str, address: str) -> None:
+    parsed = httpx.URL(url)
+    assert _pinned(_parse_url(url), address) == str(parsed.copy_with(host=address))
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "expected"),
+    [
+        ("https://cdn.example.com", PUBLIC_IP, f"https://{PUBLIC_IP}/"),  # the path sent: /
+        ("https://cdn.example.com/a?b#frag", "2606::1", "https://[2606::1]/a?b"),  # never sent
+    ],
+)
+def test_the_pinned_url_is_what_is_sent(url: str, address: str, expected: str) -> None:
+    assert _pinned(_parse_url(url), address) == expected
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [  # an overall limit of 5 s: a phase limit as long or longer can never fire first
+        (httpx.Timeout(30.0, connect=2.0), {"connect": 2.0, "read": None, "pool": None}),
+        (httpx.Timeout(5.0, read=1.5), {"connect": None, "read": 1.5, "pool": None}),
+        (httpx.Timeout(None, pool=4.0), {"connect": None, "read": None, "pool": 4.0}),
+    ],
+)
+async def test_only_phase_limits_shorter_than_the_deadline_are_set(
+    tmp_path: Path, client: httpx.Timeout, expected: dict[str, float | None]
+) -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return ok(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=client)
+    fetcher = SafeFetcher(
+        http, allowed_hosts=(), max_bytes=100, timeout=5.0, resolver=fake_resolver(DEFAULT_DNS)
+    )
+    await fetcher.fetch_body("https://replicate.delivery/a.png", tmp_path)
+    assert {k: seen[0][k] for k in expected} == expected
 
 
 async def test_client_auth_and_cookies_are_not_sent(tmp_path: Path) -> None:
@@ -682,3 +745,269 @@ async def test_the_spool_directory_is_made_when_missing(upstream: Upstream, tmp_
     assert fetched.path.name.endswith(".part")
     assert fetched.path.stat().st_mode & 0o777 == 0o600
     assert fetched.path.read_bytes() == BODY
+
+
+# --- fetch_body: small bodies in memory, large ones streamed to a file -------------------
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".fetch-*.part")) if directory.exists() else []
+
+
+async def test_a_small_body_is_kept_in_memory_and_no_file_is_made(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    fetched = await make_fetcher(ok).fetch_body("https://replicate.delivery/a.png", staging)
+    assert isinstance(fetched, FetchedBytes)
+    assert fetched.data == BODY
+    assert fetched.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert fetched.size_bytes == len(BODY)
+    assert fetched.url == "https://replicate.delivery/a.png"
+    assert not staging.exists(), "not even the staging folder is made"
+
+
+async def test_a_body_of_exactly_memory_bytes_stays_in_memory(tmp_path: Path) -> None:
+    body = b"m" * 1000
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for start in range(0, len(body), 300):
+            yield body[start : start + 300]
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=chunked()))
+    fetched = await fetcher.fetch_body("https://replicate.delivery/a", tmp_path, memory_bytes=1000)
+    assert isinstance(fetched, FetchedBytes)
+    assert fetched.data == body
+    assert spool_files(tmp_path) == []
+
+
+async def test_a_declared_large_body_goes_to_a_file_from_its_first_byte(tmp_path: Path) -> None:
+    seen: list[list[Path]] = []
+    chunk = b"L" * 100
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            seen.append(spool_files(tmp_path))  # what exists before each chunk is sent
+            yield chunk
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "500"}, content=body())
+
+    fetched = await make_fetcher(handler).fetch_body(
+        "https://replicate.delivery/a", tmp_path, memory_bytes=499
+    )
+    assert isinstance(fetched, FetchedFile)
+    assert all(len(files) == 1 for files in seen), "the file exists before the first chunk"
+    assert fetched.path.read_bytes() == chunk * 5
+    assert fetched.sha256 == hashlib.sha256(chunk * 5).hexdigest()
+    assert fetched.size_bytes == 500
+    assert spool_files(tmp_path) == [fetched.path]
+
+
+async def test_an_undeclared_body_spills_to_a_file_once_past_memory_bytes(tmp_path: Path) -> None:
+    seen: list[int] = []
+    parts = [bytes([i]) * 300 for i in range(8)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            seen.append(len(spool_files(tmp_path)))
+            yield part
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()))
+    fetched = await fetcher.fetch_body("https://replicate.delivery/a", tmp_path, memory_bytes=1000)
+    whole = b"".join(parts)
+    assert isinstance(fetched, FetchedFile)
+    # 900 bytes fit; the 4th part passes 1000 and spills: parts 5-8 find the file there.
+    assert seen == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert fetched.path.read_bytes() == whole
+    assert fetched.sha256 == hashlib.sha256(whole).hexdigest()
+    assert fetched.size_bytes == len(whole)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_fetch_body_refuses_a_body_over_the_cap(tmp_path: Path, declared: bool) -> None:
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            pulled.append(1)
+            yield b"x" * 256
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": "100"} if declared else {}  # a lie, or nothing
+        return httpx.Response(200, headers=headers, content=endless())
+
+    for memory_bytes in (100_000, 500):  # the cap hit in memory, or after the spill
+        with pytest.raises(ImageFetchError, match="larger than 1000 bytes"):
+            await make_fetcher(handler, max_bytes=1000).fetch_body(
+                "https://replicate.delivery/a", tmp_path, memory_bytes=memory_bytes
+            )
+        assert list(tmp_path.iterdir()) == [], "no spool file may be left behind"
+    assert len(pulled) <= 10
+
+
+async def test_fetch_body_refuses_a_declared_length_over_the_cap_before_reading(
+    tmp_path: Path,
+) -> None:
+    pulled: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        pulled.append(1)
+        yield b"x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "5000"}, content=body())
+
+    with pytest.raises(ImageFetchError, match="larger than 1000 bytes"):
+        await make_fetcher(handler, max_bytes=1000).fetch_body(
+            "https://replicate.delivery/a", tmp_path
+        )
+    assert pulled == []
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_fetch_body_memory_stays_flat_for_a_large_undeclared_body(tmp_path: Path) -> None:
+    size, chunk = 20 * 1024 * 1024, 64 * 1024
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(size // chunk):
+            yield bytes([i % 256]) * chunk
+
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()), max_bytes=size)
+    tracemalloc.start()
+    try:
+        fetched = await fetcher.fetch_body("https://replicate.delivery/big.png", tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(fetched, FetchedFile)
+    assert fetched.path.stat().st_size == size
+    assert peak < MEMORY_BYTES + 4 * chunk, f"peak {peak} bytes for a {size} byte body"
+
+
+async def test_fetch_body_from_a_real_loopback_server(upstream: Upstream, tmp_path: Path) -> None:
+    small, large = [b"s" * 700, b"t" * 300], [bytes([i]) * 100_000 for i in range(30)]
+    for parts, kind in ((small, FetchedBytes), (large, FetchedFile)):
+        server, port = await serve_chunked(parts)
+        async with server:
+            fetcher = SafeFetcher(
+                upstream, allowed_hosts=["127.0.0.1"], max_bytes=10_000_000, timeout=10
+            )
+            fetched = await fetcher.fetch_body(f"http://127.0.0.1:{port}/out.png", tmp_path)
+        body = b"".join(parts)
+        assert isinstance(fetched, kind)
+        assert fetched.size_bytes == len(body)
+        assert fetched.sha256 == hashlib.sha256(body).hexdigest()
+        got = fetched.data if isinstance(fetched, FetchedBytes) else fetched.path.read_bytes()
+        assert got == body
+
+
+# --- URL parsing: the plain-URL fast path reads every URL as httpx does ------------------
+
+
+def _as_httpx(url: str) -> tuple[str, str, int | None, str, str, str] | None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host or parsed.userinfo:
+        return None
+    return (
+        parsed.scheme,
+        parsed.raw_host.decode("ascii").lower().rstrip("."),
+        parsed.port,
+        parsed.netloc.decode("ascii"),
+        parsed.raw_path.decode("ascii"),
+        str(parsed),
+    )
+
+
+def _as_fetcher(url: str) -> tuple[str, str, int | None, str, str, str] | None:
+    try:
+        return tuple(_parse_url(url))  # type: ignore[return-value]
+    except ImageFetchError:
+        return None
+
+
+PLAIN_URLS = [
+    "https://replicate.delivery/xezq/AbCdEf0123/out-0.webp",
+    "https://pbxt.replicate.delivery/a/b/out-1.png?x=1&y=2",
+    "http://127.0.0.1:8765/files/a.png",
+    "http://0.0.0.0:1/a",
+    "https://a-b.example.com:8443/~user/(x)/it's;p=1,a*b+c!$@:=/?q=/?&r",
+    "https://cdn.example.com/a?",
+    "https://cdn.example.com/a/.b/..c/...",
+]
+ODD_URLS = [
+    "https://Replicate.delivery/a",  # upper case: normalised by httpx
+    "https://replicate.delivery./a",  # trailing dot
+    "https://replicate.delivery:443/a",  # default port, dropped
+    "http://replicate.delivery:80/a",
+    "https://replicate.delivery:0/a",
+    "https://replicate.delivery:08443/a",
+    "https://replicate.delivery:70000/a",
+    "https://replicate.delivery",  # empty path
+    "https://replicate.delivery?x=1",
+    "https://replicate.delivery/a/../b",  # dot segments, resolved
+    "https://replicate.delivery/./b",
+    "https://replicate.delivery/a/..",
+    "https://replicate.delivery/a%2Fb",  # escapes
+    "https://replicate.delivery/a%zz",
+    "https://replicate.delivery/a b",  # quoted
+    "https://replicate.delivery/a#frag",
+    "https://user:pw@replicate.delivery/a",
+    "https://user@replicate.delivery/a",
+    "https://replicate.delivery\\@evil.com/a",
+    "https://evil.com\\.replicate.delivery/a",
+    "https://999.1.1.1/a",  # IPv4-shaped, invalid
+    "https://01.2.3.4/a",
+    "https://1a2b3c4/a",
+    "https://1.2.3.4.5/a",
+    "https://256.256.256.256/a",
+    "https://[::1]:8443/a",
+    "https://[2606:4700::6810:84e5]/a",
+    "https://bücher.example/a",
+    "https://xn--bcher-kva.example/a",
+    "ftp://replicate.delivery/a",
+    "HTTPS://replicate.delivery/a",
+    "https:///a",
+    "https://replicate.delivery/a\n",
+    "https://replicate.delivery/a\t/b",
+    "https://replicate.delivery/ä",
+    "https://replicate.delivery/a?ä=1",
+    "https://replicate.delivery/a?x=%41",
+    "https://replicate.delivery/{a}",
+    "//replicate.delivery/a",
+]
+
+
+@pytest.mark.parametrize("url", PLAIN_URLS + ODD_URLS)
+def test_urls_are_read_as_httpx_reads_them(url: str) -> None:
+    assert _as_fetcher(url) == _as_httpx(url)
+
+
+def test_plain_urls_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_httpx(url: str) -> httpx.URL:
+        raise AssertionError(f"parsed by httpx: {url}")
+
+    monkeypatch.setattr(fetch_module.httpx, "URL", no_httpx)
+    for url in PLAIN_URLS:
+        assert _parse_url(url).text == url
+
+
+def test_random_urls_are_read_as_httpx_reads_them() -> None:
+    rng = random.Random(1234)
+    hosts = ["a.b", "replicate.delivery", "1.2.3.4", "255.0.0.9", "300.1.1.1", "1.2.3", "A.b"]
+    hosts += ["x-y", "1e3.5.5.5", "0.0.0.0", "[::1]", "a..b", "-a.b-", "a_b.c", "a.b.", ""]
+    ports = ["", ":1", ":80", ":443", ":8080", ":65535", ":65536", ":0", ":099", ":x", ":"]
+    alphabet = "aZ09-._~!$&'()*+,;=:@/?#%[]{}\\ \"<>`|^äé\t"
+    checked = fast = 0
+    for _ in range(20_000):
+        chars = alphabet if rng.random() < 0.5 else alphabet[:23]  # [:23]: no "%", "#" ...
+        tail = "".join(rng.choice(chars) for _ in range(rng.randrange(0, 12)))
+        slash = "/" if rng.random() < 0.85 else ""
+        scheme = rng.choice(["https", "http", "HTTP", "ftp"])
+        url = f"{scheme}://{rng.choice(hosts)}{rng.choice(ports)}{slash}{tail}"
+        assert _as_fetcher(url) == _as_httpx(url), url
+        checked += 1
+        fast += _PLAIN_URL.fullmatch(url) is not None
+    assert checked == 20_000
+    assert fast > 1000, "the comparison covers the fast path"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import io
 import struct
@@ -16,9 +17,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from imagegen import fetch
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import SafeFetcher
+from imagegen.fetch import MEMORY_BYTES, SafeFetcher
 from imagegen.ingest import INLINE_BYTES, ImageIngestor, decode_data_uri, inspect_image
+from imagegen.models import StoredImage
 from imagegen.storage import LocalImageStore
 
 FORMATS = [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"), ("GIF", "gif", "image/gif")]
@@ -53,7 +56,11 @@ async def resolve_public(host: str, port: int) -> Sequence[str]:
 
 
 def make_ingestor(
-    tmp_path: Path, bodies: dict[str, bytes] | None = None, *, max_bytes: int = 10_000_000
+    tmp_path: Path,
+    bodies: dict[str, bytes] | None = None,
+    *,
+    max_bytes: int = 10_000_000,
+    memory_bytes: int = MEMORY_BYTES,
 ) -> tuple[ImageIngestor, LocalImageStore]:
     bodies = bodies or {}
 
@@ -68,7 +75,7 @@ def make_ingestor(
         client, allowed_hosts=(), max_bytes=max_bytes, timeout=5, resolver=resolve_public
     )
     store = LocalImageStore(tmp_path / "images")
-    return ImageIngestor(store, fetcher), store
+    return ImageIngestor(store, fetcher, memory_bytes=memory_bytes), store
 
 
 def stored_files(store: LocalImageStore) -> list[Path]:
@@ -278,3 +285,60 @@ async def test_ingest_from_a_real_loopback_server(tmp_path: Path) -> None:
     assert (stored.width, stored.height, stored.content_type) == (300, 200, "image/png")
     assert store.path_for(stored.key).read_bytes() == data
     assert list(store.staging_dir.iterdir()) == []
+
+
+# --- small downloads in memory, large ones through a spool file --------------------------
+
+
+async def test_a_small_download_reaches_the_disk_only_when_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_spool(directory: Path) -> tuple[int, str]:
+        raise AssertionError("a small download needs no spool file")
+
+    monkeypatch.setattr(fetch, "_new_spool_file", no_spool)
+    staged: list[int] = []
+    stage = LocalImageStore._stage_bytes
+
+    def counting(self: LocalImageStore, data: bytes) -> Path:
+        staged.append(len(data))
+        return stage(self, data)
+
+    monkeypatch.setattr(LocalImageStore, "_stage_bytes", counting)
+    data = image_bytes("WEBP", (16, 16))
+    ingestor, store = make_ingestor(tmp_path, {"/a.webp": data, "/b.webp": data})
+    first = await ingestor.ingest("https://replicate.delivery/a.webp")
+    assert staged == [len(data)], "a new image is written (and synced) once"
+    second = await ingestor.ingest("https://replicate.delivery/b.webp")
+    assert staged == [len(data)], "an image already stored is not written again"
+    assert first == replace_url(second, first.source_url)
+    assert first.key == f"{hashlib.sha256(data).hexdigest()}.webp"
+    assert store.path_for(first.key).read_bytes() == data
+    assert stored_files(store) == [store.path_for(first.key)]
+
+
+def replace_url(image: StoredImage, url: str | None) -> StoredImage:
+    return dataclasses.replace(image, source_url=url)
+
+
+@pytest.mark.parametrize("memory_bytes", [0, 50])
+async def test_a_download_over_memory_bytes_is_stored_from_its_spool_file(
+    tmp_path: Path, memory_bytes: int
+) -> None:
+    data = image_bytes("PNG", (40, 30))
+    assert len(data) > memory_bytes
+    ingestor, store = make_ingestor(tmp_path, {"/a.png": data}, memory_bytes=memory_bytes)
+    stored = await ingestor.ingest("https://replicate.delivery/a.png")
+    again = await ingestor.ingest("https://replicate.delivery/a.png")
+    assert stored.key == again.key == f"{hashlib.sha256(data).hexdigest()}.png"
+    assert (stored.width, stored.height, stored.size_bytes) == (40, 30, len(data))
+    assert store.path_for(stored.key).read_bytes() == data
+    assert stored_files(store) == [store.path_for(stored.key)]
+    assert list(store.staging_dir.iterdir()) == []
+
+
+async def test_a_small_download_that_is_no_image_leaves_nothing(tmp_path: Path) -> None:
+    ingestor, store = make_ingestor(tmp_path, {"/x.png": b"<html>no</html>"})
+    with pytest.raises(ImageFetchError, match="not a decodable image"):
+        await ingestor.ingest("https://replicate.delivery/x.png")
+    assert stored_files(store) == []

@@ -178,6 +178,29 @@ async def test_a_failure_mid_stream_is_a_read_error(kind: str) -> None:
         await upstream.aclose()
 
 
+async def half_a_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    await reader.read()  # the rest never comes; the client must close
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_stream_left_early_gives_its_connection_back(kind: str) -> None:
+    async with serving(half_a_body) as base:
+        upstream = _upstream(kind, max_connections=1)  # a reply kept would block the next
+
+        async def abandon() -> None:
+            async with upstream.stream("GET", base + "/", headers={}) as streamed:
+                assert streamed.status_code == 200
+                raise LookupError("the caller gives up before the body")
+
+        for _ in range(3):
+            with pytest.raises(LookupError):
+                await asyncio.wait_for(abandon(), 5)
+        await upstream.aclose()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_refused_connection_is_a_connect_error(kind: str) -> None:
     with socket.socket() as unused:

@@ -8,8 +8,12 @@
   checked address (Host header and TLS SNI keep the name), so a second DNS answer cannot swap in
   another one.
 - Redirects followed by hand, at most ``max_redirects``, each hop checked by the same rules.
-- The body is streamed to a temp file while hashed; ``max_bytes`` is enforced on Content-Length
-  and on the bytes received, all under one overall ``timeout``. An uncompressed body is asked
+- The body is streamed to a temp file while hashed (``fetch``), or, by ``fetch_body``, kept in
+  memory while it is small (``memory_bytes``, 256 KiB by default) and streamed to a temp file
+  from the moment it is not: a larger Content-Length goes to the file from the first byte, a
+  body of unknown length once it passes the limit, so a download never holds more than
+  ``memory_bytes`` in memory. ``max_bytes`` is enforced on Content-Length and on the bytes
+  received, all under one overall ``timeout``. An uncompressed body is asked
   for and a compressed one refused (a gzip bomb would expand in memory before any count).
 - A failed attempt is tried again from the original URL (every rule applies again) after a
   connection error, reset or timeout, a 408, 429 or 5xx, a bounded number of times, with short
@@ -29,11 +33,13 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, cast
 
 import httpx
 
@@ -55,6 +61,9 @@ from imagegen.upstream import StreamedReply, Upstream, upstream_of
 
 log = logging.getLogger(__name__)
 
+#: ``fetch_body`` keeps a body up to this size in memory; a larger one is spooled to a file.
+MEMORY_BYTES = 256 * 1024
+
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # An image host sees imagegen named, and is asked for the bytes as stored (no encoding).
 _IDENTITY = {"Accept-Encoding": "identity", "User-Agent": f"imagegen/{__version__}"}
@@ -74,6 +83,19 @@ class FetchedFile:
     sha256: str
     size_bytes: int
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBytes:
+    """A completed download small enough to have been kept in memory (``fetch_body``)."""
+
+    data: bytes
+    sha256: str
+    url: str
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
 
 
 class _Transient(Exception):
@@ -116,6 +138,15 @@ class SafeFetcher:
         )
         self._max_bytes = max_bytes
         self._timeout = timeout
+        # The client's per-phase limits, less those the overall deadline makes moot (one as long
+        # starts later, so it never fires first): no timer armed and re-armed per read for them.
+        default = self._http.timeout
+        self._timeouts = httpx.Timeout(
+            connect=_sooner(default.connect, timeout),
+            read=_sooner(default.read, timeout),
+            write=_sooner(default.write, timeout),
+            pool=_sooner(default.pool, timeout),
+        )
         self._resolver = resolver
         self._max_redirects = max_redirects
         self._retry = retry or DownloadRetry()
@@ -129,21 +160,36 @@ class SafeFetcher:
 
     async def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
         """Download ``url`` into a new temp file in ``dest_dir``; raises ``ImageFetchError``."""
+        return cast(FetchedFile, await self._fetch(url, dest_dir, 0))  # 0 in memory: a file
+
+    async def fetch_body(
+        self, url: str, dest_dir: Path, *, memory_bytes: int = MEMORY_BYTES
+    ) -> FetchedBytes | FetchedFile:
+        """Download ``url``: its bytes when there are at most ``memory_bytes`` of them, else a
+        new temp file in ``dest_dir`` (streamed there, never held in memory); raises
+        ``ImageFetchError``."""
+        return await self._fetch(url, dest_dir, memory_bytes)
+
+    async def _fetch(
+        self, url: str, dest_dir: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         target = _parse_url(url)
         deadline = self._clock() + self._timeout
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._attempts(target, dest_dir, deadline)
+                return await self._attempts(target, dest_dir, deadline, memory_bytes)
         except TimeoutError as exc:
-            host = _host_of(target)
+            host = target.host
             message = f"download from {host} timed out after {self._timeout:g}s"
             raise ImageFetchError(message, provider=host) from exc
 
-    async def _attempts(self, url: httpx.URL, dest_dir: Path, deadline: float) -> FetchedFile:
+    async def _attempts(
+        self, url: _Url, dest_dir: Path, deadline: float, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         attempt = 1
         while True:
             try:
-                return await self._follow(url, dest_dir)
+                return await self._follow(url, dest_dir, memory_bytes)
             except _Transient as failed:
                 remaining = deadline - self._clock()
                 delay = self._retry.delay(attempt, failed.retry_after, remaining, self._draw)
@@ -153,24 +199,34 @@ class SafeFetcher:
                 await self._sleep(delay)
                 attempt += 1
 
-    async def _follow(self, url: httpx.URL, dest_dir: Path) -> FetchedFile:
+    async def _follow(
+        self, url: _Url, dest_dir: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
         for _ in range(self._max_redirects + 1):
-            host = _host_of(url)
+            host = url.host
             target, headers, sni_hostname = await self._target(url, host)
             with _translate_http_errors(host):
-                reply = self._http.stream("GET", target, headers=headers, sni_hostname=sni_hostname)
+                reply = self._http.stream(
+                    "GET",
+                    target,
+                    headers=headers,
+                    timeouts=self._timeouts,
+                    sni_hostname=sni_hostname,
+                )
                 async with reply as response:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_STATUSES and location:
-                        url = _parse_url(str(url.join(location)))
+                        url = _parse_url(str(httpx.URL(url.text).join(location)))
                         continue
-                    _check_response(response, host, self._max_bytes)
-                    return await self._spool(response, url, dest_dir)
-        host = _host_of(url)
+                    declared = _check_response(response, host, self._max_bytes)
+                    if memory_bytes <= 0 or (declared is not None and declared > memory_bytes):
+                        return await self._spool(response, url, dest_dir)
+                    return await self._receive(response, url, dest_dir, memory_bytes)
+        host = url.host
         message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
         raise ImageFetchError(message, provider=host)
 
-    async def _target(self, url: httpx.URL, host: str) -> tuple[str, dict[str, str], str | None]:
+    async def _target(self, url: _Url, host: str) -> tuple[str, dict[str, str], str | None]:
         """Where the request goes, its headers, and the name TLS checks (None: the URL's).
 
         An untrusted host is pinned: the URL names the checked address, ``Host`` and SNI the
@@ -180,10 +236,10 @@ class SafeFetcher:
             message = f"refusing to download from {host}: host not allowed on port {port}"
             raise ImageFetchError(message, provider=host)
         if self._hosts.trusts(host, port):
-            return str(url), _IDENTITY, None
+            return url.text, _IDENTITY, None
         address = await self._checked_address(host, port)
-        headers = {**_IDENTITY, "Host": url.netloc.decode("ascii")}
-        return str(url.copy_with(host=address)), headers, host
+        headers = {**_IDENTITY, "Host": url.netloc}
+        return _pinned(url, address), headers, host
 
     async def _checked_address(self, host: str, port: int) -> str:
         if _is_ip_literal(host):
@@ -201,8 +257,8 @@ class SafeFetcher:
                 raise ImageFetchError(f"{message} {address}", provider=host)
         return addresses[0].split("%", 1)[0]
 
-    async def _spool(self, response: StreamedReply, url: httpx.URL, dest: Path) -> FetchedFile:
-        host = _host_of(url)
+    async def _spool(self, response: StreamedReply, url: _Url, dest: Path) -> FetchedFile:
+        host = url.host
         spool = _Spool(dest)
         try:
             async for chunk in response.aiter_raw():  # identity only: see _check_response
@@ -213,7 +269,41 @@ class SafeFetcher:
         except BaseException:
             spool.discard()
             raise
-        return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, str(url))
+        return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, url.text)
+
+    async def _receive(
+        self, response: StreamedReply, url: _Url, dest: Path, memory_bytes: int
+    ) -> FetchedBytes | FetchedFile:
+        """The body in memory while it is at most ``memory_bytes``; past that, what was kept
+        and the rest go to a spool file (as ``_spool``), so no more than that is ever held."""
+        max_bytes = self._max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        spool: _Spool | None = None
+        try:
+            async for chunk in response.aiter_raw():  # identity only: see _check_response
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(url.host, max_bytes)
+                if spool is None:
+                    if size <= memory_bytes:
+                        chunks.append(chunk)
+                        continue
+                    spool = _Spool(dest)
+                    for kept in chunks:
+                        spool.write(kept)
+                    chunks.clear()
+                spool.write(chunk)
+            if spool is not None:
+                spool.close()
+        except BaseException:
+            if spool is not None:
+                spool.discard()
+            raise
+        if spool is not None:
+            return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, url.text)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return FetchedBytes(data, hashlib.sha256(data).hexdigest(), url.text)
 
 
 class _Spool:
@@ -270,11 +360,17 @@ def _new_spool_file(directory: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free spool file name in {directory}")
 
 
+def _sooner(limit: float | None, overall: float) -> float | None:
+    """``limit`` when it is shorter than ``overall``, else None (no limit)."""
+    return limit if limit is not None and limit < overall else None
+
+
 def _local(exc: OSError, directory: Path) -> Exception:
     return storage_fault(exc, directory) or exc
 
 
-def _check_response(response: StreamedReply, host: str, max_bytes: int) -> None:
+def _check_response(response: StreamedReply, host: str, max_bytes: int) -> int | None:
+    """Refuses a reply that is no image to keep; else its declared length (None: not given)."""
     status = response.status_code
     if status in (404, 410):
         message = f"image at {host} is no longer available (HTTP {status}); provider outputs expire"
@@ -289,8 +385,12 @@ def _check_response(response: StreamedReply, host: str, max_bytes: int) -> None:
         message = f"download from {host} failed: compressed responses are refused"
         raise ImageFetchError(message, provider=host)
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    length = int(declared)
+    if length > max_bytes:
         raise _too_large(host, max_bytes)
+    return length
 
 
 def _too_large(host: str, max_bytes: int) -> ImageFetchError:
@@ -326,20 +426,82 @@ def _translate_http_errors(host: str) -> Iterator[None]:
         raise ImageFetchError(message, provider=host) from exc
 
 
-def _parse_url(url: str) -> httpx.URL:
+class _Url(NamedTuple):
+    """A download URL as httpx parses and normalises it: what the fetcher needs of it."""
+
+    scheme: str
+    host: str  # lower case, no trailing dot, no brackets
+    port: int | None  # None: the scheme's default
+    netloc: str  # host (bracketed when IPv6) and port: the Host header
+    path: str  # path and query, as sent ("/" for an empty path)
+    text: str  # the whole URL, as ``str(httpx.URL(...))`` writes it
+
+
+# A URL httpx would leave exactly as written, with nothing to decode, quote or drop: http(s), a
+# lower-case name or dotted-quad IPv4 host, a port, a path of unreserved and sub-delimiter
+# characters (no "%", no "." or ".." segment), a query of those and "/?", no fragment, no
+# userinfo. Such a URL is parsed here (one regular expression); any other goes through httpx.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_URL = re.compile(
+    r"(?P<scheme>https?)://"
+    rf"(?P<host>(?:{_OCTET}\.){{3}}{_OCTET}|[a-z0-9-]+(?:\.[a-z0-9-]+)*)"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"(?P<path>(?:/[A-Za-z0-9_~!$&'()*+,;=:@.-]*)+)"
+    r"(?P<query>\?[A-Za-z0-9_~!$&'()*+,;=:@./?-]*)?"
+)
+# What httpx takes for an IPv4 address (any character between the digits) and then validates.
+_IPV4_STYLE = re.compile(r"^[0-9]+.[0-9]+.[0-9]+.[0-9]+$")
+_DOTTED_QUAD = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+_DOT_SEGMENT = re.compile(r"/\.\.?(?=/|$)")
+
+
+def _parse_url(url: str) -> _Url:
+    plain = _PLAIN_URL.fullmatch(url) if len(url) <= 8192 else None
+    if plain is not None:
+        parsed = _plain(plain)
+        if parsed is not None:
+            return parsed
     try:
-        parsed = httpx.URL(url)
+        parsed_url = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ImageFetchError("not a valid image URL", provider="imagegen") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+    if parsed_url.scheme not in ("http", "https") or not parsed_url.raw_host:
         raise ImageFetchError("image URL must be http(s) with a host", provider="imagegen")
-    if parsed.userinfo:
+    if parsed_url.userinfo:
         raise ImageFetchError("image URL must not contain credentials", provider="imagegen")
-    return parsed
+    return _Url(
+        parsed_url.scheme,
+        parsed_url.raw_host.decode("ascii").lower().rstrip("."),
+        parsed_url.port,
+        parsed_url.netloc.decode("ascii"),
+        parsed_url.raw_path.decode("ascii"),
+        str(parsed_url),
+    )
 
 
-def _host_of(url: httpx.URL) -> str:
-    return url.raw_host.decode("ascii").lower().rstrip(".")
+def _plain(match: re.Match[str]) -> _Url | None:
+    """The parts of a URL ``_PLAIN_URL`` matched; None when httpx would still change or refuse
+    it: a default port (dropped), a dot segment (resolved), an out-of-range port, or a host
+    httpx reads as IPv4 that is none (refused)."""
+    scheme, host, port_text, path = match.group("scheme", "host", "port", "path")
+    port = None if port_text is None else int(port_text)
+    if port is not None and (port > 65535 or port == DEFAULT_PORTS[scheme]):
+        return None
+    if _DOT_SEGMENT.search(path) or (_IPV4_STYLE.match(host) and not _DOTTED_QUAD.fullmatch(host)):
+        return None
+    text = match.string
+    query = match.group("query") or ""
+    netloc = host if port is None else f"{host}:{port}"
+    return _Url(scheme, host, port, netloc, path + query, text)
+
+
+def _pinned(url: _Url, address: str) -> str:
+    """``url`` with ``address`` for its host, as ``str(httpx.URL.copy_with(host=address))``
+    reads but without a second parse of the whole URL: the same request line; no fragment
+    (never sent), "/" for an empty path (what is sent)."""
+    host = f"[{address}]" if ":" in address else address
+    port = "" if url.port is None else f":{url.port}"
+    return f"{url.scheme}://{host}{port}{url.path}"
 
 
 def _is_ip_literal(host: str) -> bool:

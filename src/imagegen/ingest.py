@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagegen.errors import ImageFetchError
-from imagegen.fetch import SafeFetcher
+from imagegen.fetch import MEMORY_BYTES, FetchedBytes, SafeFetcher
 from imagegen.models import StoredImage
 from imagegen.storage.base import CONTENT_TYPES, ImageStore, make_key
 from imagegen.webp_header import HEAD_BYTES, MalformedWebP, is_webp, read_webp_header
@@ -160,20 +160,32 @@ class ImageIngestor:
 
     Implements ``imagegen.jobs.protocols.Ingestor``. Owns neither dependency. Every failure is
     an ``ImageFetchError``, except storage failures, which propagate as the store raises them.
+    A download of at most ``memory_bytes`` is kept in memory and reaches the disk only when the
+    store has not got it yet; a larger one is streamed to a spool file the store takes over.
     """
 
     def __init__(
-        self, store: ImageStore, fetcher: SafeFetcher, *, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        store: ImageStore,
+        fetcher: SafeFetcher,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        memory_bytes: int = MEMORY_BYTES,
     ) -> None:
         self._store = store
         self._fetcher = fetcher
         self._max_pixels = max_pixels
+        self._memory_bytes = memory_bytes
 
     async def ingest(self, url: str) -> StoredImage:
         """Store the image at ``url`` (``http``, ``https`` or ``data:``)."""
         if url.lstrip()[:5].lower() == "data:":
             return await self.ingest_bytes(decode_data_uri(url, self._fetcher.max_bytes))
-        fetched = await self._fetcher.fetch(url, self._store.staging_dir)
+        fetched = await self._fetcher.fetch_body(
+            url, self._store.staging_dir, memory_bytes=self._memory_bytes
+        )
+        if isinstance(fetched, FetchedBytes):  # small: no file unless the image is new
+            return await self._store_bytes(fetched.data, fetched.sha256, url)
         try:
             info = await self._inspect(fetched.path, fetched.size_bytes)
             key = make_key(fetched.sha256, info.ext)
@@ -187,11 +199,17 @@ class ImageIngestor:
         """Store an image the provider returned inline (base64-decoded bytes)."""
         if len(data) > self._fetcher.max_bytes:
             raise _too_large(self._fetcher.max_bytes)
+        return await self._store_bytes(data, None, source_url)
+
+    async def _store_bytes(
+        self, data: bytes, digest: str | None, source_url: str | None
+    ) -> StoredImage:
+        """Verify and store ``data`` (its sha256 ``digest``, or None to compute it here)."""
         if len(data) <= INLINE_BYTES:
-            info, digest = self._inspect_bytes(data)
+            info, sha256 = self._inspect_bytes(data, digest)
         else:
-            info, digest = await asyncio.to_thread(self._inspect_bytes, data)
-        key = make_key(digest, info.ext)
+            info, sha256 = await asyncio.to_thread(self._inspect_bytes, data, digest)
+        key = make_key(sha256, info.ext)
         await self._store.put(key, data, info.content_type)
         return _stored(key, info, len(data), source_url)
 
@@ -201,8 +219,9 @@ class ImageIngestor:
             return inspect_image(path, self._max_pixels)
         return await asyncio.to_thread(inspect_image, path, self._max_pixels)
 
-    def _inspect_bytes(self, data: bytes) -> tuple[ImageInfo, str]:
-        return inspect_image(data, self._max_pixels), hashlib.sha256(data).hexdigest()
+    def _inspect_bytes(self, data: bytes, digest: str | None) -> tuple[ImageInfo, str]:
+        info = inspect_image(data, self._max_pixels)
+        return info, digest if digest is not None else hashlib.sha256(data).hexdigest()
 
 
 def _stored(key: str, info: ImageInfo, size: int, source_url: str | None) -> StoredImage:

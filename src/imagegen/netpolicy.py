@@ -20,6 +20,7 @@ the public-address test that downloads (``imagegen.fetch``) and webhooks
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -46,8 +47,12 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+@functools.lru_cache(maxsize=1024)
 def is_public_address(address: str) -> bool:
-    """Whether ``address`` is a globally routable unicast address (IPv4 embedded in IPv6 too)."""
+    """Whether ``address`` is a globally routable unicast address (IPv4 embedded in IPv6 too).
+
+    Remembered per address string (a pure function; every download checks the handful of
+    addresses its hosts resolve to, and ``ipaddress``'s tests cost some 10 us each time)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -104,8 +109,10 @@ class HostEntry:
         return host.endswith(self.host) if self.is_suffix else host == self.host
 
 
+@functools.lru_cache(maxsize=1024)
 def normalise_host(host: str) -> str:
-    """Lower case, no trailing dot, no brackets; an IPv6 literal in its compressed form."""
+    """Lower case, no trailing dot, no brackets; an IPv6 literal in its compressed form.
+    Remembered per host string: every download asks twice (permitted? trusted?)."""
     host = host.strip().lower().strip("[]").rstrip(".")
     if not might_be_ip(host):
         return host

@@ -169,8 +169,7 @@ class AiohttpUpstream:
         except aiohttp.ClientError as exc:
             raise httpx_error(exc) from exc
 
-    @contextlib.asynccontextmanager
-    async def stream(
+    def stream(
         self,
         method: str,
         url: str,
@@ -178,12 +177,22 @@ class AiohttpUpstream:
         headers: Mapping[str, str],
         timeouts: httpx.Timeout | None = None,
         sni_hostname: str | None = None,
-    ) -> AsyncIterator[StreamedReply]:
+    ) -> _AiohttpStream:
+        return _AiohttpStream(self, method, url, headers, timeouts, sni_hostname)
+
+    async def _request_streamed(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        timeouts: httpx.Timeout | None,
+        sni_hostname: str | None,
+    ) -> aiohttp.ClientResponse:
         import aiohttp
 
         session = self._session or self._open()
         try:
-            response = await session.request(
+            return await session.request(
                 method,
                 url,
                 headers=headers,
@@ -195,13 +204,6 @@ class AiohttpUpstream:
             )
         except aiohttp.ClientError as exc:
             raise httpx_error(exc) from exc
-        try:
-            yield _AiohttpReply(response)
-        finally:
-            try:
-                await response.__aexit__(None, None, None)
-            except aiohttp.ClientError as exc:
-                raise httpx_error(exc) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -258,6 +260,41 @@ class _ReadReply:
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+
+class _AiohttpStream:
+    """``AiohttpUpstream.stream``: the request sent on entry, the reply released on exit (as an
+    ``asynccontextmanager`` would, without its generator: one per download)."""
+
+    __slots__ = ("_args", "_response", "_upstream")
+
+    def __init__(
+        self,
+        upstream: AiohttpUpstream,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        timeouts: httpx.Timeout | None,
+        sni_hostname: str | None,
+    ) -> None:
+        self._upstream = upstream
+        self._args = (method, url, headers, timeouts, sni_hostname)
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> StreamedReply:
+        self._response = await self._upstream._request_streamed(*self._args)
+        return _AiohttpReply(self._response)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        import aiohttp
+
+        response, self._response = self._response, None
+        if response is None:
+            return
+        try:
+            await response.__aexit__(None, None, None)
+        except aiohttp.ClientError as exc:
+            raise httpx_error(exc) from exc
 
 
 class _AiohttpReply:

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagegen.errors import NotFound, StorageUnavailable
-from imagegen.storage.base import StoredObject, content_type_for_key, is_valid_key
+from imagegen.storage.base import (
+    CONTENT_TYPES,
+    StoredObject,
+    content_type_for_key,
+    is_valid_key,
+)
 from imagegen.storage.faults import storage_fault
 
 
@@ -27,6 +32,7 @@ class LocalImageStore:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        self._root_name = os.fspath(self._root)  # put's paths are strings: no Path per call
         self._staging = self._root / "tmp"
 
     @property
@@ -46,13 +52,13 @@ class LocalImageStore:
     async def put(self, key: str, source: bytes | Path, content_type: str) -> bool:
         if not is_valid_key(key):
             raise ValueError(f"not a valid image key: {key!r}")
-        if content_type_for_key(key) != content_type:
+        if CONTENT_TYPES[key.rsplit(".", 1)[1]] != content_type:
             raise ValueError(f"content type {content_type!r} does not match key {key!r}")
-        dest = self._root / key[0:2] / key[2:4] / key
+        dest = os.path.join(self._root_name, key[0:2], key[2:4], key)
         try:
             if _already_stored(dest, source):  # one stat on the loop: cheaper than a thread hop
                 return False
-            return await asyncio.to_thread(self._put_sync, dest, source)
+            return await asyncio.to_thread(self._put_sync, Path(dest), source)
         except OSError as exc:
             fault = storage_fault(exc, self._root)
             if fault is None:
@@ -109,8 +115,11 @@ class LocalImageStore:
         return True
 
     def _stage_bytes(self, data: bytes) -> Path:
-        self._staging.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._staging, prefix=".put-", suffix=".part")
+        try:  # the staging folder is made only when missing: no mkdir per image
+            fd, name = tempfile.mkstemp(dir=self._staging, prefix=".put-", suffix=".part")
+        except FileNotFoundError:
+            self._staging.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._staging, prefix=".put-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
@@ -133,9 +142,9 @@ class LocalImageStore:
             os.unlink(name)
 
 
-def _already_stored(dest: Path, source: bytes | Path) -> bool:
+def _already_stored(dest: str | Path, source: bytes | Path) -> bool:
     """Whether ``dest`` exists; if so a spooled ``source`` is deleted (the store owns it)."""
-    if not dest.is_file():
+    if not os.path.isfile(dest):
         return False
     if isinstance(source, Path):
         source.unlink(missing_ok=True)
