@@ -34,6 +34,7 @@ from imagegen.jobs.observe import RequestTiming, request_timing
 from imagegen.logs import log_context
 
 _CLOSE = (b"connection", b"close")
+TELEMETRY = "fastapi.telemetry"  # FastAPI's own telemetry records the route it matched
 
 
 class EdgeMiddleware:
@@ -76,7 +77,7 @@ class EdgeMiddleware:
                 response = error_response(Request(scope), 413, too_large(self.max_bytes))
                 response.headers["connection"] = "close"
                 await response(scope, receive, send_edge)
-            elif scope["method"] != "POST" or scope.get("root_path") or "fastapi.telemetry" in scope:
+            elif not _direct_candidate(scope):
                 await self.app(scope, body.receive, send_edge)
             elif (direct := self.direct.get(scope["path"])) is not None:
                 await direct(scope, body.receive, send_edge)
@@ -102,3 +103,8 @@ class EdgeMiddleware:
         ):
             return
         self.direct[scope["path"]] = DirectRoute(run, scope)
+
+
+def _direct_candidate(scope: Scope) -> bool:
+    """A request whose route depends on its method and path alone (``DirectRoute``)."""
+    return scope["method"] == "POST" and not scope.get("root_path") and TELEMETRY not in scope

@@ -184,9 +184,7 @@ class DirectRoute:
         self.route = scope["route"]
         self.endpoint = scope.get("endpoint")
         self.router = scope.get("router")
-        self.handlers: tuple[dict[Any, Any], dict[int, Any]] = scope[
-            "starlette.exception_handlers"
-        ]
+        self.handlers: tuple[dict[Any, Any], dict[int, Any]] = scope["starlette.exception_handlers"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self.route
