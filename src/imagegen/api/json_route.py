@@ -11,7 +11,8 @@ and validated as a second step, the returned model validated again before it is 
 - the endpoint's dependencies run in the order FastAPI runs them (``open_caller``): the
   parameters' storability (the app's dependency), the API key, the Content-Type;
 - a returned model is serialised straight to JSON bytes (``response_model_exclude_none`` as
-  declared); a returned ``Response`` is sent as it is.
+  declared); a returned ``Response`` is sent as it is; returned ``bytes`` are the model's JSON
+  already (built without the models: the endpoint's tests hold them to the model's).
 
 Errors are FastAPI's, unchanged: a body that does not parse or validate in one step is decoded
 and validated again as FastAPI does (``json.loads``, then the model), so the 400 says exactly
@@ -138,8 +139,8 @@ def json_answer(
         else:
             caller = await open_caller(request)
         result = await endpoint(body, caller)
-        if isinstance(result, Response) or answer is None:
-            return typing.cast(Response, result)
+        if isinstance(result, Response | bytes) or answer is None:
+            return typing.cast(Response | bytes, result)
         return answer.dump_json(result, exclude_none=exclude_none)
 
     return run
