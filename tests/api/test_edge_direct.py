@@ -4,15 +4,19 @@ status, body and headers, errors included."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from tests.api.conftest import FakeWorld
+from tests.api.live import served
+from tests.api.test_http_limits import GOOD, _connect, _read_response
 from tests.api.test_json_route import BODIES, CONTENT_TYPES, GOOD_KEY, services
 
 from imagegen.api.app import create_app
@@ -124,7 +128,9 @@ def test_an_unexpected_error_is_the_server_error_middlewares(tmp_path: Path) -> 
 
     app = app_over(built)
     sent = {"content-type": "application/json"}
-    body = b'{"model": "owner/model", "prompt": "a cat", "num_images": 1}'
+    body = (
+        b'{"model": "owner/model", "prompt": "a cat", "num_images": 1, "width": 64, "height": 64}'
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         first = client.post(SEED, content=body, headers=sent)
         second = client.post(SEED, content=body, headers=sent)
@@ -141,3 +147,51 @@ def test_no_direct_route_under_a_root_path_or_for_other_methods(tmp_path: Path) 
         assert client.post(SEED, content=b"{}").status_code == 401
         assert client.get(SEED).status_code == 405
     assert edge_of(app).direct == {}
+
+
+def test_over_real_http_the_direct_routes_keep_the_body_limits(tmp_path: Path) -> None:
+    """413 for a chunked body past the limit, 408 for a stalled one (both closing the
+    connection), a chunked body under it read whole: once the routes are served directly."""
+    limit = 64 * 1024
+    with served(tmp_path, max_body_bytes=limit, body_timeout=1.0) as (base_url, world):
+        for path in (SEED, OPENAI):  # routing chooses each handler once
+            first = httpx.post(base_url + path, json={}, timeout=30)
+            assert first.status_code == 400
+        for path in (SEED, OPENAI):
+            with _connect(base_url) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                    "transfer-encoding: chunked\r\n\r\n".encode()
+                )
+                chunk = b"x" * 8192
+                for _ in range(limit // len(chunk) + 2):
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                status, headers, body = _read_response(sock)
+            assert status == 413, body
+            assert headers["connection"] == "close"
+            assert headers["x-request-id"].startswith("req_")
+            assert str(limit) in body.decode()
+            with _connect(base_url) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                    "content-length: 100\r\n\r\n{".encode()
+                )
+                status, headers, body = _read_response(sock)  # then nothing more is sent
+            assert status == 408, body
+            assert headers["connection"] == "close"
+        assert world.provider.calls == []
+
+        def chunks() -> Iterator[bytes]:
+            data = json.dumps(GOOD).encode()
+            yield data[:10]
+            yield data[10:]
+
+        response = httpx.post(
+            base_url + SEED,
+            content=chunks(),
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["prompt"] == GOOD["prompt"]
+        assert len(world.provider.calls) == 1
