@@ -8,6 +8,7 @@ and from a ``.env`` file in the working directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -467,7 +468,7 @@ class Settings(BaseSettings):
 
     @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return _images_dir(self.data_dir)
 
     @property
     def storage_location(self) -> StorageLocation:
@@ -475,6 +476,13 @@ class Settings(BaseSettings):
         if self.storage_url is None:
             return LocalLocation(self.images_dir)
         return parse_storage_url(self.storage_url)
+
+
+@functools.lru_cache(maxsize=16)
+def _images_dir(data_dir: Path) -> Path:
+    """One ``Path`` for each data folder: every create asks for it (its free space), and a
+    ``Path`` works out its text once."""
+    return data_dir / "images"
 
 
 def known_variables() -> frozenset[str]:

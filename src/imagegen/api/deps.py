@@ -100,7 +100,11 @@ def _base_url(
 async def get_principal(request: Request) -> Principal:
     """Who sent the request (``Authorization: Bearer ig_...``); ``Unauthenticated`` (401 in
     the route's own error shape) when it needs a key and has no valid one."""
-    auth = _services(request).auth
+    return await _principal(request, _services(request))
+
+
+async def _principal(request: Request, services: Services) -> Principal:
+    auth = services.auth
     if auth is None:
         return ANONYMOUS
     principal = await auth.authenticate(request.headers.get("authorization"))
@@ -157,9 +161,11 @@ async def open_caller(request: Request) -> Caller:
     ``storable_parameters``, the router's ``get_principal``, the route's ``require_json``,
     then ``get_caller``."""
     await storable_parameters(request)
-    principal = await get_principal(request)
+    services = _services(request)
+    principal = await _principal(request, services)
     await require_json(request)
-    return Caller(request, _services(request), await get_base_url(request), principal)
+    base_url = services.settings.public_base_url or request_base_url(request.scope)
+    return Caller(request, services, base_url, principal)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

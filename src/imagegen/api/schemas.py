@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import to_json
 
 from imagegen.api.wire import WireModel
 from imagegen.config import Settings
@@ -244,6 +245,46 @@ def image_infos(generation: Generation, base_url: str) -> list[ImageInfo]:
             for image in generation.images
         ]
     return [ImageInfo(url=url) for url in generation.provider_urls]
+
+
+def generate_response_json(generation: Generation, base_url: str, prompt: str, model: str) -> bytes:
+    """``GenerateResponse`` for ``generation`` as its JSON, byte for byte, built without the
+    models (``tests/api/test_reply_json.py`` holds it to theirs)."""
+    if generation.images:
+        images = [
+            {
+                "url": f"{base_url}/images/{image.key}",
+                "width": image.width,
+                "height": image.height,
+                "content_type": image.content_type,
+                "size_bytes": image.size_bytes,
+                "revised_prompt": image.revised_prompt,
+            }
+            for image in generation.images
+        ]
+    else:
+        images = [_provider_image(url) for url in generation.provider_urls]
+    return to_json(
+        {
+            "image_urls": [image["url"] for image in images],
+            "prompt": prompt,
+            "model": model,
+            "id": generation.id,
+            "images": images,
+            "images_missing": generation.images_missing,
+        }
+    )
+
+
+def _provider_image(url: str) -> dict[str, Any]:
+    return {
+        "url": url,
+        "width": None,
+        "height": None,
+        "content_type": None,
+        "size_bytes": None,
+        "revised_prompt": None,
+    }
 
 
 def input_infos(generation: Generation, base_url: str) -> list[InputImageInfo]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,13 +30,19 @@ def storage_fault(exc: OSError, folder: Path) -> StorageUnavailable | None:
 def free_bytes(path: Path) -> int:
     """Free bytes (for an unprivileged user) on the filesystem that holds ``path``, or would."""
     try:  # one statvfs when the folder exists, as it does once anything is stored
-        return shutil.disk_usage(path).free
+        return _free(path)
     except FileNotFoundError:
         pass
     for candidate in path.resolve().parents:
         if candidate.exists():
-            return shutil.disk_usage(candidate).free
-    return shutil.disk_usage(Path.cwd()).free
+            return _free(candidate)
+    return _free(Path.cwd())
+
+
+def _free(path: Path) -> int:
+    """``shutil.disk_usage(path).free``, without working out the rest."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def check_free_space(path: Path, floor: int, usage: DiskUsage = free_bytes) -> None:

@@ -17,7 +17,7 @@ from imagegen.api.schemas import (
     GenerateRequest,
     GenerateResponse,
     GenerationInfo,
-    image_infos,
+    generate_response_json,
 )
 
 router = APIRouter(tags=["images"], dependencies=AUTHENTICATED, route_class=JsonBodyRoute)
@@ -55,7 +55,7 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
     dependencies=[Depends(require_json)],
     summary="Generate images from a prompt",
 )
-async def generate(body: GenerateRequest, caller: CallerDep) -> GenerateResponse | Response:
+async def generate(body: GenerateRequest, caller: CallerDep) -> bytes | Response:
     services, base_url = caller.services, caller.base_url
     settings = services.settings
     generation_request = body.to_domain(settings)
@@ -76,12 +76,4 @@ async def generate(body: GenerateRequest, caller: CallerDep) -> GenerateResponse
     generation = created.generation
     if not created.finished:
         return accepted(generation, base_url, services)
-    images = image_infos(generation, base_url)
-    return GenerateResponse(
-        image_urls=[image.url for image in images],
-        prompt=body.prompt,
-        model=body.model,
-        id=generation.id,
-        images=images,
-        images_missing=generation.images_missing,
-    )
+    return generate_response_json(generation, base_url, body.prompt, body.model)
