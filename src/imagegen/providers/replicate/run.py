@@ -21,11 +21,11 @@ the first failure is raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from types import TracebackType
 from typing import Any
 
 from imagegen.errors import DeadlineExceeded, ImagegenError, UpstreamError
@@ -51,17 +51,37 @@ def deadline_exceeded() -> DeadlineExceeded:
     )
 
 
-@contextlib.asynccontextmanager
-async def deadline_scope(deadline: float, clock: Clock) -> AsyncIterator[None]:
-    """Bound the body by ``deadline``; ``DeadlineExceeded`` when it passes (or already has)."""
-    remaining = deadline - clock()
-    if remaining <= 0:
-        raise deadline_exceeded()
-    try:
-        async with asyncio.timeout(remaining):
-            yield
-    except TimeoutError as exc:
-        raise deadline_exceeded() from exc
+class deadline_scope:  # used as a function: ``async with deadline_scope(...)``
+    """Bound the body by ``deadline``; ``DeadlineExceeded`` when it passes (or already has).
+
+    A class rather than a generator-based context manager: it is entered once per generation,
+    and a generator's frame and ``asend`` round trips cost more than the timer itself."""
+
+    __slots__ = ("_clock", "_deadline", "_timeout")
+
+    def __init__(self, deadline: float, clock: Clock) -> None:
+        self._deadline = deadline
+        self._clock = clock
+
+    async def __aenter__(self) -> None:
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise deadline_exceeded()
+        self._timeout = asyncio.timeout(remaining)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, traceback)
+        except TimeoutError as timed_out:
+            raise deadline_exceeded() from timed_out
+        if isinstance(exc, TimeoutError):  # one from the body is the deadline's too, as before
+            raise deadline_exceeded() from exc
 
 
 async def cancel_all(
@@ -200,7 +220,7 @@ class PredictionRun:
         model, inputs = str(ref), dict(plan.inputs)
         if announce:  # before it is sent: a crash from here on leaves a trail to search
             await self._context.on_create(PendingCreate(model, inputs, plan.images))
-        pending = PendingCreate(model, inputs, plan.images, sent_at=datetime.now(UTC))
+        sent_at = datetime.now(UTC)  # the create as it went out: built only when it is looked for
         create = asyncio.ensure_future(
             self._client.create(
                 ref,
@@ -214,6 +234,7 @@ class PredictionRun:
             prediction = await asyncio.shield(create)
         except asyncio.CancelledError:
             if not self._context.handing_back():
+                pending = PendingCreate(model, inputs, plan.images, sent_at=sent_at)
                 self._cancel_when_created(create, pending)
             raise
         except UpstreamError as exc:
@@ -221,7 +242,7 @@ class PredictionRun:
                 raise
             lost = await find_lost(
                 self._client,
-                pending,
+                PendingCreate(model, inputs, plan.images, sent_at=sent_at),
                 claim=self._context.claim,
                 deadline=self._context.deadline,
                 sleep=self._sleep,
