@@ -221,7 +221,7 @@ class PredictionRun:
         if announce:  # before it is sent: a crash from here on leaves a trail to search
             await self._context.on_create(PendingCreate(model, inputs, plan.images))
         sent_at = datetime.now(UTC)  # the create as it went out: built only when it is looked for
-        create = asyncio.ensure_future(
+        create = asyncio.get_running_loop().create_task(
             self._client.create(
                 ref,
                 plan.inputs,
