@@ -281,14 +281,15 @@ class PredictionRun:
     async def _finished(self, slot: int, prediction: Prediction) -> list[ProviderImage]:
         self._open.discard(prediction.id)
         await self._report(slot, 1.0)
-        self._predict_times.append(await self._predict_time(prediction))
+        seconds = prediction.predict_time
+        if seconds is None and self._context.metered:  # read again only when it is needed
+            seconds = await self._predict_time(prediction)
+        self._predict_times.append(seconds)
         return [ProviderImage(url, prediction.id) for url in prediction.image_urls]
 
     async def _predict_time(self, prediction: Prediction) -> float | None:
-        """The billed seconds. A sync-mode answer comes before Replicate records them: when the
-        caller prices by them, read the prediction again (best effort, within the deadline)."""
-        if prediction.predict_time is not None or not self._context.metered:
-            return prediction.predict_time
+        """The billed seconds, which a sync-mode answer comes before Replicate records: read the
+        prediction again (best effort, within the deadline), for a caller pricing by them."""
         try:
             while True:
                 latest = await self._client.get(prediction.id, deadline=self._context.deadline)
