@@ -7,6 +7,7 @@ from tests.jobs.conftest import REQUEST, runner_for
 
 from imagegen.errors import DeadlineExceeded, QueueFull
 from imagegen.jobs.limits import Limits, ProviderLimiter, ProviderLimits, RateLimiter
+from imagegen.jobs.observe import NoObserver
 from imagegen.models import JobStatus
 
 
@@ -125,6 +126,37 @@ async def test_a_full_queue_refuses_at_submit_and_stores_nothing(store, gated):
     for job in (running, queued):
         assert (await runner.wait(job.id)).status is JobStatus.SUCCEEDED
     assert (await runner.wait((await runner.submit(REQUEST)).id)).status is JobStatus.SUCCEEDED
+
+
+class QueueWatch(NoObserver):
+    """Records every change of the queued gauge and what it stood at."""
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.changes: list[int] = []
+
+    def queued(self, provider: str, delta: int) -> None:
+        self.level += delta
+        self.changes.append(self.level)
+
+
+async def test_the_queued_gauge_counts_a_job_only_while_it_waits_for_a_slot(store, gated):
+    watch = QueueWatch()
+    limits = ProviderLimits({"gated": Limits(max_concurrency=1)})
+    runner = runner_for(store, gated, limits=limits, observer=watch)
+    running = await runner.submit(REQUEST)
+    await gated.started.wait()
+    assert watch.changes == []  # a free slot: taken at once, never queued
+    assert limits("gated").free() is False
+    waiting = await runner.submit(REQUEST)
+    while not watch.changes:
+        await asyncio.sleep(0)
+    assert watch.level == 1  # this one waits for the slot
+    gated.release.set()
+    for job in (running, waiting):
+        assert (await runner.wait(job.id)).status is JobStatus.SUCCEEDED
+    assert watch.changes == [1, 0]
+    assert limits("gated").free() is True
 
 
 async def test_a_queued_job_past_its_deadline_fails_with_504s_error_and_never_runs(store, gated):

@@ -33,8 +33,8 @@ from imagegen.errors import InvalidRequest, UnsupportedModel
 from imagegen.models import GenerationRequest, StoredImage
 from imagegen.providers.base import GenerationContext
 from imagegen.providers.replicate import ReplicateProvider
-from imagegen.providers.replicate.image_inputs import ImageFields, image_fields
-from imagegen.providers.replicate.mapping import plan_predictions
+from imagegen.providers.replicate.image_inputs import ImageFields, image_fields, image_inputs
+from imagegen.providers.replicate.mapping import SizeMemo, batch_field, plan_predictions
 from imagegen.providers.replicate.schema import ModelSchema, read_model_schema
 from imagegen.providers.replicate.uploads import DATA_URL_MAX_BYTES
 from imagegen.storage.base import make_key
@@ -123,6 +123,45 @@ def test_several_images_for_a_one_image_model_is_a_400() -> None:
     with pytest.raises(InvalidRequest) as caught:
         image_fields(schema_of(KONTEXT), request(KONTEXT, stored(64, 64), stored(64, 64)))
     assert caught.value.field == "image"
+
+
+@pytest.mark.parametrize("model", [KONTEXT, FILL, SDXL, FLUX_PRO, FLUX_SCHNELL])
+@pytest.mark.parametrize(("images", "mask"), [(0, False), (1, False), (1, True), (2, False)])
+def test_the_inputs_worked_out_once_answer_as_the_schema_does(model, images, mask) -> None:
+    """``SizeMemo.images`` (what the provider caches per model) gives what reading the schema
+    for each request gives: the same fields, or the same refusal."""
+    schema = schema_of(model)
+    assert schema.inputs is not None
+    memo = SizeMemo(schema.inputs)
+    assert memo.images == image_inputs(schema.inputs)
+    req = request(model, *[stored(64, 64)] * images, mask=stored(64, 64) if mask else None)
+    try:
+        expected: ImageFields | Exception = image_fields(schema, req)
+    except (UnsupportedModel, InvalidRequest) as exc:
+        expected = exc
+    try:
+        got: ImageFields | Exception = image_fields(schema, req, memo.images)
+    except (UnsupportedModel, InvalidRequest) as exc:
+        got = exc
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected)
+        assert str(got) == str(expected)
+    else:
+        assert got == expected
+
+
+def test_the_batch_input_worked_out_once_is_that_of_its_own_inputs() -> None:
+    schema = schema_of(FLUX_SCHNELL)
+    assert schema.inputs is not None
+    memo = SizeMemo(schema.inputs)
+    assert memo.batch == batch_field(schema.inputs) == ("num_outputs", 4)
+    req = replace(request(FLUX_SCHNELL), num_images=6)
+    plans = plan_predictions(schema.inputs, req, sizes=memo)
+    assert [plan.images for plan in plans] == [4, 2]
+    # A memo of other inputs is not used for these: their own batch input counts.
+    other = {**schema.inputs, "num_outputs": {"type": "integer", "maximum": 1}}
+    assert not memo.covers(other)
+    assert [plan.images for plan in plan_predictions(other, req, sizes=memo)] == [1] * 6
 
 
 # --- match_input_image ------------------------------------------------------------------------

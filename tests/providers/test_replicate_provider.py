@@ -25,6 +25,7 @@ from imagegen.errors import (
 from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage
 from imagegen.providers.base import GenerationContext, Provider
 from imagegen.providers.replicate import ReplicateProvider, RetryPolicy, from_settings
+from imagegen.providers.replicate.run import deadline_scope
 
 from .test_replicate_client import VERSION, FakeClock, prediction_json, problem
 from .test_replicate_schema import FLUX_11_PRO, FLUX_SCHNELL, LLAMA, SDXL, cog_model
@@ -646,3 +647,55 @@ async def test_recorded_sdxl_run_is_understood(clock: FakeClock) -> None:
         json.loads(by_route[("GET", "/v1/predictions/azaq55dbukgxg6kubr4k6g3pby")][-1])["output"][0]
     ]
     assert events.progress[-1] == 1.0
+
+
+# --- the deadline scope itself ----------------------------------------------------------------
+
+
+async def test_the_deadline_scope_raises_deadline_exceeded_at_the_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded) as caught:
+        async with deadline_scope(started + 0.05, loop.time):
+            await asyncio.sleep(5)
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert loop.time() - started < 2
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_the_deadline_scope_refuses_a_passed_deadline_before_the_body() -> None:
+    loop = asyncio.get_running_loop()
+    ran = False
+    with pytest.raises(DeadlineExceeded):
+        async with deadline_scope(loop.time() - 1, loop.time):
+            ran = True
+    assert not ran
+
+
+async def test_the_deadline_scope_lets_the_body_through_and_its_errors_out() -> None:
+    loop = asyncio.get_running_loop()
+    async with deadline_scope(loop.time() + 5, loop.time):
+        await asyncio.sleep(0)
+    with pytest.raises(KeyError):
+        async with deadline_scope(loop.time() + 5, loop.time):
+            raise KeyError("own")
+    with pytest.raises(DeadlineExceeded) as caught:  # a timeout of the body's own, as before
+        async with deadline_scope(loop.time() + 5, loop.time):
+            raise TimeoutError("inner")
+    assert str(caught.value.__cause__) == "inner"
+
+
+async def test_the_deadline_scope_passes_an_outer_cancel_on() -> None:
+    loop = asyncio.get_running_loop()
+    entered = asyncio.Event()
+
+    async def body() -> None:
+        async with deadline_scope(loop.time() + 5, loop.time):
+            entered.set()
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -162,6 +162,10 @@ class ProviderLimiter:
     def _leave(self) -> None:
         self._waiting -= 1
 
+    def free(self) -> bool:
+        """Whether a job entering ``slot`` now takes one at once, without waiting."""
+        return self._slots is None or not self._slots.locked()
+
     @asynccontextmanager
     async def slot(self, ticket: QueueTicket, deadline: float) -> AsyncIterator[None]:
         """Leave the queue for a running slot, waiting until ``deadline`` at most."""

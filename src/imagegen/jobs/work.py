@@ -181,12 +181,16 @@ class JobWork:
     async def _provide(self, plan: Plan) -> ProviderResult:
         provider = plan.route.provider.name
         limiter = self._limits(provider)
-        self._observer.queued(provider, 1)
-        waiting = True
+        # Counted as queued only when it waits: a free slot is taken without yielding to the
+        # loop, so no reading of the gauge made on the loop could see it there.
+        waiting = not limiter.free()
+        if waiting:
+            self._observer.queued(provider, 1)
         try:
             async with limiter.slot(plan.ticket, plan.deadline):
-                waiting = False
-                self._observer.queued(provider, -1)
+                if waiting:
+                    waiting = False
+                    self._observer.queued(provider, -1)
                 waited = (self._clock() - plan.generation.created_at).total_seconds()
                 self._observer.running(provider, 1, queued_seconds=None if plan.started else waited)
                 try:

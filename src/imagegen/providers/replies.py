@@ -90,9 +90,13 @@ async def send_capped(
         raise too_large(provider, action, max_bytes) from None
 
 
+# Built once: ``json.dumps`` with any option set builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def json_body(value: Any) -> bytes:
     """``value`` as a JSON request body, as httpx encodes ``json=`` (compact, UTF-8, no NaN)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class Scrubber:

@@ -28,8 +28,8 @@ from imagegen.providers.replicate.errors import (
 from imagegen.providers.replicate.prediction import Prediction
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier
-from imagegen.providers.replies import ReplyLimits, Scrubber, json_body, send_capped
-from imagegen.upstream import Reply, Upstream
+from imagegen.providers.replies import ReplyLimits, Scrubber, json_body, too_large
+from imagegen.upstream import BodyTooLarge, Reply, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,12 @@ def prefer_header(wait_seconds: int, remaining: float) -> str | None:
     """``wait=N`` with N = min(wait_seconds, remaining, 60) and at least 1; None if sync is off."""
     if wait_seconds <= 0:
         return None
-    return f"wait={max(1, min(wait_seconds, math.floor(remaining), MAX_WAIT))}"
+    return f"wait={_prefer_wait(wait_seconds, remaining)}"
+
+
+def _prefer_wait(wait_seconds: int, remaining: float) -> int:
+    """The N of ``Prefer: wait=N`` (sync mode on): min(wait_seconds, remaining, 60), at least 1."""
+    return max(1, min(wait_seconds, math.floor(remaining), MAX_WAIT))
 
 
 def cancel_after_header(remaining: float) -> str:
@@ -53,7 +58,7 @@ def cancel_after_header(remaining: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """One request as it is sent upstream (rebuilt for each attempt where it changes)."""
+    """A request sent the same for each attempt (a create builds its own per attempt)."""
 
     method: str
     url: str
@@ -112,19 +117,22 @@ class ReplicateClient:
         if ref.version is not None:
             path, body = "/v1/predictions", {"version": ref.version, **body}
         url, content = self._base_url + path, json_body(body)
+        upstream, json_headers, max_bytes = self._http, self._json_headers, self._limits.max_bytes
 
-        def build() -> _Request:
+        def attempt() -> Awaitable[Reply]:
             remaining = deadline - self._clock()
-            headers = {**self._json_headers, "Cancel-After": cancel_after_header(remaining)}
+            headers = {**json_headers, "Cancel-After": cancel_after_header(remaining)}
             timeout = None
-            prefer = prefer_header(wait_seconds, remaining)
-            if prefer is not None:
-                headers["Prefer"] = prefer
-                timeout = self._sync_timeout(int(prefer.removeprefix("wait=")))
-            return _Request("POST", url, headers, content, timeout)
+            if wait_seconds > 0:  # sync mode: Prefer: wait=N, the read held open that long
+                wait = _prefer_wait(wait_seconds, remaining)
+                headers["Prefer"] = f"wait={wait}"
+                timeout = self._sync_timeout(wait)
+            return upstream.send(
+                "POST", url, headers=headers, content=content, timeouts=timeout, max_bytes=max_bytes
+            )
 
         action = "creating a prediction"
-        data = await self._call(build, action, deadline=deadline, idempotent=False, pace=pace)
+        data = await self._call(attempt, action, deadline=deadline, idempotent=False, pace=pace)
         return Prediction.parse(data, action, self._scrub)
 
     async def get(self, prediction_id: str, *, deadline: float) -> Prediction:
@@ -152,7 +160,7 @@ class ReplicateClient:
         found: list[Prediction] = []
         for _ in range(max_pages):
             page = _Request("GET", str(httpx.URL(url, params=params)), self._headers)
-            data = await self._call(_always(page), action, deadline=deadline)
+            data = await self._call(self._sender(page), action, deadline=deadline)
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise malformed_reply(action, "expected an object with a list of results")
             found.extend(_listed(data["results"], action))
@@ -180,7 +188,7 @@ class ReplicateClient:
         headers = {**self._headers, "Content-Type": multipart.headers["content-type"]}
         upload = _Request("POST", url, headers, multipart.read())
         action = "uploading an input file"
-        reply = await self._call(_always(upload), action, deadline=deadline, idempotent=False)
+        reply = await self._call(self._sender(upload), action, deadline=deadline, idempotent=False)
         urls = reply.get("urls") if isinstance(reply, dict) else None
         get = urls.get("get") if isinstance(urls, dict) else None
         if not isinstance(get, str) or not get:
@@ -197,40 +205,44 @@ class ReplicateClient:
             )
         return timeout
 
-    def _plain(self, method: str, path: str) -> Callable[[], _Request]:
-        return _always(_Request(method, self._base_url + path, self._headers))
+    def _plain(self, method: str, path: str) -> Callable[[], Awaitable[Reply]]:
+        return self._sender(_Request(method, self._base_url + path, self._headers))
+
+    def _sender(self, request: _Request) -> Callable[[], Awaitable[Reply]]:
+        """Sends ``request`` as it is, for each attempt."""
+        upstream, max_bytes = self._http, self._limits.max_bytes
+
+        def attempt() -> Awaitable[Reply]:
+            return upstream.send(
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.content,
+                timeouts=request.timeouts,
+                max_bytes=max_bytes,
+            )
+
+        return attempt
 
     async def _call(
         self,
-        build: Callable[[], _Request],
+        attempt: Callable[[], Awaitable[Reply]],
         action: str,
         *,
         deadline: float,
         idempotent: bool = True,
         pace: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
-        """Send ``build()`` (rebuilt per attempt) through the retrier; JSON or an imagegen error."""
-
-        def send() -> Awaitable[Reply]:
-            request = build()
-            return send_capped(
-                self._http,
-                request.method,
-                request.url,
-                headers=request.headers,
-                content=request.content,
-                timeouts=request.timeouts,
-                max_bytes=self._limits.max_bytes,
-                provider=PROVIDER,
-                action=action,
-            )
-
+        """Send ``attempt()`` (one request each call) through the retrier; JSON or an imagegen
+        error. A reply past ``limits.max_bytes`` is ``ReplyTooLarge`` (never retried)."""
         try:
             response = await self._retrier.send(
-                send, idempotent=idempotent, deadline=deadline, pace=pace
+                attempt, idempotent=idempotent, deadline=deadline, pace=pace
             )
         except httpx.RequestError as exc:  # transport errors, undecodable bodies, redirects
             raise transport_error(exc, action) from exc
+        except BodyTooLarge:
+            raise too_large(PROVIDER, action, self._limits.max_bytes) from None
         if response.status_code >= 400:
             max_retry_after = self._limits.max_retry_after
             raise error_from_response(response, scrub=self._scrub, max_retry_after=max_retry_after)
@@ -240,10 +252,6 @@ class ReplicateClient:
 def _with_read(timeout: httpx.Timeout, read: float) -> httpx.Timeout:
     """``timeout`` with a longer read: a sync create is held open for its ``Prefer: wait``."""
     return httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
-
-
-def _always(request: _Request) -> Callable[[], _Request]:
-    return lambda: request
 
 
 def _listed(items: list[Any], action: str) -> list[Prediction]:

@@ -46,14 +46,30 @@ class ImageFields:
     mask: str | None = None
 
 
-def image_fields(schema: ModelSchema, request: GenerationRequest) -> ImageFields:
+ImageInputs = tuple[str | None, bool, str | None]
+
+
+def image_inputs(inputs: Mapping[str, Schema]) -> ImageInputs:
+    """The model's input for images (a list input when the second is true) and for a mask, if
+    any: all ``image_fields`` reads from the schema, the same for every request."""
+    image, many = _image_field(inputs)
+    mask = next((name for name in MASK_FIELDS if _is_uri(inputs.get(name))), None)
+    return image, many, mask
+
+
+_NONE = ImageFields()
+
+
+def image_fields(
+    schema: ModelSchema, request: GenerationRequest, found: ImageInputs | None = None
+) -> ImageFields:
     """The model's inputs for the request's images; raises ``UnsupportedModel`` (see the module
-    docstring) or ``InvalidRequest`` (several images for a model that takes one)."""
+    docstring) or ``InvalidRequest`` (several images for a model that takes one). ``found``:
+    ``image_inputs(schema.inputs)``, worked out before."""
     inputs = schema.inputs
     if inputs is None:  # no readable schema: the common names, and the create will tell
         return ImageFields("image" if request.images else None, False, _mask_or_none(request))
-    image, many = _image_field(inputs)
-    mask = next((name for name in MASK_FIELDS if _is_uri(inputs.get(name))), None)
+    image, many, mask = found if found is not None else image_inputs(inputs)
     model = request.model
     if request.images and image is None:
         raise UnsupportedModel(f"Replicate model {model} takes no input image", model=model)
@@ -69,6 +85,8 @@ def image_fields(schema: ModelSchema, request: GenerationRequest) -> ImageFields
             f"image: Replicate model {model} takes one input image, not {len(request.images)}",
             field="image",
         )
+    if not request.images and request.mask is None and not many:
+        return _NONE  # nothing to place: the same answer for every such request
     return ImageFields(image if request.images else None, many, _mask_or_none(request, mask))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from imagegen.errors import InvalidRequest
 from imagegen.models import GenerationRequest
-from imagegen.providers.replicate.image_inputs import match_input_aspect
+from imagegen.providers.replicate.image_inputs import image_inputs, match_input_aspect
 from imagegen.providers.replicate.schema import Schema
 from imagegen.providers.replicate.sizing import (
     Bounds,
@@ -73,7 +73,8 @@ def plan_predictions(
         base = {**(sizes or size_inputs)(inputs, request.width, request.height)}
         base.update(match_input_aspect(inputs, request))
         base.update(_optional_inputs(inputs, request))
-        field, per = batch_field(inputs)
+        memo = sizes if isinstance(sizes, SizeMemo) and sizes.covers(inputs) else None
+        field, per = memo.batch if memo is not None else batch_field(inputs)
     base.update(images or {})
     plans = []
     for index, count in enumerate(split_count(request.num_images, per)):
@@ -133,12 +134,20 @@ SizeInputs = Callable[[Mapping[str, Schema], int, int], Mapping[str, Any]]
 class SizeMemo:
     """``size_inputs`` for one model's ``inputs``, remembered per requested size (``limit`` of
     them): they depend on nothing else, and working them out (each ratio or size of an enum
-    parsed and compared) costs more than the rest of a plan. Other inputs are not remembered."""
+    parsed and compared) costs more than the rest of a plan. Other inputs are not remembered.
+    What every plan reads from the inputs alone is worked out once: ``batch``
+    (``batch_field``) and ``images`` (``image_inputs.image_inputs``)."""
 
     def __init__(self, inputs: Mapping[str, Schema], limit: int = 256) -> None:
         self._inputs = inputs
         self._limit = limit
         self._sizes: dict[tuple[int, int], Mapping[str, Any]] = {}
+        self.batch = batch_field(inputs)
+        self.images = image_inputs(inputs)
+
+    def covers(self, inputs: Mapping[str, Schema]) -> bool:
+        """Whether this is the memo of ``inputs``."""
+        return inputs is self._inputs
 
     def __call__(self, inputs: Mapping[str, Schema], width: int, height: int) -> Mapping[str, Any]:
         if inputs is not self._inputs:

@@ -37,6 +37,9 @@ class PredictionStatus(enum.StrEnum):
         return self not in (PredictionStatus.STARTING, PredictionStatus.PROCESSING)
 
 
+_STATUSES = {status.value: status for status in PredictionStatus}  # a lookup, not Enum's call
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     id: str
@@ -62,11 +65,10 @@ class Prediction:
         pid, status = data.get("id"), data.get("status")
         if not isinstance(pid, str) or not pid:
             raise malformed_reply(action, "the prediction has no id")
-        try:
-            parsed = PredictionStatus(str(status))
-        except ValueError:
+        parsed = _STATUSES.get(status) if isinstance(status, str) else None
+        if parsed is None:
             shown = repr(status)[:100]
-            raise malformed_reply(action, f"unknown prediction status {shown}") from None
+            raise malformed_reply(action, f"unknown prediction status {shown}")
         logs, error = data.get("logs"), data.get("error")
         model, version = data.get("model"), data.get("version")
         return cls(

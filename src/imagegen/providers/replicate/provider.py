@@ -121,7 +121,8 @@ class ReplicateProvider:
                 cached = await self._schema(client, ref, context.deadline)
         schema, sizes = cached
         ensure_image_output(schema, request.model)
-        fields = image_fields(schema, request)  # 422 for a model that cannot take them
+        # 422 for a model that cannot take them
+        fields = image_fields(schema, request, sizes.images if sizes is not None else None)
         values: dict[str, Any] = {}
         if fields.image is not None or fields.mask is not None:
             async with deadline_scope(context.deadline, self._clock):

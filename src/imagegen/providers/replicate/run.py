@@ -21,11 +21,11 @@ the first failure is raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from types import TracebackType
 from typing import Any
 
 from imagegen.errors import DeadlineExceeded, ImagegenError, UpstreamError
@@ -51,17 +51,37 @@ def deadline_exceeded() -> DeadlineExceeded:
     )
 
 
-@contextlib.asynccontextmanager
-async def deadline_scope(deadline: float, clock: Clock) -> AsyncIterator[None]:
-    """Bound the body by ``deadline``; ``DeadlineExceeded`` when it passes (or already has)."""
-    remaining = deadline - clock()
-    if remaining <= 0:
-        raise deadline_exceeded()
-    try:
-        async with asyncio.timeout(remaining):
-            yield
-    except TimeoutError as exc:
-        raise deadline_exceeded() from exc
+class deadline_scope:  # used as a function: ``async with deadline_scope(...)``
+    """Bound the body by ``deadline``; ``DeadlineExceeded`` when it passes (or already has).
+
+    A class rather than a generator-based context manager: it is entered once per generation,
+    and a generator's frame and ``asend`` round trips cost more than the timer itself."""
+
+    __slots__ = ("_clock", "_deadline", "_timeout")
+
+    def __init__(self, deadline: float, clock: Clock) -> None:
+        self._deadline = deadline
+        self._clock = clock
+
+    async def __aenter__(self) -> None:
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise deadline_exceeded()
+        self._timeout = asyncio.timeout(remaining)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, traceback)
+        except TimeoutError as timed_out:
+            raise deadline_exceeded() from timed_out
+        if isinstance(exc, TimeoutError):  # one from the body is the deadline's too, as before
+            raise deadline_exceeded() from exc
 
 
 async def cancel_all(
@@ -200,8 +220,8 @@ class PredictionRun:
         model, inputs = str(ref), dict(plan.inputs)
         if announce:  # before it is sent: a crash from here on leaves a trail to search
             await self._context.on_create(PendingCreate(model, inputs, plan.images))
-        pending = PendingCreate(model, inputs, plan.images, sent_at=datetime.now(UTC))
-        create = asyncio.ensure_future(
+        sent_at = datetime.now(UTC)  # the create as it went out: built only when it is looked for
+        create = asyncio.get_running_loop().create_task(
             self._client.create(
                 ref,
                 plan.inputs,
@@ -214,6 +234,7 @@ class PredictionRun:
             prediction = await asyncio.shield(create)
         except asyncio.CancelledError:
             if not self._context.handing_back():
+                pending = PendingCreate(model, inputs, plan.images, sent_at=sent_at)
                 self._cancel_when_created(create, pending)
             raise
         except UpstreamError as exc:
@@ -221,7 +242,7 @@ class PredictionRun:
                 raise
             lost = await find_lost(
                 self._client,
-                pending,
+                PendingCreate(model, inputs, plan.images, sent_at=sent_at),
                 claim=self._context.claim,
                 deadline=self._context.deadline,
                 sleep=self._sleep,
@@ -260,14 +281,15 @@ class PredictionRun:
     async def _finished(self, slot: int, prediction: Prediction) -> list[ProviderImage]:
         self._open.discard(prediction.id)
         await self._report(slot, 1.0)
-        self._predict_times.append(await self._predict_time(prediction))
+        seconds = prediction.predict_time
+        if seconds is None and self._context.metered:  # read again only when it is needed
+            seconds = await self._predict_time(prediction)
+        self._predict_times.append(seconds)
         return [ProviderImage(url, prediction.id) for url in prediction.image_urls]
 
     async def _predict_time(self, prediction: Prediction) -> float | None:
-        """The billed seconds. A sync-mode answer comes before Replicate records them: when the
-        caller prices by them, read the prediction again (best effort, within the deadline)."""
-        if prediction.predict_time is not None or not self._context.metered:
-            return prediction.predict_time
+        """The billed seconds, which a sync-mode answer comes before Replicate records: read the
+        prediction again (best effort, within the deadline), for a caller pricing by them."""
         try:
             while True:
                 latest = await self._client.get(prediction.id, deadline=self._context.deadline)
