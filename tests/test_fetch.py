@@ -10,6 +10,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -606,23 +607,33 @@ async def test_slow_dns_times_out(tmp_path: Path) -> None:
     assert "timed out" in error.message
 
 
-async def test_memory_stays_flat_for_a_large_body(tmp_path: Path) -> None:
-    size, chunk = 20 * 1024 * 1024, 64 * 1024
+BIG, CHUNK = 20 * 1024 * 1024, 64 * 1024
+
+
+async def fetch_big(
+    tmp_path: Path, fetch: Callable[[SafeFetcher], Callable[[str, Path], Any]]
+) -> tuple[Any, int]:
+    """``fetch`` of a 20 MiB body of no declared length, and the peak memory traced meanwhile."""
 
     async def body() -> AsyncIterator[bytes]:
-        for i in range(size // chunk):
-            yield bytes([i % 256]) * chunk
+        for i in range(BIG // CHUNK):
+            yield bytes([i % 256]) * CHUNK
 
-    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()), max_bytes=size)
+    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()), max_bytes=BIG)
     tracemalloc.start()
     try:
-        fetched = await fetcher.fetch("https://replicate.delivery/big.png", tmp_path)
+        fetched = await fetch(fetcher)("https://replicate.delivery/big.png", tmp_path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert fetched.size_bytes == size
-    assert fetched.path.stat().st_size == size
-    assert peak < size / 10, f"peak {peak} bytes for a {size} byte body"
+    return fetched, peak
+
+
+async def test_memory_stays_flat_for_a_large_body(tmp_path: Path) -> None:
+    fetched, peak = await fetch_big(tmp_path, lambda fetcher: fetcher.fetch)
+    assert fetched.size_bytes == BIG
+    assert fetched.path.stat().st_size == BIG
+    assert peak < BIG / 10, f"peak {peak} bytes for a {BIG} byte body"
 
 
 # --- a real server on loopback ----------------------------------------------------------
@@ -865,22 +876,10 @@ async def test_fetch_body_refuses_a_declared_length_over_the_cap_before_reading(
 
 
 async def test_fetch_body_memory_stays_flat_for_a_large_undeclared_body(tmp_path: Path) -> None:
-    size, chunk = 20 * 1024 * 1024, 64 * 1024
-
-    async def body() -> AsyncIterator[bytes]:
-        for i in range(size // chunk):
-            yield bytes([i % 256]) * chunk
-
-    fetcher = make_fetcher(lambda r: httpx.Response(200, content=body()), max_bytes=size)
-    tracemalloc.start()
-    try:
-        fetched = await fetcher.fetch_body("https://replicate.delivery/big.png", tmp_path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fetched, peak = await fetch_big(tmp_path, lambda fetcher: fetcher.fetch_body)
     assert isinstance(fetched, FetchedFile)
-    assert fetched.path.stat().st_size == size
-    assert peak < MEMORY_BYTES + 4 * chunk, f"peak {peak} bytes for a {size} byte body"
+    assert fetched.path.stat().st_size == BIG
+    assert peak < MEMORY_BYTES + 4 * CHUNK, f"peak {peak} bytes for a {BIG} byte body"
 
 
 async def test_fetch_body_from_a_real_loopback_server(upstream: Upstream, tmp_path: Path) -> None:
