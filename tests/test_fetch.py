@@ -562,13 +562,20 @@ async def test_declared_length_over_the_cap_is_refused_before_reading(tmp_path: 
     assert pulled == []
 
 
-async def test_body_over_the_cap_is_aborted_while_streaming(tmp_path: Path) -> None:
-    pulled: list[int] = []
+def endless_body(pulled: list[int]) -> Callable[[], AsyncIterator[bytes]]:
+    """A body that never ends; each chunk pulled from it is counted in ``pulled``."""
 
     async def endless() -> AsyncIterator[bytes]:
         while True:
             pulled.append(1)
             yield b"x" * 256
+
+    return endless
+
+
+async def test_body_over_the_cap_is_aborted_while_streaming(tmp_path: Path) -> None:
+    pulled: list[int] = []
+    endless = endless_body(pulled)
 
     def handler(request: httpx.Request) -> httpx.Response:
         # The header lies: it claims a small body, then the stream never ends.
@@ -836,11 +843,7 @@ async def test_an_undeclared_body_spills_to_a_file_once_past_memory_bytes(tmp_pa
 @pytest.mark.parametrize("declared", [True, False])
 async def test_fetch_body_refuses_a_body_over_the_cap(tmp_path: Path, declared: bool) -> None:
     pulled: list[int] = []
-
-    async def endless() -> AsyncIterator[bytes]:
-        while True:
-            pulled.append(1)
-            yield b"x" * 256
+    endless = endless_body(pulled)
 
     def handler(request: httpx.Request) -> httpx.Response:
         headers = {"Content-Length": "100"} if declared else {}  # a lie, or nothing
