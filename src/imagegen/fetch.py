@@ -36,7 +36,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -220,7 +220,7 @@ class SafeFetcher:
                         continue
                     declared = _check_response(response, host, self._max_bytes)
                     if memory_bytes <= 0 or (declared is not None and declared > memory_bytes):
-                        return await self._spool(response, url, dest_dir)
+                        return await self._spool(response.aiter_raw(), url, dest_dir)
                     return await self._receive(response, url, dest_dir, memory_bytes)
         host = url.host
         message = f"too many redirects downloading from {host} (limit {self._max_redirects})"
@@ -257,13 +257,21 @@ class SafeFetcher:
                 raise ImageFetchError(f"{message} {address}", provider=host)
         return addresses[0].split("%", 1)[0]
 
-    async def _spool(self, response: StreamedReply, url: _Url, dest: Path) -> FetchedFile:
-        host = url.host
+    async def _spool(
+        self,
+        body: AsyncIterator[bytes],
+        url: _Url,
+        dest: Path,
+        kept: Sequence[bytes] = (),
+    ) -> FetchedFile:
+        """``kept`` (received already) and the rest of ``body`` into a new spool file."""
         spool = _Spool(dest)
         try:
-            async for chunk in response.aiter_raw():  # identity only: see _check_response
+            for chunk in kept:
+                spool.write(chunk)
+            async for chunk in body:
                 if spool.size + len(chunk) > self._max_bytes:
-                    raise _too_large(host, self._max_bytes)
+                    raise _too_large(url.host, self._max_bytes)
                 spool.write(chunk)
             spool.close()
         except BaseException:
@@ -275,33 +283,17 @@ class SafeFetcher:
         self, response: StreamedReply, url: _Url, dest: Path, memory_bytes: int
     ) -> FetchedBytes | FetchedFile:
         """The body in memory while it is at most ``memory_bytes``; past that, what was kept
-        and the rest go to a spool file (as ``_spool``), so no more than that is ever held."""
-        max_bytes = self._max_bytes
+        and the rest go to a spool file (``_spool``), so no more than that is ever held."""
+        body = response.aiter_raw()  # identity only: see _check_response
         chunks: list[bytes] = []
         size = 0
-        spool: _Spool | None = None
-        try:
-            async for chunk in response.aiter_raw():  # identity only: see _check_response
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _too_large(url.host, max_bytes)
-                if spool is None:
-                    if size <= memory_bytes:
-                        chunks.append(chunk)
-                        continue
-                    spool = _Spool(dest)
-                    for kept in chunks:
-                        spool.write(kept)
-                    chunks.clear()
-                spool.write(chunk)
-            if spool is not None:
-                spool.close()
-        except BaseException:
-            if spool is not None:
-                spool.discard()
-            raise
-        if spool is not None:
-            return FetchedFile(spool.path, spool.digest.hexdigest(), spool.size, url.text)
+        async for chunk in body:
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise _too_large(url.host, self._max_bytes)
+            if size > memory_bytes:
+                return await self._spool(body, url, dest, (*chunks, chunk))
+            chunks.append(chunk)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return FetchedBytes(data, hashlib.sha256(data).hexdigest(), url.text)
 
