@@ -106,13 +106,15 @@ def upstream(fault_double: DoubleProcess) -> Iterator[DoubleControl]:
     fault_double.control.reset()
 
 
-def _generate(server: ImagegenProcess, prompt: str) -> httpx.Response:
+def _generate(
+    server: ImagegenProcess, prompt: str, width: int = 512, height: int = 512
+) -> httpx.Response:
     body = {
         "model": "black-forest-labs/flux-schnell",
         "prompt": prompt,
         "num_images": 1,
-        "width": 512,
-        "height": 512,
+        "width": width,
+        "height": height,
     }
     return httpx.post(f"{server.base_url}/api/v1/images/generate", json=body, timeout=30)
 
@@ -165,7 +167,10 @@ def test_read_only_image_folder_is_503_not_a_provider_error(local_server, upstre
     creates = upstream.stats()["creates"]["total"]
     disk.read_only(True)
     try:
-        response = _generate(server, "local fault: read-only folder")
+        # Images are stored by content, and one already on disk is not written again: the double
+        # paints each image in one of eight colours, so at 512x512 it could hand back an image
+        # stored earlier in this module. A shape no other row asks for makes this one new.
+        response = _generate(server, "local fault: read-only folder", width=768, height=512)
         _assert_local_503(response, "image folder")
         assert "502" not in response.text
         assert upstream.stats()["creates"]["total"] == creates + 1  # the prediction ran
