@@ -107,17 +107,18 @@ async def test_three_processes_create_at_the_accounts_rate_with_no_upstream_429(
             limits = httpx.Limits(max_connections=requests)
             async with httpx.AsyncClient(timeout=150, limits=limits) as api:
 
-                async def generate(index: int) -> tuple[int, float]:
+                async def generate(index: int) -> tuple[int, str, float]:
                     base_url = servers[index % len(servers)].base_url
                     response = await api.post(f"{base_url}/api/v1/images/generate", json=BODY)
-                    return response.status_code, time.monotonic()
+                    return response.status_code, response.text, time.monotonic()
 
                 results = await asyncio.gather(*(generate(i) for i in range(requests)))
         finally:
             for server in servers:
                 server.stop()
-    statuses = [status for status, _ in results]
-    assert statuses == [200] * requests, {s: statuses.count(s) for s in set(statuses)}
+    statuses = [status for status, _, _ in results]
+    failed = {text for status, text, _ in results if status != 200}
+    assert statuses == [200] * requests, ({s: statuses.count(s) for s in set(statuses)}, failed)
     stats = control.stats()
     assert stats["creates"]["total"] == requests  # one prediction per request
     assert stats["creates_rate_limited"] == 0  # zero upstream 429s
