@@ -100,7 +100,8 @@ async def run(options: Options) -> Result:
     bare = statistics.median(time_import("pass") for _ in range(runs))
     package = statistics.median(time_import("import imagegen") for _ in range(runs))
     app = statistics.median(
-        time_import("import imagegen.cli, imagegen.api.app, imagegen.services") for _ in range(runs)
+        time_import("import imagegen.serve_command, imagegen.api.app, imagegen.services")
+        for _ in range(runs)
     )
     fresh, warm = [], []
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
@@ -129,7 +130,7 @@ async def run(options: Options) -> Result:
     slowest = sorted(modules, key=lambda item: -item[1])[:6]
     result.note(
         f"interpreter alone {ms(bare)}; `import imagegen` {ms(package)}; the modules serve "
-        f"needs (cli, api.app, services) {ms(app)}"
+        f"needs (serve_command, api.app, services) {ms(app)}"
     )
     result.note(
         "slowest top-level imports of serve: "

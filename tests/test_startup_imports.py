@@ -29,7 +29,9 @@ LATER = {
     "mako": "a migration",
     "imagegen.shared.events": "IMAGEGEN_REDIS_URL (shared/setup.py)",
     "imagegen.providers.openai_compat": "a catalog's OpenAI-compatible provider (registry.py)",
-    "imagegen.key_admin": "the keys commands; serve bound openly with keys (cli.py)",
+    "imagegen.key_admin": "the keys commands; serve bound openly with keys (serve_command.py)",
+    "typer": "the commands other than serve, and serve's help (command.py)",
+    "imagegen.cli": "the commands other than serve, and serve's help (command.py)",
     "torch": "never",
 }
 # A migration loads these with Alembic; at head, the database opens without it (db/migrate.py).

@@ -1,5 +1,5 @@
 """``python -m imagegen`` is the ``imagegen`` command."""
 
-from imagegen.cli import main
+from imagegen.command import main
 
 main()

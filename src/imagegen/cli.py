@@ -2,9 +2,11 @@
 ``show``, ``cancel`` and ``open`` against a running imagegen (``--url`` or ``IMAGEGEN_URL``; a key
 in ``IMAGEGEN_API_KEY``). A thin edge over the core and the HTTP API.
 
-Start-up time counts (``imagegen serve`` should answer within a second), so each command imports
-what it needs when it runs: ``generate`` never loads the server, ``serve`` never loads the
-client's progress display.
+Start-up time counts (``imagegen serve`` should answer within half a second), so each command
+imports what it needs when it runs: ``generate`` never loads the server, ``serve`` never loads
+the client's progress display. ``imagegen serve`` with only its own options does not come here
+at all (``command.py`` runs ``serve_command.serve`` without typer); ``serve`` is defined here
+for its help, its error messages and tests that invoke the application.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from imagegen.serve_command import EXIT_FAILED, EXIT_USAGE, load_settings
+
 if TYPE_CHECKING:
     from imagegen.client_http import ApiClient
-    from imagegen.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="imagegen: image generation API")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
 app.add_typer(keys_app, name="keys")
 
 T = TypeVar("T")
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 
 
 @app.callback()
@@ -35,80 +36,6 @@ def _collect_unless_serving(ctx: typer.Context) -> None:
         from imagegen import collector
 
         collector.resume()
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment and .env; a bad setting exits naming it."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from imagegen.config import Settings
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-    except ValidationError as exc:
-        for problem in exc.errors():
-            if not problem["loc"]:  # a rule between settings: the message names them
-                typer.echo(f"imagegen: invalid settings: {problem['msg']}", err=True)
-                continue
-            name = str(problem["loc"][0])
-            env = name if name.isupper() else f"IMAGEGEN_{name.upper()}"
-            where = ".".join(str(part) for part in problem["loc"][1:])
-            message = f"{problem['msg']} (item {where})" if where else problem["msg"]
-            typer.echo(f"imagegen: invalid setting {env}: {message}", err=True)
-    except SettingsError as exc:  # a value the settings source could not even parse
-        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "settings"
-        typer.echo(f"imagegen: invalid setting IMAGEGEN_{field.upper()}: {exc}", err=True)
-    raise typer.Exit(EXIT_USAGE) from None
-
-
-def check_catalog(settings: Settings) -> None:
-    """A bad catalog file stops start-up with a message naming the file and each key."""
-    from imagegen.catalog_file import load_catalog_file
-    from imagegen.errors import ConfigurationError
-
-    try:
-        load_catalog_file(settings.catalog_path, settings)
-    except ConfigurationError as exc:
-        typer.echo(f"imagegen: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def check_storage(settings: Settings) -> None:
-    """An S3 URL without the S3 client installed stops start-up with the install command."""
-    from imagegen.errors import ConfigurationError
-    from imagegen.storage.factory import require_backend
-
-    try:
-        require_backend(settings)
-    except ConfigurationError as exc:
-        typer.echo(f"imagegen: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def check_exposure(settings: Settings) -> None:
-    """Bound to a non-loopback address with no API key: one line, and exit."""
-    from imagegen.auth.exposure import anonymous_allowed
-
-    if anonymous_allowed(settings):  # no key is needed: none to look for
-        return
-    import asyncio
-
-    from imagegen.key_admin import exposure_problem
-
-    problem = asyncio.run(exposure_problem(settings))
-    if problem is not None:
-        typer.echo(f"imagegen: {problem}", err=True)
-        raise typer.Exit(EXIT_USAGE)
-
-
-def warn_about_settings(settings: Settings) -> None:
-    import logging
-
-    from imagegen.config import setting_warnings
-
-    for line in setting_warnings(settings):
-        logging.getLogger("imagegen.config").warning("%s", line)
 
 
 @app.command()
@@ -121,57 +48,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the imagegen API."""
-    import logging
+    from imagegen import serve_command
 
-    import uvicorn
-
-    from imagegen import collector
-    from imagegen.allocator import tune_allocator
-    from imagegen.api.app import create_app
-    from imagegen.logs import configure_logging
-    from imagegen.serving import (
-        ServeRefused,
-        backlog_warning,
-        hold_data_dir,
-        listen,
-        raise_descriptor_limit,
-        uvicorn_config,
-    )
-
-    tune_allocator()  # before any thread starts; the workers do the same
-    settings = load_settings(host=host, port=port, workers=workers)
-    if settings.worker_count > 1 and not settings.shared_database:
-        from imagegen.workers import SQLITE_REFUSAL
-
-        typer.echo(f"imagegen: {SQLITE_REFUSAL}", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    check_catalog(settings)
-    check_storage(settings)
-    check_exposure(settings)
-    configure_logging(settings.log_level, settings.log_format)
-    warn_about_settings(settings)
-    raise_descriptor_limit(settings.max_connections)
-    capped = backlog_warning(settings.backlog)
-    if capped is not None:
-        logging.getLogger("imagegen.serving").warning("%s", capped)
-    # The data directory and the socket first: a second serve on either stops here, before
-    # it could take up (or, leaving, cancel) the jobs of the one already running.
-    try:
-        with hold_data_dir(settings.data_dir):
-            sock = listen(settings.host, settings.port, settings.backlog)
-            if settings.worker_count > 1:
-                from imagegen.workers import run_workers
-
-                collector.resume()  # this process only supervises the workers: nothing to freeze
-                run_workers(settings, sock, settings.worker_count)
-                return
-            server = uvicorn.Server(
-                uvicorn_config(create_app(settings, started=collector.tune_collector), settings)
-            )
-            server.run(sockets=[sock])
-    except ServeRefused as exc:
-        typer.echo(f"imagegen: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+    serve_command.serve(host=host, port=port, workers=workers)
 
 
 UrlOption = Annotated[
@@ -399,10 +278,10 @@ def _run_admin(call: Callable[[], T]) -> T:
 
 
 def main() -> None:
-    from imagegen import collector
+    """The ``imagegen`` command (``imagegen.command.main``: ``serve`` without typer)."""
+    from imagegen.command import main as run
 
-    collector.pause()  # until the server has started (tune_collector), or another command begins
-    app(prog_name="imagegen")
+    run()
 
 
 if __name__ == "__main__":  # pragma: no cover
