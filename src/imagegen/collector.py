@@ -9,12 +9,23 @@ collector's sight for good (none of them is ever garbage); a full collection the
 what was made since, about 10 ms. Objects frozen are still freed by reference counting; only a
 cycle among them would stay, and start-up's objects are not released while the server runs.
 
-The youngest generation is collected after 10,000 allocations instead of 700. Each collection
-of it costs about as much whatever its size (it also looks at what survives into the next
-generation), so at the default a generation paid ~0.4 ms of collector CPU (some 25 collections
-a second at 90 generations/s); at 10,000, ~0.15 ms, for a longest pause of ~20-35 ms instead
-of ~5 ms, once a second or so (measured with ``gc.callbacks`` timing each collection in
-``time.thread_time``, a closed loop of generations, the thresholds alternated in one run).
+The youngest generation is collected after 50,000 allocations instead of 700. Its count is
+allocations less deallocations (of any generation), never below zero, so with a steady load it
+wanders rather than climbs: raising the threshold fivefold made collections some 25 times
+rarer. What a collection walks is every object made since the last one and still alive. With
+answers that come at once that is little (a longest pause of ~4 ms at 10,000, 64 connections).
+With 1,000 requests in flight for a second each (an upstream that takes 1 s), every request's
+objects were still alive at the next collection, so each was walked when young, again in the
+middle generation, and often again by a full collection: at 10,000, in 12 s, 39-64 young
+collections of up to 90-130 ms, 4-6 middle ones of ~150-175 ms and up to one full one of
+~300 ms, 15-18 % of a core; at 50,000, 6 young collections of ~140 ms (up to ~220 ms), at most
+one middle one and no full one, 7-8 % of a core (``gc.callbacks`` timing each collection in
+``time.thread_time``; the peer harness's 1,000 connections against its fake upstream at 1 s,
+the two alternated in one session: 436 and 496 against 535 and 616 generations/s, imagegen's
+CPU per generation 1.58 and 1.26 against 1.14 and 1.04 ms). With instant answers at 64
+connections there was no young collection at all in 15 s (31 of up to ~4 ms at 10,000).
+Garbage kept by a cycle counts towards the threshold until it is collected, so at most ~50,000
+such objects wait for a collection.
 
 While the server starts, the collector is paused (``pause``): start-up makes those objects and
 almost no garbage, and collecting as they are made walked them again and again (some 4 % of
@@ -34,7 +45,7 @@ import gc
 
 #: Allocations (less deallocations) of tracked objects between collections of the youngest
 #: generation; the older generations keep their defaults.
-YOUNG_THRESHOLD = 10_000
+YOUNG_THRESHOLD = 50_000
 
 
 def pause() -> None:

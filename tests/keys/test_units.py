@@ -3,6 +3,7 @@ batched last-used times, the requests-per-minute window, and catalog pricing."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ import pytest
 
 from imagegen.auth.authenticator import Authenticator
 from imagegen.auth.keys import ApiKey, KeyLimits, hash_secret, new_secret
+from imagegen.auth.principal import Principal
 from imagegen.catalog import Pricing
 from imagegen.errors import Unauthenticated
 from imagegen.limits.rate import MemoryRateWindow
@@ -44,6 +46,42 @@ class Keys:
 
     async def touch(self, used: dict[str, datetime]) -> None:
         self.touched.append(dict(used))
+
+
+class HeldKeys(Keys):
+    """Keys whose reads answer what was there when they began, once ``release`` is called (or
+    fail with ``failure`` when it is set then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.failure: Exception | None = None
+
+    def release(self) -> None:
+        self.gate.set()
+
+    async def find(self, secret: str) -> ApiKey | None:
+        self.finds += 1
+        found = self.by_hash.get(hash_secret(secret))
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return found
+
+    async def active_count(self) -> int:
+        self.counts += 1
+        count = sum(not key.revoked for key in self.by_hash.values())
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return count
+
+
+async def _started(*coroutines: object) -> list[asyncio.Task[Principal]]:
+    tasks = [asyncio.ensure_future(c) for c in coroutines]  # type: ignore[call-overload]
+    for _ in range(3):
+        await asyncio.sleep(0)  # each is waiting on the lookup now
+    return tasks
 
 
 class Clock:
@@ -95,6 +133,73 @@ async def test_anonymous_only_while_no_key_exists_and_allowed() -> None:
     closed = Authenticator(Keys(), anonymous_allowed=False, clock=lambda: NOW)
     with pytest.raises(Unauthenticated):
         await closed.authenticate(None)
+
+
+async def test_requests_that_need_a_lookup_under_way_wait_for_it_instead_of_reading() -> None:
+    keys = HeldKeys()
+    _, secret = keys.add("app")
+    auth = Authenticator(keys, anonymous_allowed=True, cache_seconds=1.0, clock=lambda: NOW)
+    header = f"Bearer {secret}"
+    tasks = await _started(*(auth.authenticate(header) for _ in range(20)))
+    assert (keys.counts, keys.finds) == (1, 0)  # one count of the keys for twenty requests
+    keys.release()
+    assert [p.name for p in await asyncio.gather(*tasks)] == ["app"] * 20
+    assert (keys.counts, keys.finds) == (1, 1)  # and one lookup of the key
+    await auth.authenticate(header)
+    assert (keys.counts, keys.finds) == (1, 1)  # cached
+
+
+async def test_a_waiter_cancelled_leaves_the_lookup_to_the_others() -> None:
+    keys = HeldKeys()
+    auth = Authenticator(keys, anonymous_allowed=True, cache_seconds=1.0, clock=lambda: NOW)
+    first, second = await _started(auth.authenticate(None), auth.authenticate(None))
+    first.cancel()
+    await asyncio.sleep(0)
+    keys.release()
+    assert (await second).admin
+    assert first.cancelled()
+    assert keys.counts == 1
+
+
+async def test_a_failed_lookup_fails_its_waiters_and_is_not_kept() -> None:
+    keys = HeldKeys()
+    keys.failure = RuntimeError("database at capacity")
+    auth = Authenticator(keys, anonymous_allowed=True, cache_seconds=1.0, clock=lambda: NOW)
+    tasks = await _started(auth.authenticate(None), auth.authenticate(None))
+    keys.release()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [str(o) for o in outcomes] == ["database at capacity"] * 2
+    assert keys.counts == 1
+    keys.failure = None
+    assert (await auth.authenticate(None)).admin  # the next request looks again
+    assert keys.counts == 2
+
+
+async def test_a_lookup_begun_before_forget_serves_no_request_after_it() -> None:
+    keys = HeldKeys()
+    auth = Authenticator(keys, anonymous_allowed=True, cache_seconds=1.0, clock=lambda: NOW)
+    (before,) = await _started(auth.authenticate(None))
+    keys.add("first")  # created on this replica while the count of keys was under way
+    auth.forget()
+    (after,) = await _started(auth.authenticate(None))
+    assert keys.counts == 2  # a lookup of its own
+    keys.release()
+    assert (await before).admin  # it asked before the key existed
+    with pytest.raises(Unauthenticated, match="missing API key"):
+        await after
+    with pytest.raises(Unauthenticated, match="missing API key"):
+        await auth.authenticate(None)  # the first lookup's answer was not kept
+    assert keys.counts == 2
+
+
+async def test_without_a_cache_requests_at_once_each_read() -> None:
+    keys = HeldKeys()
+    _, secret = keys.add("app")
+    auth = Authenticator(keys, anonymous_allowed=True, cache_seconds=0, clock=lambda: NOW)
+    tasks = await _started(*(auth.authenticate(f"Bearer {secret}") for _ in range(3)))
+    keys.release()
+    await asyncio.gather(*tasks)
+    assert (keys.counts, keys.finds) == (3, 3)
 
 
 async def test_last_used_times_are_flushed_in_one_batch() -> None:

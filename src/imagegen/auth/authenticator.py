@@ -3,8 +3,11 @@
 Each replica keeps what it looked up for ``cache_seconds`` (1 s by default, 0 for none), so a
 key revoked anywhere stops working everywhere within that time; a revoke on this replica takes
 effect at once (``forget``). Unknown secrets are cached as unknown too, so a flood of bad keys
-cannot become a flood of queries. ``last_used_at`` is collected in memory and written by
-``flush`` (the caller runs ``flush_every``), one transaction for all keys, never per request.
+cannot become a flood of queries. While an answer is being looked up, requests that need it
+wait for that one lookup instead of each sending its own (with 1,000 connections open, some 50
+reads a second went out where one would do); with ``cache_seconds`` 0 each request reads.
+``last_used_at`` is collected in memory and written by ``flush`` (the caller runs
+``flush_every``), one transaction for all keys, never per request.
 
 Anonymous requests are served only while no key exists (``active_count`` is 0) and the server
 allows it (bound to loopback, or ``IMAGEGEN_ALLOW_ANONYMOUS``); once a key exists, every request
@@ -17,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from imagegen.auth.keys import ApiKey, hash_secret, looks_like_secret
 from imagegen.auth.principal import ANONYMOUS, Principal
 from imagegen.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MISSING = "missing API key: send Authorization: Bearer <key> (imagegen keys create NAME)"
 MALFORMED = "malformed API key: expected Authorization: Bearer ig_..."
@@ -58,6 +64,10 @@ class Authenticator:
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._open: tuple[float, bool] | None = None  # (until, no keys exist)
         self._used: dict[str, datetime] = {}
+        # Lookups under way, by what they look up; ``forget`` starts a new epoch, and a lookup
+        # begun before it neither caches its answer nor serves requests that come after.
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._epoch = 0
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The request's principal; ``Unauthenticated`` with the reason otherwise.
@@ -84,8 +94,14 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if self._ttl <= 0:
+            return await self._keys.find(secret)
+        return await self._shared(digest, partial(self._find, secret, digest, now))
+
+    async def _find(self, secret: str, digest: str, now: float) -> ApiKey | None:
+        epoch = self._epoch
         key = await self._keys.find(secret)
-        if self._ttl > 0:
+        if epoch == self._epoch:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (now + self._ttl, key)
@@ -95,14 +111,42 @@ class Authenticator:
         if not self._anonymous_allowed:
             return False
         now = self._monotonic()
-        if self._open is None or self._open[0] <= now:
-            self._open = (now + self._ttl, await self._keys.active_count() == 0)
-        return self._open[1]
+        if self._open is not None and self._open[0] > now:
+            return self._open[1]
+        if self._ttl <= 0:
+            return await self._keys.active_count() == 0
+        return await self._shared("", partial(self._count, now))  # no digest is empty
+
+    async def _count(self, now: float) -> bool:
+        epoch = self._epoch
+        none = await self._keys.active_count() == 0
+        if epoch == self._epoch:
+            self._open = (now + self._ttl, none)
+        return none
+
+    async def _shared(self, name: str, lookup: Callable[[], Awaitable[T]]) -> T:
+        """``lookup``'s answer: one lookup under way per ``name``; a request that needs it
+        while it runs waits for it (a waiter cancelled leaves it running for the others)."""
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(lookup())
+            self._pending[name] = pending
+            pending.add_done_callback(partial(self._settled, name, self._epoch))
+        answer: T = await asyncio.shield(pending)
+        return answer
+
+    def _settled(self, name: str, epoch: int, done: asyncio.Future[Any]) -> None:
+        if epoch == self._epoch:
+            del self._pending[name]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have been cancelled
 
     def forget(self) -> None:
         """A key was created or revoked here: look everything up again."""
         self._cache.clear()
         self._open = None
+        self._pending = {}
+        self._epoch += 1
 
     async def flush(self) -> None:
         """Write the collected ``last_used_at`` times."""
