@@ -107,6 +107,8 @@ class JobWork:
         self._observer = observer or NoObserver()
         self._clock = clock
         self.progress: dict[str, float] = {}
+        # Predictions handed over by ``record_finished``, being recorded: by job.
+        self._recording: dict[str, list[asyncio.Task[None]]] = {}
 
     async def run(self, plan: Plan) -> Generation:
         """The job's final state; raises its error if it failed or was canceled."""
@@ -161,6 +163,7 @@ class JobWork:
         finally:
             plan.ticket.leave()
             self.progress.pop(generation_id, None)
+            self._recording.pop(generation_id, None)  # shutting down: they finish on their own
 
     async def fail(self, generation_id: str, exc: Exception) -> Generation:
         """Fail a job that cannot run at all (its model is no longer served, say)."""
@@ -226,6 +229,7 @@ class JobWork:
                 job, partial(self._store.adopt_prediction, job, sole=True, holder=holder)
             ),
             handing_back=lambda: self._closing() or job in fence.lost,
+            record_finished=partial(self._record_finished, job, holder),
         )
         request = generation.request
         if request.model != plan.route.upstream_model:
@@ -256,6 +260,35 @@ class JobWork:
         what = f"recording prediction {record.prediction_id}"
         await self._again_while_busy(generation_id, what, write)
 
+    def _record_finished(self, generation_id: str, holder: str, record: PredictionRecord) -> None:
+        """Record a prediction whose create reply was final, without the provider waiting: the
+        write runs while the outputs are fetched and stored, and ``_recorded`` waits for it
+        before the job's end state is written."""
+        write = self.fence.guard(
+            generation_id, partial(self._record_prediction, generation_id, holder)
+        )
+        task = asyncio.ensure_future(write(record))
+        task.add_done_callback(_retrieve)  # a job handed back on shutdown never looks
+        self._recording.setdefault(generation_id, []).append(task)
+
+    async def _recorded(self, generation_id: str) -> None:
+        """Wait until the predictions handed over by ``record_finished`` are recorded; raises
+        the first write's error (``LeaseLost``, or ``StoreBusy`` once retries ran out)."""
+        tasks = self._recording.pop(generation_id, None)
+        if not tasks:
+            return
+        outcomes = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _recorded_if_possible(self, generation_id: str) -> None:
+        """``_recorded`` before a failure or a cancel is written: the job ends either way."""
+        try:
+            await self._recorded(generation_id)
+        except Exception as exc:
+            log.warning("generation %s: a prediction was not recorded: %r", generation_id, exc)
+
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction
         self._events.progress(generation_id, fraction)
@@ -273,6 +306,7 @@ class JobWork:
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
+        await self._recorded(generation_id)  # the job's predictions before its end
         succeeded = partial(
             self._transitions.succeeded,
             generation_id,
@@ -305,6 +339,7 @@ class JobWork:
         failed = partial(
             self._transitions.failed, generation_id, error=message, error_code=code, cost=cost
         )
+        await self._recorded_if_possible(generation_id)
         try:
             await asyncio.shield(self._settle(generation_id, failed))
         except InvalidTransition as lost:
@@ -317,6 +352,7 @@ class JobWork:
         canceled = partial(
             self._transitions.canceled, generation_id, reason="canceled before it finished"
         )
+        await self._recorded_if_possible(generation_id)
         try:
             await asyncio.shield(self._settle(generation_id, canceled))
         except InvalidTransition as lost:  # it ended first: the cancel came too late
@@ -352,6 +388,11 @@ class JobWork:
                 log.info("generation %s: %s; %s again in %gs", generation_id, exc, what, delay)
             await asyncio.sleep(delay)
         return await write()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Unsettled(Exception):
