@@ -8,7 +8,7 @@ import pytest
 from tests.jobs.conftest import runner_for
 from tests.jobs.test_overload import BusyStore
 
-from imagegen.errors import StoreBusy
+from imagegen.errors import Canceled, ImagegenError, PredictionFailed, StoreBusy
 from imagegen.models import (
     GenerationRequest,
     JobStatus,
@@ -29,6 +29,7 @@ class FinalProvider:
 
     name: str = "final"
     handed: list[str] = field(default_factory=list)
+    error: ImagegenError | None = None  # raised after the prediction is handed over
 
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
@@ -39,6 +40,8 @@ class FinalProvider:
         else:
             context.record_finished(record)
             self.handed.append(record.prediction_id)
+        if self.error is not None:
+            raise self.error
         image = ProviderImage("https://replicate.delivery/x/p1.png", "p1")
         return ProviderResult(images=(image,), requested=1)
 
@@ -72,7 +75,8 @@ class Log:
         self.log.append("recorded")
 
     async def mark_succeeded(self, *args, **kwargs):
-        self.log.append("succeeding")
+        recording = [p.prediction_id for p in kwargs.get("predictions", ())]
+        self.log.append(f"succeeding {recording}" if recording else "succeeding")
         return await self._store.mark_succeeded(*args, **kwargs)
 
 
@@ -138,3 +142,58 @@ async def test_a_record_the_database_never_takes_fails_the_job_instead_of_succee
     row = await store.get(job.id)
     assert row.status is JobStatus.FAILED
     assert row.images == ()
+
+
+# --- provider URLs passed through: nothing to store, so the success records the prediction ---
+
+
+async def test_without_outputs_to_store_the_success_records_the_prediction_in_its_write(store):
+    logged = Log(store)
+    runner = runner_for(logged, FinalProvider(), ingestor=None)
+    job = await runner.submit(ONE)
+
+    done = await runner.wait(job.id)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert logged.log == ["succeeding ['p1']"]  # no write of its own
+    assert [p.prediction_id for p in done.predictions] == ["p1"]
+    assert await store.get(job.id) == done
+
+
+async def test_without_outputs_a_failure_after_the_handover_still_records_the_prediction(store):
+    logged = Log(store)
+    error = PredictionFailed("the model failed", provider="final")
+    runner = runner_for(logged, FinalProvider(error=error), ingestor=None)
+    job = await runner.submit(ONE)
+
+    with pytest.raises(PredictionFailed):
+        await runner.wait(job.id)
+
+    row = await store.get(job.id)
+    assert row.status is JobStatus.FAILED
+    assert [p.prediction_id for p in row.predictions] == ["p1"]
+    assert logged.log == ["recording", "recorded"]
+
+
+class CanceledFirst(Log):
+    """A user's cancel lands just before the job's success is written."""
+
+    async def mark_succeeded(self, generation_id, **kwargs):
+        await self._store.mark_canceled(generation_id, reason="user")
+        return await super().mark_succeeded(generation_id, **kwargs)
+
+
+async def test_without_outputs_a_success_that_loses_to_a_cancel_still_records_the_prediction(
+    store,
+):
+    raced = CanceledFirst(store)
+    runner = runner_for(raced, FinalProvider(), ingestor=None)
+    job = await runner.submit(ONE)
+
+    with pytest.raises(Canceled):
+        await runner.wait(job.id)
+
+    row = await store.get(job.id)
+    assert row.status is JobStatus.CANCELED
+    assert [p.prediction_id for p in row.predictions] == ["p1"]
+    assert raced.log == ["succeeding ['p1']", "recording", "recorded"]

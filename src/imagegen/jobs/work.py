@@ -107,8 +107,10 @@ class JobWork:
         self._observer = observer or NoObserver()
         self._clock = clock
         self.progress: dict[str, float] = {}
-        # Predictions handed over by ``record_finished``, being recorded: by job.
+        # Predictions handed over by ``record_finished``, by job: being recorded while the
+        # outputs are stored, or (nothing to store) kept for the job's success to record.
         self._recording: dict[str, list[asyncio.Task[None]]] = {}
+        self._kept: dict[str, list[PredictionRecord]] = {}
 
     async def run(self, plan: Plan) -> Generation:
         """The job's final state; raises its error if it failed or was canceled."""
@@ -164,6 +166,7 @@ class JobWork:
             plan.ticket.leave()
             self.progress.pop(generation_id, None)
             self._recording.pop(generation_id, None)  # shutting down: they finish on their own
+            self._kept.pop(generation_id, None)  # their pending creates lead recovery to them
 
     async def fail(self, generation_id: str, exc: Exception) -> Generation:
         """Fail a job that cannot run at all (its model is no longer served, say)."""
@@ -261,9 +264,15 @@ class JobWork:
         await self._again_while_busy(generation_id, what, write)
 
     def _record_finished(self, generation_id: str, holder: str, record: PredictionRecord) -> None:
-        """Record a prediction whose create reply was final, without the provider waiting: the
-        write runs while the outputs are fetched and stored, and ``_recorded`` waits for it
-        before the job's end state is written."""
+        """Record a prediction whose create reply was final, without the provider waiting.
+
+        With outputs to store, the write runs while they are fetched and stored, and
+        ``_recorded`` waits for it before the job's end state is written. With none (provider
+        URLs passed through) nothing would overlap it: it is kept, and the success records it
+        in its own transaction (one write less); a failure or a cancel writes it first."""
+        if self._outputs is None:
+            self._kept.setdefault(generation_id, []).append(record)
+            return
         write = self.fence.guard(
             generation_id, partial(self._record_prediction, generation_id, holder)
         )
@@ -272,8 +281,12 @@ class JobWork:
         self._recording.setdefault(generation_id, []).append(task)
 
     async def _recorded(self, generation_id: str) -> None:
-        """Wait until the predictions handed over by ``record_finished`` are recorded; raises
-        the first write's error (``LeaseLost``, or ``StoreBusy`` once retries ran out)."""
+        """Wait until the predictions handed over by ``record_finished`` are recorded (those
+        kept too); raises the first write's error (``LeaseLost``, or ``StoreBusy`` once
+        retries ran out)."""
+        for record in self._kept.pop(generation_id, ()):
+            write = partial(self._record_prediction, generation_id, self.fence.holder)
+            await self.fence.guard(generation_id, write)(record)
         tasks = self._recording.pop(generation_id, None)
         if not tasks:
             return
@@ -306,7 +319,8 @@ class JobWork:
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
-        await self._recorded(generation_id)  # the job's predictions before its end
+        kept = self._kept.pop(generation_id, [])  # recorded with the success, in one write
+        await self._recorded(generation_id)  # the others, before the job's end
         succeeded = partial(
             self._transitions.succeeded,
             generation_id,
@@ -316,11 +330,16 @@ class JobWork:
             # The upstream made (and billed) every image it returned, stored or not.
             cost=plan.route.pricing.cost(len(result.images), result.predict_seconds),
             predict_seconds=result.predict_seconds,
+            predictions=kept,
         )
         try:
             return await self._settle(generation_id, succeeded)
         except StoreBusy as exc:
             raise _Unsettled(exc) from exc
+        except InvalidTransition:  # another writer ended it: its predictions are still its own
+            self._kept[generation_id] = kept
+            await self._recorded_if_possible(generation_id)
+            raise
 
     async def _end(
         self,
