@@ -74,6 +74,10 @@ class Log:
         await self._store.add_prediction(*args, **kwargs)
         self.log.append("recorded")
 
+    async def mark_canceled(self, *args, **kwargs):
+        self.log.append("canceling")
+        return await self._store.mark_canceled(*args, **kwargs)
+
     async def mark_succeeded(self, *args, **kwargs):
         recording = [p.prediction_id for p in kwargs.get("predictions", ())]
         self.log.append(f"succeeding {recording}" if recording else "succeeding")
@@ -117,6 +121,28 @@ async def test_the_record_is_written_while_outputs_are_stored_and_before_the_end
     assert logged.log[2:] == ["recorded", "succeeding"]
     assert [p.prediction_id for p in done.predictions] == ["p1"]
     assert provider.handed == ["p1"]
+
+
+async def test_a_cancel_while_the_record_is_written_waits_for_it(store):
+    logged = Log(store)
+    logged.hold.clear()
+    ingestor = SlowIngestor(logged.log)
+    ingestor.stored.set()
+    runner = runner_for(logged, FinalProvider(), ingestor=ingestor)
+    job = await runner.submit(ONE)
+    async with asyncio.timeout(5):
+        while len(logged.log) < 2:  # stored; the job waits for its record
+            await asyncio.sleep(0.001)
+
+    canceling = asyncio.ensure_future(runner.cancel(job.id))
+    await asyncio.sleep(0.05)
+    assert "canceling" not in logged.log  # the record still being written comes first
+    logged.hold.set()
+    ended = await canceling
+
+    assert ended.status is JobStatus.CANCELED
+    assert logged.log[-2:] == ["recorded", "canceling"]
+    assert [p.prediction_id for p in ended.predictions] == ["p1"]
 
 
 async def test_a_record_refused_for_capacity_is_written_again(store):

@@ -280,17 +280,21 @@ class JobWork:
         task.add_done_callback(_retrieve)  # a job handed back on shutdown never looks
         self._recording.setdefault(generation_id, []).append(task)
 
-    async def _recorded(self, generation_id: str) -> None:
-        """Wait until the predictions handed over by ``record_finished`` are recorded (those
-        kept too); raises the first write's error (``LeaseLost``, or ``StoreBusy`` once
-        retries ran out)."""
-        for record in self._kept.pop(generation_id, ()):
+    async def _recorded(self, generation_id: str, *, kept_too: bool = True) -> None:
+        """Wait until the predictions handed over by ``record_finished`` are recorded
+        (``kept_too``: write the kept ones now); raises the first write's error
+        (``LeaseLost``, or ``StoreBusy`` once retries ran out). Each is forgotten only once
+        recorded: a wait cancelled midway (a user's cancel) leaves the rest for the next."""
+        kept = self._kept.get(generation_id) if kept_too else None
+        while kept:
             write = partial(self._record_prediction, generation_id, self.fence.holder)
-            await self.fence.guard(generation_id, write)(record)
-        tasks = self._recording.pop(generation_id, None)
+            await self.fence.guard(generation_id, write)(kept[0])
+            kept.pop(0)
+        tasks = self._recording.get(generation_id)
         if not tasks:
             return
         outcomes = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        self._recording.pop(generation_id, None)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -319,8 +323,8 @@ class JobWork:
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
-        kept = self._kept.pop(generation_id, [])  # recorded with the success, in one write
-        await self._recorded(generation_id)  # the others, before the job's end
+        kept = tuple(self._kept.get(generation_id, ()))  # recorded with the success, in one write
+        await self._recorded(generation_id, kept_too=False)  # the others, before the job's end
         succeeded = partial(
             self._transitions.succeeded,
             generation_id,
@@ -333,13 +337,14 @@ class JobWork:
             predictions=kept,
         )
         try:
-            return await self._settle(generation_id, succeeded)
+            done = await self._settle(generation_id, succeeded)
         except StoreBusy as exc:
             raise _Unsettled(exc) from exc
         except InvalidTransition:  # another writer ended it: its predictions are still its own
-            self._kept[generation_id] = kept
             await self._recorded_if_possible(generation_id)
             raise
+        self._kept.pop(generation_id, None)
+        return done
 
     async def _end(
         self,
