@@ -108,6 +108,15 @@ async def test_writes_fenced_by_a_lease_taken_over_raise_lease_lost_and_write_no
         await store.mark_succeeded(
             job.id, images=[], provider_urls=[], images_missing=0, holder="a"
         )
+    with pytest.raises(LeaseLost):  # the predictions it records go back with it
+        await store.mark_succeeded(
+            job.id,
+            images=[],
+            provider_urls=[],
+            images_missing=0,
+            holder="a",
+            predictions=[record],
+        )
     current = await store.get(job.id)
     assert current.status is JobStatus.RUNNING
     assert not current.predictions

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from imagegen.db import GenerationStore, open_store
+from imagegen.errors import InvalidTransition, NotFound
 from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
 
 from . import BACKENDS, FakeClock, database_url
@@ -95,3 +96,50 @@ async def test_a_finished_jobs_leftover_create_does_not_block_a_sole_claim(store
     await store.mark_failed(old, error="boom", error_code="upstream_unavailable")
     await store.begin_create(mine, PendingCreate("o/m", INPUTS, 1))
     assert await store.adopt_prediction(mine, PredictionRecord("p", INPUTS, 1), sole=True)
+
+
+async def test_a_success_records_its_predictions_in_the_same_write(store) -> None:
+    job = await running(store)
+    await store.begin_create(job, PendingCreate("o/m", INPUTS, 1))
+
+    done = await store.mark_succeeded(
+        job,
+        images=[],
+        provider_urls=["https://x/p-1.png"],
+        images_missing=0,
+        predictions=[PredictionRecord("p-1", INPUTS, 1)],
+    )
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert [p.prediction_id for p in done.predictions] == ["p-1"]
+    assert await store.get(job) == done
+    assert await store.pending_creates(job) == []  # the create it answers is cleared
+
+
+async def test_a_success_that_loses_its_race_records_none_of_its_predictions(store) -> None:
+    job = await running(store)
+    await store.begin_create(job, PendingCreate("o/m", INPUTS, 1))
+    await store.mark_canceled(job, reason="user")
+
+    with pytest.raises(InvalidTransition):
+        await store.mark_succeeded(
+            job,
+            images=[],
+            provider_urls=[],
+            images_missing=0,
+            predictions=[PredictionRecord("p-1", INPUTS, 1)],
+        )
+
+    assert (await store.get(job)).predictions == ()
+    assert len(await store.pending_creates(job)) == 1
+
+
+async def test_a_success_with_predictions_of_an_unknown_job_is_not_found(store) -> None:
+    with pytest.raises(NotFound):
+        await store.mark_succeeded(
+            "gen_missing",
+            images=[],
+            provider_urls=[],
+            images_missing=0,
+            predictions=[PredictionRecord("p-1", INPUTS, 1)],
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -242,6 +243,46 @@ async def test_a_processing_reply_without_files_is_polled(clock: FakeClock) -> N
     fake = FakeReplicate(FLUX_SCHNELL, [{"status": "processing", "output": None}, done("p1")])
     await make_provider(fake, clock).generate(request(), Events(fake, clock.now + 60).context)
     assert "GET /v1/predictions/p1" in fake.log
+
+
+def handing_over(fake: FakeReplicate, deadline: float) -> tuple[Events, list[PredictionRecord]]:
+    """A context with ``record_finished``: what it is handed goes to the list (and the log)."""
+    events = Events(fake, deadline)
+    handed: list[PredictionRecord] = []
+
+    def record_finished(record: PredictionRecord) -> None:
+        fake.log.append(f"handed {record.prediction_id}")
+        handed.append(record)
+
+    events.context = replace(events.context, record_finished=record_finished)
+    return events, handed
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [done("p1"), {"status": "processing", "output": [url("p1")]}],
+    ids=["succeeded", "processing-with-files"],
+)
+async def test_a_final_sync_reply_is_handed_over_without_waiting(
+    clock: FakeClock, reply: dict[str, Any]
+) -> None:
+    fake = FakeReplicate(FLUX_SCHNELL, [reply])
+    events, handed = handing_over(fake, clock.now + 60)
+    result = await make_provider(fake, clock).generate(request(), events.context)
+    assert result.images == (ProviderImage(url("p1"), "p1"),)
+    assert [record.prediction_id for record in handed] == ["p1"]
+    assert events.records == []  # not awaited through on_prediction
+    assert fake.log[-1] == "handed p1"
+
+
+async def test_a_reply_to_wait_on_is_recorded_before_polling_even_with_record_finished(
+    clock: FakeClock,
+) -> None:
+    fake = FakeReplicate(FLUX_SCHNELL, [{"status": "starting"}, done("p1")])
+    events, handed = handing_over(fake, clock.now + 60)
+    await make_provider(fake, clock).generate(request(), events.context)
+    assert handed == []
+    assert fake.log.index("recorded p1") < fake.log.index("GET /v1/predictions/p1")
 
 
 async def test_single_string_and_data_uri_outputs(clock: FakeClock) -> None:

@@ -194,7 +194,7 @@ class SqlCreates:
         def add(connection: sa.Connection) -> None:
             if holder is not None:
                 fence(connection, generation_id, holder)
-            self._record(generation_id, record, connection)
+            self.record(generation_id, record, connection)
 
         await self._db.write(add)
 
@@ -220,14 +220,16 @@ class SqlCreates:
                 others = {"generation_id": generation_id, "digest": inputs_digest(record.inputs)}
                 if _OTHERS_IN_FLIGHT.first(connection, others) is not None:
                     return False
-            self._record(generation_id, record, connection)
+            self.record(generation_id, record, connection)
             return True
 
         return await self._db.write(adopt)
 
-    def _record(
+    def record(
         self, generation_id: str, record: PredictionRecord, connection: sa.Connection
     ) -> None:
+        """Record ``record`` and clear the pending create it answers, inside the caller's
+        transaction on ``connection`` (no fence: the caller's own write is fenced)."""
         values = prediction_values(generation_id, record, self._clock())
         self._insert_prediction.execute(connection, values)
         digest = inputs_digest(record.inputs)

@@ -335,9 +335,12 @@ class GenerationStore:
         cost: float | None = None,
         predict_seconds: float | None = None,
         holder: str | None = None,
+        predictions: Sequence[PredictionRecord] = (),
     ) -> Generation:
         """running -> succeeded, storing the images in order, in the same transaction, with
-        what it cost (USD) and the seconds the upstream billed, None where unknown."""
+        what it cost (USD) and the seconds the upstream billed, None where unknown.
+        ``predictions`` not recorded yet are recorded first, in the same transaction, as
+        ``add_prediction`` records them (under the same fence)."""
         if images_missing < 0:
             raise ValueError("images_missing must not be negative")
         now = self._clock()
@@ -348,17 +351,24 @@ class GenerationStore:
             "cost": cost,
             "predict_seconds": predict_seconds,
         }
-        return await self._transition(
-            Transition(
-                generation_id,
-                JobStatus.SUCCEEDED,
-                now,
-                values,
-                tuple(images),
-                outbox=outbox,
-                holder=holder,
-            )
+        transition = Transition(
+            generation_id,
+            JobStatus.SUCCEEDED,
+            now,
+            values,
+            tuple(images),
+            outbox=outbox,
+            holder=holder,
         )
+        if not predictions:
+            return await self._transition(transition)
+        write = partial(
+            _recorded_then, self._creates.record, generation_id, predictions, transition
+        )
+        try:
+            return await self._db.write(write)
+        except IntegrityError as exc:  # the foreign key: no such generation
+            raise not_found(generation_id) from exc
 
     async def mark_failed(
         self,
@@ -579,3 +589,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     ):
         raise InvalidRequest("cursor: not a cursor this server returned", field="cursor")
     return created_at, last_id
+
+
+def _recorded_then(
+    record: Callable[[str, PredictionRecord, sa.Connection], None],
+    generation_id: str,
+    predictions: Sequence[PredictionRecord],
+    transition: Transition,
+    connection: sa.Connection,
+) -> Generation:
+    """``predictions`` recorded, then ``transition``, in one transaction: a transition that
+    raises (a lost race, a lost lease) takes the records back with it."""
+    for prediction in predictions:
+        record(generation_id, prediction, connection)
+    return transition(connection)

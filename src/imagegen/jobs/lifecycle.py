@@ -18,7 +18,7 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.records import WebhookEvent
 from imagegen.jobs.webhooks.messages import WebhookMessages, asks_for, event_of
-from imagegen.models import Generation, StoredImage
+from imagegen.models import Generation, PredictionRecord, StoredImage
 
 log = logging.getLogger("imagegen.generations")
 
@@ -59,6 +59,7 @@ class Transitions:
         images_missing: int,
         cost: float | None = None,
         predict_seconds: float | None = None,
+        predictions: Sequence[PredictionRecord] = (),
     ) -> Generation:
         marked = self._store.mark_succeeded(
             generation_id,
@@ -69,6 +70,7 @@ class Transitions:
             cost=cost,
             predict_seconds=predict_seconds,
             holder=self._holder,
+            predictions=predictions,
         )
         return self._told(await self._apply(marked))
 

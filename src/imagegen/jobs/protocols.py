@@ -138,7 +138,11 @@ class GenerationStore(Protocol):
         cost: float | None = None,
         predict_seconds: float | None = None,
         holder: str | None = None,
-    ) -> Generation: ...
+        predictions: Sequence[PredictionRecord] = (),
+    ) -> Generation:
+        """running -> succeeded; ``predictions`` not recorded yet are recorded first, in the
+        same transaction (as ``add_prediction`` does)."""
+        ...
 
     async def mark_failed(
         self,

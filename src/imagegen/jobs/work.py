@@ -107,6 +107,10 @@ class JobWork:
         self._observer = observer or NoObserver()
         self._clock = clock
         self.progress: dict[str, float] = {}
+        # Predictions handed over by ``record_finished``, by job: being recorded while the
+        # outputs are stored, or (nothing to store) kept for the job's success to record.
+        self._recording: dict[str, list[asyncio.Task[None]]] = {}
+        self._kept: dict[str, list[PredictionRecord]] = {}
 
     async def run(self, plan: Plan) -> Generation:
         """The job's final state; raises its error if it failed or was canceled."""
@@ -161,6 +165,8 @@ class JobWork:
         finally:
             plan.ticket.leave()
             self.progress.pop(generation_id, None)
+            self._recording.pop(generation_id, None)  # shutting down: they finish on their own
+            self._kept.pop(generation_id, None)  # their pending creates lead recovery to them
 
     async def fail(self, generation_id: str, exc: Exception) -> Generation:
         """Fail a job that cannot run at all (its model is no longer served, say)."""
@@ -226,6 +232,7 @@ class JobWork:
                 job, partial(self._store.adopt_prediction, job, sole=True, holder=holder)
             ),
             handing_back=lambda: self._closing() or job in fence.lost,
+            record_finished=partial(self._record_finished, job, holder),
         )
         request = generation.request
         if request.model != plan.route.upstream_model:
@@ -256,6 +263,49 @@ class JobWork:
         what = f"recording prediction {record.prediction_id}"
         await self._again_while_busy(generation_id, what, write)
 
+    def _record_finished(self, generation_id: str, holder: str, record: PredictionRecord) -> None:
+        """Record a prediction whose create reply was final, without the provider waiting.
+
+        With outputs to store, the write runs while they are fetched and stored, and
+        ``_recorded`` waits for it before the job's end state is written. With none (provider
+        URLs passed through) nothing would overlap it: it is kept, and the success records it
+        in its own transaction (one write less); a failure or a cancel writes it first."""
+        if self._outputs is None:
+            self._kept.setdefault(generation_id, []).append(record)
+            return
+        write = self.fence.guard(
+            generation_id, partial(self._record_prediction, generation_id, holder)
+        )
+        task = asyncio.ensure_future(write(record))
+        task.add_done_callback(_retrieve)  # a job handed back on shutdown never looks
+        self._recording.setdefault(generation_id, []).append(task)
+
+    async def _recorded(self, generation_id: str, *, kept_too: bool = True) -> None:
+        """Wait until the predictions handed over by ``record_finished`` are recorded
+        (``kept_too``: write the kept ones now); raises the first write's error
+        (``LeaseLost``, or ``StoreBusy`` once retries ran out). Each is forgotten only once
+        recorded: a wait cancelled midway (a user's cancel) leaves the rest for the next."""
+        kept = self._kept.get(generation_id) if kept_too else None
+        while kept:
+            write = partial(self._record_prediction, generation_id, self.fence.holder)
+            await self.fence.guard(generation_id, write)(kept[0])
+            kept.pop(0)
+        tasks = self._recording.get(generation_id)
+        if not tasks:
+            return
+        outcomes = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        self._recording.pop(generation_id, None)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _recorded_if_possible(self, generation_id: str) -> None:
+        """``_recorded`` before a failure or a cancel is written: the job ends either way."""
+        try:
+            await self._recorded(generation_id)
+        except Exception as exc:
+            log.warning("generation %s: a prediction was not recorded: %r", generation_id, exc)
+
     async def _on_progress(self, generation_id: str, fraction: float) -> None:
         self.progress[generation_id] = fraction
         self._events.progress(generation_id, fraction)
@@ -273,6 +323,8 @@ class JobWork:
             if errors and not stored:
                 raise errors[0]
             lost = len(errors)
+        kept = tuple(self._kept.get(generation_id, ()))  # recorded with the success, in one write
+        await self._recorded(generation_id, kept_too=False)  # the others, before the job's end
         succeeded = partial(
             self._transitions.succeeded,
             generation_id,
@@ -282,11 +334,17 @@ class JobWork:
             # The upstream made (and billed) every image it returned, stored or not.
             cost=plan.route.pricing.cost(len(result.images), result.predict_seconds),
             predict_seconds=result.predict_seconds,
+            predictions=kept,
         )
         try:
-            return await self._settle(generation_id, succeeded)
+            done = await self._settle(generation_id, succeeded)
         except StoreBusy as exc:
             raise _Unsettled(exc) from exc
+        except InvalidTransition:  # another writer ended it: its predictions are still its own
+            await self._recorded_if_possible(generation_id)
+            raise
+        self._kept.pop(generation_id, None)
+        return done
 
     async def _end(
         self,
@@ -305,6 +363,7 @@ class JobWork:
         failed = partial(
             self._transitions.failed, generation_id, error=message, error_code=code, cost=cost
         )
+        await self._recorded_if_possible(generation_id)
         try:
             await asyncio.shield(self._settle(generation_id, failed))
         except InvalidTransition as lost:
@@ -317,6 +376,7 @@ class JobWork:
         canceled = partial(
             self._transitions.canceled, generation_id, reason="canceled before it finished"
         )
+        await self._recorded_if_possible(generation_id)
         try:
             await asyncio.shield(self._settle(generation_id, canceled))
         except InvalidTransition as lost:  # it ended first: the cancel came too late
@@ -352,6 +412,11 @@ class JobWork:
                 log.info("generation %s: %s; %s again in %gs", generation_id, exc, what, delay)
             await asyncio.sleep(delay)
         return await write()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Unsettled(Exception):

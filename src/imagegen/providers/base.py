@@ -60,6 +60,14 @@ class GenerationContext:
     or another job has a create with the same inputs in flight.
     ``handing_back`` is true while imagegen shuts down gracefully: a provider cancelled then
     leaves its predictions running upstream, for the next process to resume.
+
+    ``record_finished``, when given, takes a prediction whose create reply is already final (a
+    sync-mode answer with its outputs): there is nothing to wait on, so the provider hands it
+    over without awaiting the write, which then runs while the outputs are fetched and stored;
+    the caller has it recorded before it writes the job's end state. Its pending create is
+    committed before the create was sent, so a crash before the record is written leaves the
+    same trail as one before the reply came. Without it, such a prediction is awaited through
+    ``on_prediction`` like any other.
     """
 
     deadline: float
@@ -71,6 +79,7 @@ class GenerationContext:
     adopt: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_adopt_any)
     claim: Callable[[PredictionRecord], Awaitable[bool]] = field(default=_claim_none)
     handing_back: Callable[[], bool] = field(default=_never)
+    record_finished: Callable[[PredictionRecord], None] | None = None
 
 
 class Provider(Protocol):

@@ -25,7 +25,6 @@ from imagegen.errors import ConfigurationError, NotFound
 from imagegen.storage.base import (
     CACHE_CONTROL,
     ImageStore,
-    RedirectingStore,
     StoredObject,
     is_valid_key,
 )
@@ -84,7 +83,9 @@ async def _serve(key: str, request: Request, store: ImageStore) -> Response:
     if request.method == "HEAD":
         headers["Content-Length"] = str(stored.size_bytes)
         return Response(headers=headers, media_type=stored.content_type)
-    if isinstance(store, RedirectingStore) and (url := await store.redirect_url(key)):
+    # A RedirectingStore, told by its method: isinstance of a Protocol costs ~12 us a call.
+    redirect_url = getattr(store, "redirect_url", None)
+    if callable(redirect_url) and (url := await redirect_url(key)):
         # The link expires: the redirect itself must not be cached like the image.
         return Response(status_code=307, headers={"Location": url, "Cache-Control": "no-store"})
     if stored.size_bytes <= BUFFERED_BYTES:  # read whole, then sent in one piece

@@ -1,8 +1,10 @@
 """Driving one generation's predictions to the end: create or reattach, record, poll, cancel.
 
 Each create is announced (``context.on_create``) before it is sent, and its prediction recorded
-(``context.on_prediction``) before it is waited on; a resumed run adopts the predictions of
-creates whose reply never came, found upstream (``orphans.py``), before creating any again.
+(``context.on_prediction``) before it is waited on (one whose create reply is final already is
+handed to ``context.record_finished``, when given, and recorded while its outputs are fetched);
+a resumed run adopts the predictions of creates whose reply never came, found upstream
+(``orphans.py``), before creating any again.
 
 Every prediction of a generation runs in one ``asyncio.TaskGroup``. The run keeps the ids of the
 ones not yet finished; whatever ends the run early (the deadline, the task being cancelled, or
@@ -253,10 +255,14 @@ class PredictionRun:
             return await self._poll(slot, lost)
         self._open.add(prediction.id)
         record = PredictionRecord(prediction.id, recordable(plan.inputs), plan.images)
-        await self._context.on_prediction(record)
         # Sync mode answers a file-output model once all files are uploaded, possibly while
         # the status still says "processing": such a create reply is final (notes §1.2).
-        if prediction.status is PredictionStatus.PROCESSING and prediction.image_urls:
+        final = prediction.status is PredictionStatus.PROCESSING and bool(prediction.image_urls)
+        if (final or prediction.status.is_terminal) and self._context.record_finished:
+            self._context.record_finished(record)  # nothing to wait on: recorded meanwhile
+        else:
+            await self._context.on_prediction(record)
+        if final:
             return await self._finished(slot, prediction)
         return await self._poll(slot, prediction)
 
