@@ -31,21 +31,19 @@ RATE_STORED, CPU_STORED = 400.0, 0.0015
 RSS_IDLE, SERVE = 80 * 2**20, 0.5
 PEER_RATIO, SLOW_RATE, SLOW_P99 = 3.0, 900.0, 1.2
 LIMITS = (
-    "CPU per generation in one Python process, against a floor this design cannot go under: "
-    "the `floors` section measures, in one run, what each piece of a generation's work costs "
-    "with the bare libraries and none of imagegen's code (a FastAPI request with a pydantic "
-    "body, an aiohttp request for the create and one for the download, five SQLite write "
-    "transactions each one trip to the database's thread). Their sum is close to or above the "
-    "CPU targets on this machine before imagegen does anything of its own; what it adds above "
-    "the floor is in the `profile` section. The latency targets at one connection are that "
-    "same CPU on the request's path. 400 generations/s on one core leaves 2.5 ms per "
-    "generation, with the load generator and the double sharing the second core. Start-up: "
-    "importing FastAPI, SQLAlchemy, pydantic-settings and uvicorn is about three quarters of "
-    "the instructions `imagegen serve` runs before it answers (counted with callgrind), so the "
-    "libraries alone take most of the 0.5 s. The peer rows: 3x LiteLLM's 64-connection rate "
-    "and 900/s at 1,000 connections need about 1-1.5 ms of CPU per request for everything on "
-    "this 2-core machine (imagegen, the fake upstream, the load generator, and PostgreSQL for "
-    "--workers 2)."
+    "CPU on one Python process's path. The `floors` section measures, in one run, what each "
+    "piece of a generation's work costs with the bare libraries and none of imagegen's code; "
+    "what imagegen adds above that sum is in the `profile` section and the notes. At one "
+    "connection the added latency is that CPU on the request's path: the inbound request, "
+    "the write transactions the guarantees need (the job, running and the create about to be "
+    "sent committed before it is sent, the success committed before it is reported), each a "
+    "trip to the database's thread, and, with images stored, the download and the image "
+    "fetched back. 400 generations/s on one core leaves 2.5 ms per generation, with the load "
+    "generator and the double sharing the second core. Start-up: importing FastAPI, "
+    "SQLAlchemy, pydantic-settings and uvicorn is most of what `imagegen serve` does before "
+    "it answers. The peer rows: 900/s at 1,000 connections against a 1 s upstream needs about "
+    "0.8 ms of CPU per request or less in one process, and the interpreter lock held by the "
+    "busy event loop delays the database thread's writes on every request's path."
 )
 
 
