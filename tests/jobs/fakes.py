@@ -87,3 +87,22 @@ class GatedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+class CreatesOnly:
+    """The rest of a provider whose test only creates: nothing to resume, cancel or close."""
+
+    async def resume(
+        self,
+        request: GenerationRequest,
+        predictions: Sequence[PredictionRecord],
+        context: GenerationContext,
+        pending: Sequence[PendingCreate] = (),
+    ) -> ProviderResult:
+        raise AssertionError("nothing is resumed here")
+
+    async def cancel(self, predictions: Sequence[PredictionRecord]) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

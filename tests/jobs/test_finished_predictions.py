@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from tests.jobs.conftest import runner_for
+from tests.jobs.fakes import CreatesOnly
 from tests.jobs.test_overload import BusyStore
 
 from imagegen.errors import Canceled, ImagegenError, PredictionFailed, StoreBusy
@@ -23,7 +24,7 @@ ONE = GenerationRequest(model="owner/model", prompt="cat", num_images=1, width=5
 
 
 @dataclass
-class FinalProvider:
+class FinalProvider(CreatesOnly):
     """Answers each generation at once, as a sync-mode create reply with its file does: the
     prediction is handed to ``record_finished`` (``on_prediction`` when there is none)."""
 
@@ -44,15 +45,6 @@ class FinalProvider:
             raise self.error
         image = ProviderImage("https://replicate.delivery/x/p1.png", "p1")
         return ProviderResult(images=(image,), requested=1)
-
-    async def resume(self, request, predictions, context, pending=()):
-        raise AssertionError("nothing is resumed here")
-
-    async def cancel(self, predictions) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Log:

@@ -8,6 +8,7 @@ import pytest
 from tests.db import postgres_database
 from tests.fakes.scripted_provider import ScriptedProvider
 from tests.jobs.conftest import REQUEST, runner_for
+from tests.jobs.fakes import CreatesOnly
 
 import imagegen.jobs.runner
 from imagegen.db import PoolSettings, open_store
@@ -125,7 +126,7 @@ async def test_a_prediction_the_database_would_not_record_at_first_is_recorded_a
 
 
 @dataclass
-class PaidProvider:
+class PaidProvider(CreatesOnly):
     """Each create is paid for as soon as it is sent (``sent``); its prediction is recorded
     once ``answer`` is set (the reply came), then its image is returned."""
 
@@ -146,15 +147,6 @@ class PaidProvider:
         await context.on_prediction(PredictionRecord(prediction_id, {"p": request.prompt}, 1))
         image = ProviderImage(f"https://replicate.delivery/x/{prediction_id}.png", prediction_id)
         return ProviderResult(images=(image,), requested=1)
-
-    async def resume(self, request, predictions, context, pending=()):
-        raise AssertionError("nothing is resumed here")
-
-    async def cancel(self, predictions) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 ONE = GenerationRequest(model="owner/model", prompt="cat", num_images=1, width=512, height=512)
