@@ -151,7 +151,7 @@ class ReadOnlySwitch:
             pragma = f"PRAGMA query_only = {int(read_only)}"
 
             def on_writer() -> None:
-                connection = database._connection(database._writer_engine)
+                connection = database._writer_conn()
                 connection.connection.driver_connection.execute(pragma)
 
             await database._writer.run(on_writer)

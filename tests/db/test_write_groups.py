@@ -1,6 +1,11 @@
 """SQLite: writes that queue behind the writer run together, one transaction for the group, each
 in a savepoint of its own: one that raises is undone alone, the others commit, and no caller hears
-of its write before the COMMIT."""
+of its write before the COMMIT.
+
+These databases send every write to the writer's thread (``inline_writes=False``), so that a write
+blocking its thread can hold the others back; with writes on the event loop when the writer is
+idle (the default), they queue the same way behind a write the thread is running
+(``test_inline_writes.py``)."""
 
 from __future__ import annotations
 
@@ -38,7 +43,9 @@ def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 async def db(tmp_path: Path, groups: list[int]) -> AsyncIterator[SQLiteDatabase]:
-    database = SQLiteDatabase(make_url(f"sqlite:///{tmp_path / 'groups.db'}"), PoolSettings())
+    database = SQLiteDatabase(
+        make_url(f"sqlite:///{tmp_path / 'groups.db'}"), PoolSettings(), inline_writes=False
+    )
     await database.write(
         lambda connection: connection.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
     )
@@ -144,7 +151,9 @@ async def test_a_new_job_queued_in_a_group_past_its_patience_never_runs(
     tmp_path: Path,
 ) -> None:
     database = SQLiteDatabase(
-        make_url(f"sqlite:///{tmp_path / 'patience.db'}"), PoolSettings(timeout=0.05)
+        make_url(f"sqlite:///{tmp_path / 'patience.db'}"),
+        PoolSettings(timeout=0.05),
+        inline_writes=False,
     )
     try:
         await database.write(lambda c: c.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)"))

@@ -20,6 +20,15 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
   beside it (WAL). A transaction costs one trip between the event loop and a thread; through
   aiosqlite, every statement cost three or four (cursor, execute, fetch, close), and the
   database was most of imagegen's CPU per generation.
+
+  A write that finds the writer idle (nothing queued, no transaction running) runs at once on
+  the event loop instead, on the writer's own connection (``SQLiteDatabase._write_inline``): a
+  job's write takes tens of microseconds of SQLite's time, less than the trip to the thread
+  and back, and its caller waits for nothing else. It never blocks the loop on a lock: the
+  writer's connection has no busy timeout while the loop uses it, and when another process
+  holds the file's write lock the write goes to the thread, which waits for it as before. The
+  WAL is checkpointed on the thread too (``CHECKPOINT_EVERY``), never by a commit on the loop:
+  a checkpoint writes the database file and syncs it.
 """
 
 from __future__ import annotations
@@ -31,11 +40,12 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from imagegen.db import engine as engines
 from imagegen.db.compiled import raise_driver_error
 from imagegen.db.engine import PoolSettings, sqlite_driver, sqlite_engine
 from imagegen.db.errors import database_error, translated
@@ -52,6 +62,11 @@ Work = Callable[[sa.Connection], T]
 
 _BEGIN_WRITE = "BEGIN IMMEDIATE"  # the write lock at once: a read before a write cannot fail
 _BEGIN_READ = "BEGIN"  # one snapshot of the file
+# Commits on the writer's connection between two checkpoints of the WAL; a job's write changes a
+# few pages, so this keeps the WAL near SQLite's own default of 1,000 pages.
+CHECKPOINT_EVERY = 200
+_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+_SQLITE_BUSY = 5  # the primary result code of "database is locked" (sqlite3.h)
 
 
 class Database(Protocol):
@@ -167,15 +182,26 @@ def pool_capacity(pool: sa.Pool) -> int:
 
 class SQLiteDatabase:
     """One writer thread and ``pool.sqlite_readers`` reader threads on the SQLite file of
-    ``url``. Each thread opens its own connection on first use and keeps it: nobody else uses
-    it, so there is no pool checkout per transaction."""
+    ``url``. Each reader thread opens its own connection on first use and keeps it: nobody else
+    uses it, so there is no pool checkout per transaction. The writer's one connection is used
+    by whoever holds ``_writer_lock``: the writer thread, or the event loop for a write that
+    found it idle (``inline_writes``; without it, every write goes to the thread)."""
 
-    def __init__(self, url: URL, pool: PoolSettings) -> None:
+    def __init__(self, url: URL, pool: PoolSettings, *, inline_writes: bool = True) -> None:
         self._timeout = pool.timeout
         readers = max(1, pool.sqlite_readers)
-        self._writer_engine = sqlite_engine(url, connections=1, timeout=pool.timeout)
+        self._inline = inline_writes
+        self._writer_engine = sqlite_engine(
+            url, connections=1, timeout=pool.timeout, checkpoints=not inline_writes
+        )
         self._reader_engine = sqlite_engine(url, connections=readers, timeout=pool.timeout)
-        self._writer = Threads("imagegen-db-writer", 1, group=self._write_group)
+        self._writer_lock = threading.Lock()
+        self._writer_connection: sa.Connection | None = None
+        self._impatient: sqlite3.Connection | None = None  # the writer's, with no busy timeout
+        self._commits = 0  # on the writer's connection since its last checkpoint
+        self._checkpoint_asked = False
+        self._queued = 0  # writes sent to the writer's thread and not answered yet
+        self._writer = Threads("imagegen-db-writer", 1, group=self._locked_group)
         self._readers = Threads("imagegen-db-reader", readers)
         self._local = threading.local()
         self._opened: list[sa.Connection] = []
@@ -192,15 +218,85 @@ class SQLiteDatabase:
         # Writes for admitted jobs go first and wait for their turn however long it takes.
         patience = self._timeout if admission else None
         try:
-            return await self._writer.run(
-                _Write(self, work, time.monotonic(), patience),
-                priority=ADMISSION if admission else SETTLING,
-            )
+            if self._inline and not self._queued:
+                done, result = self._write_inline(work)
+                if done:
+                    return cast(T, result)
+            self._queued += 1
+            try:
+                return await self._writer.run(
+                    _Write(self, work, time.monotonic(), patience),
+                    priority=ADMISSION if admission else SETTLING,
+                )
+            finally:
+                self._queued -= 1
         except sa.exc.SQLAlchemyError as exc:
             error = database_error(exc)
             if error is None:
                 raise
             raise error from exc
+
+    def _write_inline(self, work: Work[T]) -> tuple[bool, T | None]:
+        """``work`` in a write transaction on the event loop, if the writer is idle: (True, its
+        result). (False, None) when it did not run: a write is queued or running on the
+        writer's thread, or another process holds the file's write lock (the thread waits for
+        it). Errors are raised as ``_transaction`` raises them."""
+        if not self._writer.idle() or not self._writer_lock.acquire(blocking=False):
+            return False, None
+        try:
+            connection = self._writer_conn()
+            driver = sqlite_driver(connection)
+            if self._impatient is not driver:
+                _pragma(connection, "PRAGMA busy_timeout = 0")
+                self._impatient = driver
+            try:
+                driver.execute(_BEGIN_WRITE)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == _SQLITE_BUSY:
+                    return False, None
+                raise_driver_error(connection, exc, _BEGIN_WRITE, ())
+            except sqlite3.Error as exc:
+                raise_driver_error(connection, exc, _BEGIN_WRITE, ())
+            result = self._run_and_commit(connection, work)
+            self._commits += 1
+            if self._commits >= CHECKPOINT_EVERY and not self._checkpoint_asked:
+                self._checkpoint_asked = True
+                self._writer.post(_nothing)  # the writer checkpoints after it
+            return True, result
+        finally:
+            self._writer_lock.release()
+
+    def _locked_group(
+        self, calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]]
+    ) -> list[Outcome]:
+        """``_write_group`` on the writer's thread, holding the writer's connection, with a
+        checkpoint of the WAL after it when one is due."""
+        with self._writer_lock:
+            outcomes = self._write_group(calls)
+            if self._commits >= CHECKPOINT_EVERY or self._checkpoint_asked:
+                self._checkpoint()
+        return outcomes
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's pages into the database file, as far as readers allow (PASSIVE: it
+        waits for nobody). Only when writes run on the event loop: otherwise SQLite does it
+        itself, in the commit that passes its threshold."""
+        self._commits = 0
+        self._checkpoint_asked = False
+        if not self._inline:
+            return
+        try:
+            self._patient(self._writer_conn())
+            sqlite_driver(self._writer_conn()).execute(_CHECKPOINT).fetchall()
+        except Exception as exc:  # the next one tries again; the WAL only grows meanwhile
+            log.warning("could not checkpoint the SQLite WAL: %r", exc)
+
+    def _patient(self, connection: sa.Connection) -> None:
+        """Give the writer's connection its busy timeout back, on the writer's thread."""
+        driver = sqlite_driver(connection)
+        if self._impatient is driver:
+            self._impatient = None
+            _pragma(connection, f"PRAGMA busy_timeout = {engines.SQLITE_BUSY_TIMEOUT_MS}")
 
     async def read(self, work: Work[T]) -> T:
         try:
@@ -237,12 +333,21 @@ class SQLiteDatabase:
         own transaction on the connection (it issues no BEGIN: ``sqlite_engine``); it ends it.
         """
         _check_patience(queued_at, patience)
-        connection = self._connection(engine)
+        if engine is self._writer_engine:
+            connection = self._writer_conn()
+            self._patient(connection)
+        else:
+            connection = self._connection(engine)
         driver = sqlite_driver(connection)
         try:
             driver.execute(begin)
         except sqlite3.Error as exc:
             raise_driver_error(connection, exc, begin, ())
+        return self._run_and_commit(connection, work)
+
+    def _run_and_commit(self, connection: sa.Connection, work: Work[T]) -> T:
+        """``work`` in the transaction just begun on ``connection``, then its COMMIT; rolled
+        back if either raises."""
         try:
             result = work(connection)
         except BaseException:
@@ -252,7 +357,7 @@ class SQLiteDatabase:
             connection.commit()
         else:
             try:
-                driver.commit()
+                sqlite_driver(connection).commit()
             except sqlite3.Error as exc:
                 _roll_back(connection)
                 raise_driver_error(connection, exc, "COMMIT", ())
@@ -311,7 +416,12 @@ class SQLiteDatabase:
         return outcomes
 
     def _begin_group(self) -> sa.Connection:
-        connection = self._connection(self._writer_engine)
+        connection = self._writer_conn()
+        try:
+            self._patient(connection)
+        except Exception as exc:
+            _roll_back(connection)
+            raise _GroupLost(exc) from exc
         _savepoint(connection, _BEGIN_WRITE)
         return connection
 
@@ -349,11 +459,21 @@ class SQLiteDatabase:
                 except sqlite3.Error as exc:
                     _roll_back(connection)
                     raise_driver_error(connection, exc, "COMMIT", ())
+            self._commits += 1
         except Exception as exc:
             _roll_back(connection)  # if the failure left it open
             for index in ran:
                 outcomes[index] = (None, exc)
         ran.clear()
+
+    def _writer_conn(self) -> sa.Connection:
+        """The writer's connection (one that failed reconnects on its next use); only for
+        whoever holds ``_writer_lock``."""
+        connection = self._writer_connection
+        if connection is None or connection.closed:
+            connection = self._writer_connection = self._writer_engine.connect()
+            self._opened.append(connection)
+        return connection
 
     def _connection(self, engine: sa.Engine) -> sa.Connection:
         """This thread's connection to ``engine`` (one that failed reconnects on its next use)."""
@@ -365,6 +485,7 @@ class SQLiteDatabase:
         return connection
 
     async def aclose(self) -> None:
+        self._inline = False  # from now on only the writer's thread, until it stops
         await self._writer.aclose()
         await self._readers.aclose()
         for connection in self._opened:  # their threads have stopped
@@ -393,9 +514,11 @@ class _Write:
 
     def __call__(self) -> Any:
         db = self._db
-        return db._transaction(
+        result = db._transaction(
             db._writer_engine, _BEGIN_WRITE, self.work, self.queued_at, self.patience
         )
+        db._commits += 1
+        return result
 
 
 class _GroupLost(Exception):
@@ -417,6 +540,17 @@ def _savepoint(connection: sa.Connection, sql: str) -> None:
         except Exception as error:
             _roll_back(connection)
             raise _GroupLost(error) from error
+
+
+def _pragma(connection: sa.Connection, sql: str) -> None:
+    try:
+        sqlite_driver(connection).execute(sql)
+    except sqlite3.Error as exc:
+        raise_driver_error(connection, exc, sql, ())
+
+
+def _nothing() -> None:
+    """A call that wakes the writer's thread (for the checkpoint it runs after each group)."""
 
 
 def _outcome(call: Callable[[], Any]) -> Outcome:

@@ -111,14 +111,17 @@ def replace_dead_connections(
     sa.event.listen(pool, "checkout", checkout)
 
 
-def sqlite_engine(url: URL, *, connections: int, timeout: float) -> sa.Engine:
+def sqlite_engine(
+    url: URL, *, connections: int, timeout: float, checkpoints: bool = True
+) -> sa.Engine:
     """A synchronous engine (the ``sqlite3`` driver) on the SQLite file of ``url``.
 
     Its connections leave transactions to their user: the driver's own BEGINs are off, and
     SQLAlchemy's ``Connection.begin`` issues none. ``SQLiteDatabase`` (``db/database.py``)
     opens each transaction itself, with the BEGIN it needs, on the driver's connection.
     No event listener of SQLAlchemy's connections is set: with none, a ``Fixed`` statement
-    (``db/compiled.py``) does not look for cursor listeners.
+    (``db/compiled.py``) does not look for cursor listeners. Without ``checkpoints`` its
+    commits never checkpoint the WAL (``wal_autocheckpoint`` 0): its user does.
     """
     engine = sa.create_engine(
         url.set(drivername="sqlite+pysqlite"),
@@ -130,6 +133,8 @@ def sqlite_engine(url: URL, *, connections: int, timeout: float) -> sa.Engine:
     def connected(dbapi_connection: Any, record: Any) -> None:
         set_sqlite_pragmas(dbapi_connection, record)
         dbapi_connection.isolation_level = None  # the driver's own BEGINs off
+        if not checkpoints:
+            dbapi_connection.execute("PRAGMA wal_autocheckpoint = 0")
 
     sa.event.listen(engine, "connect", connected)
     return engine

@@ -56,6 +56,15 @@ class Threads:
         self._put(priority, (loop, future, call))
         return await future
 
+    def post(self, call: Callable[[], object], *, priority: int = SETTLING) -> None:
+        """Queue ``call`` with nobody waiting for it: it must handle its own errors."""
+        loop = asyncio.get_running_loop()
+        self._put(priority, (loop, loop.create_future(), call))
+
+    def idle(self) -> bool:
+        """Whether no call is queued (one may still be running)."""
+        return not any(self._calls)
+
     async def aclose(self) -> None:
         """Run what is queued, then stop the threads."""
         for _ in self._threads:
