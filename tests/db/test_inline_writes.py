@@ -31,11 +31,16 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "inline.db"
 
 
+def in_wal(path: Path) -> None:
+    """The file in WAL mode, as the migration leaves it."""
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode = WAL")
+    setup.close()
+
+
 @pytest.fixture
 async def db(path: Path) -> AsyncIterator[SQLiteDatabase]:
-    setup = sqlite3.connect(path)
-    setup.execute("PRAGMA journal_mode = WAL")  # as the migration sets it
-    setup.close()
+    in_wal(path)
     database = SQLiteDatabase(make_url(f"sqlite:///{path}"), PoolSettings(timeout=1.0))
     await database.write(
         lambda c: sqlite_driver(c).execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
@@ -122,6 +127,7 @@ async def test_a_lock_held_past_the_busy_timeout_is_store_busy(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(imagegen.db.engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    in_wal(path)
     database = SQLiteDatabase(make_url(f"sqlite:///{path}"), PoolSettings(timeout=1.0))
     try:
         threads: list[str] = []
@@ -180,9 +186,7 @@ async def test_the_wal_is_checkpointed_on_the_thread_not_by_a_commit_on_the_loop
         checkpoint(self)
 
     monkeypatch.setattr(SQLiteDatabase, "_checkpoint", recording)
-    setup = sqlite3.connect(path)
-    setup.execute("PRAGMA journal_mode = WAL")
-    setup.close()
+    in_wal(path)
     size = path.stat().st_size
     database = SQLiteDatabase(make_url(f"sqlite:///{path}"), PoolSettings())
     try:
@@ -221,5 +225,17 @@ async def test_without_inline_writes_every_write_goes_to_the_thread(path: Path) 
         await database.write(lambda c: sqlite_driver(c).execute("CREATE TABLE t (k, v)"))
         await database.write(insert("a", threads))
         assert threads == ["imagegen-db-writer-0"]
+    finally:
+        await database.aclose()
+
+
+async def test_a_file_not_in_wal_mode_sends_every_write_to_the_thread(path: Path) -> None:
+    database = SQLiteDatabase(make_url(f"sqlite:///{path}"), PoolSettings())  # rollback journal
+    try:
+        threads: list[str] = []
+        await database.write(lambda c: sqlite_driver(c).execute("CREATE TABLE t (k, v)"))
+        await database.write(insert("a", threads))
+        await database.write(insert("b", threads))
+        assert threads == ["imagegen-db-writer-0"] * 2
     finally:
         await database.aclose()

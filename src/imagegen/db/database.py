@@ -26,9 +26,11 @@ capacity errors come out as ``StoreBusy`` (``db/errors.py``).
   job's write takes tens of microseconds of SQLite's time, less than the trip to the thread
   and back, and its caller waits for nothing else. It never blocks the loop on a lock: the
   writer's connection has no busy timeout while the loop uses it, and when another process
-  holds the file's write lock the write goes to the thread, which waits for it as before. The
-  WAL is checkpointed on the thread too (``CHECKPOINT_EVERY``), never by a commit on the loop:
-  a checkpoint writes the database file and syncs it.
+  holds the file's write lock the write goes to the thread, which waits for it as before. Only
+  in WAL mode, where readers never hold a commit back (a file the migration could not put in
+  WAL mode has every write on the thread). The WAL is checkpointed on the thread too
+  (``CHECKPOINT_EVERY``), never by a commit on the loop: a checkpoint writes the database file
+  and syncs it.
 """
 
 from __future__ import annotations
@@ -247,6 +249,9 @@ class SQLiteDatabase:
             connection = self._writer_conn()
             driver = sqlite_driver(connection)
             if self._impatient is not driver:
+                if not _in_wal(connection):  # a commit would wait for readers: not on the loop
+                    self._inline = False
+                    return False, None
                 _pragma(connection, "PRAGMA busy_timeout = 0")
                 self._impatient = driver
             try:
@@ -547,6 +552,16 @@ def _pragma(connection: sa.Connection, sql: str) -> None:
         sqlite_driver(connection).execute(sql)
     except sqlite3.Error as exc:
         raise_driver_error(connection, exc, sql, ())
+
+
+def _in_wal(connection: sa.Connection) -> bool:
+    """Whether the file is in WAL mode, where readers never hold a writer back (the migration
+    puts it there; a file system without shared memory can refuse)."""
+    try:
+        row = sqlite_driver(connection).execute("PRAGMA journal_mode").fetchone()
+    except sqlite3.Error as exc:
+        raise_driver_error(connection, exc, "PRAGMA journal_mode", ())
+    return row is not None and str(row[0]).lower() == "wal"
 
 
 def _nothing() -> None:
