@@ -8,6 +8,7 @@ the per-test databases.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,3 +91,10 @@ class SequentialIds:
     def __call__(self) -> str:
         self.count += 1
         return f"gen_{self.count:026d}"
+
+
+def locked(path: Path) -> sqlite3.Connection:
+    """Another process's connection, holding the SQLite file's write lock until it rolls back."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other

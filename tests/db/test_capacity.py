@@ -22,7 +22,7 @@ from imagegen.db.errors import capacity_error
 from imagegen.errors import StoreBusy
 from imagegen.models import GenerationRequest
 
-from . import postgres_database, server_url
+from . import locked, postgres_database, server_url
 
 REQUEST = GenerationRequest(model="a/b", prompt="p", num_images=1, width=64, height=64)
 
@@ -40,13 +40,6 @@ async def sqlite_store(
     store = await open_store(f"sqlite+aiosqlite:///{sqlite_path}", pool=PoolSettings(timeout=0.1))
     yield store
     await store.aclose()
-
-
-def locked(path: Path) -> sqlite3.Connection:
-    """Another process's connection, holding the file's write lock until it rolls back."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    return other
 
 
 async def test_a_sqlite_file_another_writer_keeps_locked_is_store_busy(

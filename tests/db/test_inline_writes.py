@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +21,8 @@ from imagegen.db import PoolSettings
 from imagegen.db.database import SQLiteDatabase
 from imagegen.db.engine import sqlite_driver
 from imagegen.errors import StoreBusy
+
+from . import locked
 
 MAIN = threading.main_thread().name
 
@@ -65,13 +66,6 @@ def committed(path: Path) -> set[str]:
         return {row[0] for row in other.execute("SELECT k FROM t")}
     finally:
         other.close()
-
-
-def locked(path: Path) -> sqlite3.Connection:
-    """Another process's connection, holding the file's write lock until it rolls back."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    return other
 
 
 async def test_a_write_on_an_idle_writer_runs_on_the_loop_and_is_committed_when_it_returns(
@@ -148,16 +142,8 @@ async def test_a_lock_held_past_the_busy_timeout_is_store_busy(
 
 
 async def test_writes_arriving_while_the_thread_runs_one_queue_and_commit_as_one_group(
-    db: SQLiteDatabase, path: Path, monkeypatch: pytest.MonkeyPatch
+    db: SQLiteDatabase, path: Path, groups: list[int]
 ) -> None:
-    groups: list[int] = []
-    grouped = SQLiteDatabase._write_group
-
-    def counting(self: SQLiteDatabase, calls: list[Any]) -> Any:
-        groups.append(len(calls))
-        return grouped(self, calls)
-
-    monkeypatch.setattr(SQLiteDatabase, "_write_group", counting)
     threads: list[str] = []
     other = locked(path)
     first = asyncio.ensure_future(db.write(insert("first", threads)))

@@ -28,20 +28,6 @@ from imagegen.errors import StoreBusy
 
 
 @pytest.fixture
-def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of each group the writers of databases made from now on run."""
-    sizes: list[int] = []
-    grouped = SQLiteDatabase._write_group
-
-    def counting(self: SQLiteDatabase, calls: list[Any]) -> Any:
-        sizes.append(len(calls))
-        return grouped(self, calls)
-
-    monkeypatch.setattr(SQLiteDatabase, "_write_group", counting)
-    return sizes
-
-
-@pytest.fixture
 async def db(tmp_path: Path, groups: list[int]) -> AsyncIterator[SQLiteDatabase]:
     database = SQLiteDatabase(
         make_url(f"sqlite:///{tmp_path / 'groups.db'}"), PoolSettings(), inline_writes=False
