@@ -112,7 +112,7 @@ async def test_a_file_another_process_locked_sends_the_write_to_the_thread_witho
     other.rollback()
     other.close()
     assert await writing == "waits"  # the thread waited with its busy timeout back
-    assert ticks >= 10
+    assert ticks >= 3  # a loop blocked by the wait would have ticked once
     assert threads == [MAIN, "imagegen-db-writer-0"]
     assert committed(path) == {"first", "waits"}
 

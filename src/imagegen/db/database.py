@@ -241,8 +241,8 @@ class SQLiteDatabase:
     def _write_inline(self, work: Work[T]) -> tuple[bool, T | None]:
         """``work`` in a write transaction on the event loop, if the writer is idle: (True, its
         result). (False, None) when it did not run: a write is queued or running on the
-        writer's thread, or another process holds the file's write lock (the thread waits for
-        it). Errors are raised as ``_transaction`` raises them."""
+        writer's thread, another process holds the file's write lock (the thread waits for it),
+        or the file is not in WAL mode. Errors are raised as ``_transaction`` raises them."""
         if not self._writer.idle() or not self._writer_lock.acquire(blocking=False):
             return False, None
         try:
@@ -291,8 +291,9 @@ class SQLiteDatabase:
         if not self._inline:
             return
         try:
-            self._patient(self._writer_conn())
-            sqlite_driver(self._writer_conn()).execute(_CHECKPOINT).fetchall()
+            connection = self._writer_conn()
+            self._patient(connection)
+            sqlite_driver(connection).execute(_CHECKPOINT).fetchall()
         except Exception as exc:  # the next one tries again; the WAL only grows meanwhile
             log.warning("could not checkpoint the SQLite WAL: %r", exc)
 

@@ -222,7 +222,7 @@ class JobWork:
         fence, holder, job = self.fence, self.fence.holder, generation.id
         context = GenerationContext(
             deadline=plan.deadline,
-            on_prediction=fence.guard(job, partial(self._record_prediction, job, holder)),
+            on_prediction=self._recorder(job),
             on_progress=partial(self._on_progress, job),
             acquire_create=create_turn,
             metered=plan.route.pricing.per_second is not None,
@@ -232,7 +232,7 @@ class JobWork:
                 job, partial(self._store.adopt_prediction, job, sole=True, holder=holder)
             ),
             handing_back=lambda: self._closing() or job in fence.lost,
-            record_finished=partial(self._record_finished, job, holder),
+            record_finished=partial(self._record_finished, job),
         )
         request = generation.request
         if request.model != plan.route.upstream_model:
@@ -263,7 +263,13 @@ class JobWork:
         what = f"recording prediction {record.prediction_id}"
         await self._again_while_busy(generation_id, what, write)
 
-    def _record_finished(self, generation_id: str, holder: str, record: PredictionRecord) -> None:
+    def _recorder(self, generation_id: str) -> Callable[[PredictionRecord], Awaitable[None]]:
+        """``_record_prediction`` for the job, under its lease (``LeaseLost`` marks it lost)."""
+        return self.fence.guard(
+            generation_id, partial(self._record_prediction, generation_id, self.fence.holder)
+        )
+
+    def _record_finished(self, generation_id: str, record: PredictionRecord) -> None:
         """Record a prediction whose create reply was final, without the provider waiting.
 
         With outputs to store, the write runs while they are fetched and stored, and
@@ -273,10 +279,7 @@ class JobWork:
         if self._outputs is None:
             self._kept.setdefault(generation_id, []).append(record)
             return
-        write = self.fence.guard(
-            generation_id, partial(self._record_prediction, generation_id, holder)
-        )
-        task = asyncio.ensure_future(write(record))
+        task = asyncio.ensure_future(self._recorder(generation_id)(record))
         task.add_done_callback(_retrieve)  # a job handed back on shutdown never looks
         self._recording.setdefault(generation_id, []).append(task)
 
@@ -287,8 +290,7 @@ class JobWork:
         recorded: a wait cancelled midway (a user's cancel) leaves the rest for the next."""
         kept = self._kept.get(generation_id) if kept_too else None
         while kept:
-            write = partial(self._record_prediction, generation_id, self.fence.holder)
-            await self.fence.guard(generation_id, write)(kept[0])
+            await self._recorder(generation_id)(kept[0])
             kept.pop(0)
         tasks = self._recording.get(generation_id)
         if not tasks:
