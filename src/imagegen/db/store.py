@@ -245,9 +245,12 @@ class GenerationStore:
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
+        started: bool = False,
     ) -> Generation:
         """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given; ``owner``
-        is the id of the API key that created it.
+        is the id of the API key that created it. ``started``: the job is ``running`` already
+        (its instance had a slot free for it), one write instead of a create and a
+        ``mark_running``.
 
         Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
         when another replica inserted it a moment earlier); compare ``request_hash`` with
@@ -259,14 +262,14 @@ class GenerationStore:
         generation_id = self._new_id()
         values = {
             "id": generation_id,
-            "status": JobStatus.QUEUED.value,
+            "status": (JobStatus.RUNNING if started else JobStatus.QUEUED).value,
             "model": request.model,
             "prompt": request.prompt,
             "provider": provider,
             "request": request_to_json(request),
             "created_at": now,
             "updated_at": now,
-            "started_at": None,
+            "started_at": now if started else None,
             "completed_at": None,
             "deadline_at": deadline_at,
             "error": None,

@@ -40,8 +40,14 @@ class Transitions:
         self._wake = wake_webhooks
 
     def created(self, generation: Generation) -> None:
-        """A job was written ``queued``: log it like every later state."""
+        """A job was written (``queued``, or ``running`` when it had a slot at once): log it
+        like every later state."""
         _log_state(generation)
+
+    def started(self, generation: Generation) -> None:
+        """A job written ``running`` (``created``) starts its work: its listeners hear it then,
+        as they hear a queued job's start; nothing is written (it was logged when written)."""
+        self._events.state(generation)
 
     async def running(self, generation: Generation) -> Generation:
         """``generation`` (queued) starts running. Only a job that asked for the start message

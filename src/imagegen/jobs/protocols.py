@@ -81,8 +81,10 @@ class GenerationStore(Protocol):
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
+        started: bool = False,
     ) -> Generation:
-        """Persist a queued job; raises ``IdempotencyKeyInUse`` if the key names another job."""
+        """Persist a queued job (``started``: a running one, as ``mark_running`` leaves it);
+        raises ``IdempotencyKeyInUse`` if the key names another job."""
         ...
 
     async def release_idempotency_key(self, generation_id: str) -> None:
