@@ -18,7 +18,7 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.records import WebhookEvent
 from imagegen.jobs.webhooks.messages import WebhookMessages, asks_for, event_of
-from imagegen.models import Generation, PredictionRecord, StoredImage
+from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage
 
 log = logging.getLogger("imagegen.generations")
 
@@ -66,6 +66,7 @@ class Transitions:
         cost: float | None = None,
         predict_seconds: float | None = None,
         predictions: Sequence[PredictionRecord] = (),
+        request: GenerationRequest | None = None,
     ) -> Generation:
         marked = self._store.mark_succeeded(
             generation_id,
@@ -77,6 +78,7 @@ class Transitions:
             predict_seconds=predict_seconds,
             holder=self._holder,
             predictions=predictions,
+            request=request,
         )
         return self._told(await self._apply(marked))
 

@@ -141,9 +141,11 @@ class GenerationStore(Protocol):
         predict_seconds: float | None = None,
         holder: str | None = None,
         predictions: Sequence[PredictionRecord] = (),
+        request: GenerationRequest | None = None,
     ) -> Generation:
         """running -> succeeded; ``predictions`` not recorded yet are recorded first, in the
-        same transaction (as ``add_prediction`` does)."""
+        same transaction (as ``add_prediction`` does). ``request``: the job's, in hand (it never
+        changes once written), so the store need not read it back."""
         ...
 
     async def mark_failed(

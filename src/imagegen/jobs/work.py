@@ -341,6 +341,7 @@ class JobWork:
             cost=plan.route.pricing.cost(len(result.images), result.predict_seconds),
             predict_seconds=result.predict_seconds,
             predictions=kept,
+            request=plan.generation.request,
         )
         try:
             done = await self._settle(generation_id, succeeded)
