@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from imagegen.db import GenerationStore, open_store
 from imagegen.errors import InvalidTransition, NotFound
@@ -114,6 +115,72 @@ async def test_a_success_records_its_predictions_in_the_same_write(store) -> Non
     assert [p.prediction_id for p in done.predictions] == ["p-1"]
     assert await store.get(job) == done
     assert await store.pending_creates(job) == []  # the create it answers is cleared
+
+
+class Statements:
+    """The first word of each statement run while listening (BEGIN left out)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        sa.event.listen(sa.Engine, "before_cursor_execute", self._seen)
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(sa.Engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not statement.startswith("BEGIN"):
+            self.seen.append(statement.split(None, 1)[0])
+
+
+async def test_a_success_whose_predictions_are_all_new_does_not_read_them_back(store) -> None:
+    job = await store.create(REQUEST, provider="replicate", started=True)
+    assert job.status is JobStatus.RUNNING
+    assert job.started_at is not None
+    assert await store.get(job.id) == job
+    await store.begin_create(job.id, PendingCreate("o/m", INPUTS, 1))
+    await store.begin_create(job.id, PendingCreate("o/m", INPUTS, 1))
+    first, second = PredictionRecord("p-1", INPUTS, 1), PredictionRecord("p-2", INPUTS, 1)
+
+    with Statements() as seen:
+        done = await store.mark_succeeded(
+            job.id,
+            images=[],
+            provider_urls=["https://x/p-1.png", "https://x/p-2.png"],
+            images_missing=0,
+            predictions=[first, second],
+            request=job.request,
+        )
+
+    assert "SELECT" not in seen  # neither the predictions nor the request read back
+    assert done.predictions == (first, second)
+    assert done.request == REQUEST
+    assert await store.get(job.id) == done
+    assert await store.pending_creates(job.id) == []
+
+
+async def test_a_success_reads_back_predictions_it_did_not_record_itself(store) -> None:
+    job = await running(store)
+    earlier = PredictionRecord("p-0", {"prompt": "earlier"}, 1)
+    await store.add_prediction(job, earlier)
+    again = PredictionRecord("p-0", {"prompt": "not what was recorded"}, 1)
+    kept = PredictionRecord("p-1", INPUTS, 1)
+
+    done = await store.mark_succeeded(
+        job, images=[], provider_urls=[], images_missing=0, predictions=[kept]
+    )
+    assert done.predictions == (earlier, kept)  # the earlier one too, in recorded order
+    assert await store.get(job) == done
+
+    other = await running(store)
+    await store.add_prediction(other, earlier)
+    done = await store.mark_succeeded(
+        other, images=[], provider_urls=[], images_missing=0, predictions=[again]
+    )
+    assert done.predictions == (earlier,)  # as recorded first, not as the success had it
+    assert await store.get(other) == done
 
 
 async def test_a_success_that_loses_its_race_records_none_of_its_predictions(store) -> None:

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from tests.jobs.conftest import REQUEST, runner_for
 
-from imagegen.errors import DeadlineExceeded, QueueFull
+from imagegen.errors import DeadlineExceeded, QueueFull, StoreBusy
 from imagegen.jobs.limits import Limits, ProviderLimiter, ProviderLimits, RateLimiter
 from imagegen.jobs.observe import NoObserver
 from imagegen.models import JobStatus
@@ -109,7 +109,88 @@ async def test_a_job_waiting_for_a_slot_honours_its_deadline():
         pass  # the slot came back
 
 
+async def test_a_slot_taken_at_admission_is_the_one_the_job_runs_in():
+    limiter = ProviderLimiter(Limits(max_concurrency=1))
+    loop = asyncio.get_running_loop()
+    ticket = limiter.admit()
+    assert await limiter.take_free(ticket)
+    assert ticket.holds_slot
+    assert not limiter.free()
+    other = limiter.admit()
+    assert not await limiter.take_free(other)  # none left: that job is written queued
+    assert not other.holds_slot
+    async with limiter.slot(ticket, loop.time() - 1):  # no wait, so no deadline to miss
+        assert not ticket.holds_slot
+        assert limiter.room(5) == 0
+        with pytest.raises(DeadlineExceeded):
+            async with limiter.slot(other, loop.time() + 0.05):
+                pytest.fail("got a slot that was taken")
+    assert limiter.free()
+    assert limiter.room(5) == 1
+    assert limiter.waiting == 0
+
+
+async def test_a_slot_taken_at_admission_comes_back_when_the_job_never_runs():
+    limiter = ProviderLimiter(Limits(max_concurrency=1))
+    ticket = limiter.admit()
+    assert await limiter.take_free(ticket)
+    ticket.leave()  # its write failed, say
+    ticket.leave()
+    assert limiter.free()
+    assert limiter.waiting == 0
+    unlimited = ProviderLimiter(Limits())
+    free = unlimited.admit()
+    assert await unlimited.take_free(free)
+    assert free.holds_slot
+    free.leave()
+    assert unlimited.free()
+    assert unlimited.waiting == 0
+
+
 # --- through the runner ---
+
+
+async def test_a_job_with_a_free_slot_is_written_running_and_one_without_queued(store, gated):
+    limits = ProviderLimits({"gated": Limits(max_concurrency=1)})
+    runner = runner_for(store, gated, limits=limits)
+    first = await runner.submit(REQUEST)
+    assert first.status is JobStatus.RUNNING  # the slot was free: one write
+    assert (await store.get(first.id)).status is JobStatus.RUNNING
+    second = await runner.submit(REQUEST)
+    assert second.status is JobStatus.QUEUED  # it waits for the slot
+    await gated.started.wait()
+    assert (await store.get(second.id)).status is JobStatus.QUEUED
+    with runner.events.subscribe(second.id) as listener:
+        gated.release.set()
+        assert (await runner.wait(first.id)).status is JobStatus.SUCCEEDED
+        done = await runner.wait(second.id)
+        heard = []
+        while (event := await listener.next(0.01)) is not None:
+            if event.generation is not None:
+                heard.append(event.generation.status)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.started_at is not None
+    assert heard == [JobStatus.RUNNING, JobStatus.SUCCEEDED]  # its start written when it came
+    assert limits("gated").free()
+    assert limits("gated").waiting == 0
+    third = await runner.submit(REQUEST)
+    assert third.status is JobStatus.RUNNING  # the slot came back
+    assert (await runner.wait(third.id)).status is JobStatus.SUCCEEDED
+
+
+async def test_a_job_refused_when_written_gives_its_slot_back(store, gated):
+    from tests.jobs.test_overload import BusyStore
+
+    limits = ProviderLimits({"gated": Limits(max_concurrency=1)})
+    runner = runner_for(BusyStore(store, create=1), gated, limits=limits)
+    with pytest.raises(StoreBusy):
+        await runner.submit(REQUEST)
+    assert limits("gated").free()
+    assert limits("gated").waiting == 0
+    job = await runner.submit(REQUEST)
+    assert job.status is JobStatus.RUNNING
+    gated.release.set()
+    assert (await runner.wait(job.id)).status is JobStatus.SUCCEEDED
 
 
 async def test_a_full_queue_refuses_at_submit_and_stores_nothing(store, gated):
@@ -191,3 +272,17 @@ async def test_fan_out_takes_one_create_token_per_prediction(store, gated):
         await runner.wait((await runner.submit(REQUEST)).id)
     assert len(gated.created) == 6
     assert time.sleeps == [1.0, 1.0, 1.0, 1.0]  # 2 at once, then one a second
+
+
+async def test_a_job_cancelled_before_it_ever_ran_gives_its_slot_back(store, gated):
+    limits = ProviderLimits({"gated": Limits(max_concurrency=1)})
+    runner = runner_for(store, gated, limits=limits)
+    job = await runner.submit(REQUEST)
+    assert job.status is JobStatus.RUNNING
+    task = runner._tasks[job.id]
+    task.cancel()  # before its first step: none of its code ever runs
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)  # its done callbacks
+    assert task.cancelled()
+    assert limits("gated").free()
+    assert limits("gated").waiting == 0

@@ -14,6 +14,7 @@ import imagegen.jobs.runner
 from imagegen.db import PoolSettings, open_store
 from imagegen.errors import ImagegenError, StoreBusy
 from imagegen.jobs.protocols import Idempotency
+from imagegen.jobs.records import WebhookEvent, WebhookTarget
 from imagegen.models import (
     GenerationRequest,
     JobStatus,
@@ -22,6 +23,8 @@ from imagegen.models import (
     ProviderResult,
 )
 from imagegen.providers.base import GenerationContext
+
+START_HOOK = WebhookTarget("https://hooks.example.com/in", (WebhookEvent.START,))
 
 
 class BusyStore:
@@ -63,7 +66,9 @@ async def test_a_final_write_refused_for_capacity_is_written_again(store):
 async def test_a_failure_is_recorded_even_when_the_first_tries_are_refused(store):
     busy = BusyStore(store, mark_running=1, mark_failed=3)
     runner = runner_for(busy, ScriptedProvider(), store_retry_delays=(0, 0, 0))
-    job = await runner.submit(REQUEST)
+    # Asking for the start message, the job is written queued and its start on its own.
+    job = await runner.submit(REQUEST, webhook=START_HOOK)
+    assert job.status is JobStatus.QUEUED
 
     with pytest.raises(StoreBusy):  # a 503: the client may come back
         await runner.wait(job.id)
@@ -102,7 +107,7 @@ async def test_a_retry_with_the_key_of_a_job_refused_for_capacity_runs_anew(stor
     busy = BusyStore(store, mark_running=1)
     runner = runner_for(busy, ScriptedProvider(), store_retry_delays=())
     key = Idempotency("key-1", "sha256:request")
-    first = await runner.submit(REQUEST, idempotency=key)
+    first = await runner.submit(REQUEST, idempotency=key, webhook=START_HOOK)
     with pytest.raises(StoreBusy):
         await runner.wait(first.id)
 

@@ -18,11 +18,13 @@ from imagegen.errors import (
 from imagegen.models import JobStatus, PredictionRecord, ProviderImage, ProviderResult
 
 
-async def test_success_walks_queued_running_succeeded_and_records_predictions(store):
+async def test_success_walks_running_succeeded_and_records_predictions(store):
     provider = ScriptedProvider()
     runner = runner_for(store, provider)
     job = await runner.submit(REQUEST)
-    assert job.status is JobStatus.QUEUED
+    # A slot was free: the job was written running, its start time set, in one write.
+    assert job.status is JobStatus.RUNNING
+    assert job.started_at is not None
     done = await runner.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED
     assert done.started_at is not None

@@ -242,15 +242,21 @@ async def test_transitions_write_the_messages_the_job_asked_for(store, gated):
     runner = runner_for(store, gated)
     events = (WebhookEvent.START, WebhookEvent.COMPLETED)
     job = await runner.submit(REQUEST, webhook=WebhookTarget("https://h.example/in", events))
+    assert job.status is JobStatus.QUEUED  # its start is written with its message
+    completed = WebhookTarget("https://h.example/in", (WebhookEvent.COMPLETED,))
+    ends_only = await runner.submit(REQUEST, webhook=completed)
+    assert ends_only.status is JobStatus.RUNNING  # written running: no start message owed
     quiet = await runner.submit(REQUEST)
-    await runner.wait(job.id)
-    await runner.wait(quiet.id)
+    for each in (job, ends_only, quiet):
+        await runner.wait(each.id)
     messages = await store.outbox.deliveries(job.id)
     assert [(m.event, status) for m, status in messages] == [
         (WebhookEvent.START, "pending"),
         (WebhookEvent.COMPLETED, "pending"),
     ]
     assert json.loads(messages[1][0].body)["status"] == "succeeded"
+    ended = await store.outbox.deliveries(ends_only.id)
+    assert [(m.event, status) for m, status in ended] == [(WebhookEvent.COMPLETED, "pending")]
     assert await store.outbox.deliveries(quiet.id) == []
 
 

@@ -227,13 +227,15 @@ class SqlCreates:
 
     def record(
         self, generation_id: str, record: PredictionRecord, connection: sa.Connection
-    ) -> None:
+    ) -> bool:
         """Record ``record`` and clear the pending create it answers, inside the caller's
-        transaction on ``connection`` (no fence: the caller's own write is fenced)."""
+        transaction on ``connection`` (no fence: the caller's own write is fenced). True when
+        it was new (not recorded already)."""
         values = prediction_values(generation_id, record, self._clock())
-        self._insert_prediction.execute(connection, values)
+        inserted = self._insert_prediction.rowcount(connection, values)
         digest = inputs_digest(record.inputs)
         _CLEAR_ONE.execute(connection, {"generation_id": generation_id, "digest": digest})
+        return inserted == 1
 
 
 def inputs_digest(inputs: Mapping[str, Any]) -> str:

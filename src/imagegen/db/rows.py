@@ -93,12 +93,16 @@ def to_generation(
     row: Row,
     predictions: Sequence[PredictionRecord] = (),
     images: Sequence[StoredImage] = (),
+    *,
+    request: GenerationRequest | None = None,
 ) -> Generation:
-    """A ``generations`` row (or the values inserted as one) with its predictions and images."""
+    """A ``generations`` row (or the values inserted as one) with its predictions and images;
+    ``request``: the one its ``request`` column holds, in hand (the values just inserted), so
+    not rebuilt from the column."""
     return Generation(
         id=row["id"],
         status=JobStatus(row["status"]),
-        request=request_from_json(readable(row["request"])),
+        request=request_from_json(readable(row["request"])) if request is None else request,
         provider=row["provider"],
         created_at=row["created_at"],
         started_at=row["started_at"],

@@ -32,6 +32,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -245,9 +246,12 @@ class GenerationStore:
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
+        started: bool = False,
     ) -> Generation:
         """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given; ``owner``
-        is the id of the API key that created it.
+        is the id of the API key that created it. ``started``: the job is ``running`` already
+        (its instance had a slot free for it), one write instead of a create and a
+        ``mark_running``.
 
         Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
         when another replica inserted it a moment earlier); compare ``request_hash`` with
@@ -259,14 +263,14 @@ class GenerationStore:
         generation_id = self._new_id()
         values = {
             "id": generation_id,
-            "status": JobStatus.QUEUED.value,
+            "status": (JobStatus.RUNNING if started else JobStatus.QUEUED).value,
             "model": request.model,
             "prompt": request.prompt,
             "provider": provider,
             "request": request_to_json(request),
             "created_at": now,
             "updated_at": now,
-            "started_at": None,
+            "started_at": now if started else None,
             "completed_at": None,
             "deadline_at": deadline_at,
             "error": None,
@@ -296,7 +300,7 @@ class GenerationStore:
             if existing is None:
                 raise
             raise IdempotencyKeyInUse(existing) from None
-        return to_generation(values)
+        return to_generation(values, request=request)
 
     async def _transition(self, transition: Transition) -> Generation:
         return await self._db.write(transition, one_statement=transition.one_statement)
@@ -336,11 +340,13 @@ class GenerationStore:
         predict_seconds: float | None = None,
         holder: str | None = None,
         predictions: Sequence[PredictionRecord] = (),
+        request: GenerationRequest | None = None,
     ) -> Generation:
         """running -> succeeded, storing the images in order, in the same transaction, with
         what it cost (USD) and the seconds the upstream billed, None where unknown.
         ``predictions`` not recorded yet are recorded first, in the same transaction, as
-        ``add_prediction`` records them (under the same fence)."""
+        ``add_prediction`` records them (under the same fence). ``request``: the job's, in
+        hand (a job's request never changes once written): not read back."""
         if images_missing < 0:
             raise ValueError("images_missing must not be negative")
         now = self._clock()
@@ -359,6 +365,7 @@ class GenerationStore:
             tuple(images),
             outbox=outbox,
             holder=holder,
+            request=request,
         )
         if not predictions:
             return await self._transition(transition)
@@ -592,14 +599,16 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _recorded_then(
-    record: Callable[[str, PredictionRecord, sa.Connection], None],
+    record: Callable[[str, PredictionRecord, sa.Connection], bool],
     generation_id: str,
     predictions: Sequence[PredictionRecord],
     transition: Transition,
     connection: sa.Connection,
 ) -> Generation:
     """``predictions`` recorded, then ``transition``, in one transaction: a transition that
-    raises (a lost race, a lost lease) takes the records back with it."""
-    for prediction in predictions:
-        record(generation_id, prediction, connection)
+    raises (a lost race, a lost lease) takes the records back with it. When each of them was
+    new, the transition is told which they are (``Transition.recorded``)."""
+    new = [record(generation_id, prediction, connection) for prediction in predictions]
+    if all(new):
+        transition = replace(transition, recorded=tuple(predictions))
     return transition(connection)

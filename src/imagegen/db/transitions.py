@@ -26,7 +26,7 @@ from imagegen.db.rows import delivery_values, image_values, to_generation
 from imagegen.db.tables import DELIVERIES, GENERATIONS, IMAGES, PREDICTIONS
 from imagegen.errors import InvalidTransition, LeaseLost
 from imagegen.jobs.records import Outbox
-from imagegen.models import Generation, JobStatus, PredictionRecord, StoredImage
+from imagegen.models import Generation, GenerationRequest, JobStatus, PredictionRecord, StoredImage
 
 ALLOWED_FROM: dict[JobStatus, tuple[JobStatus, ...]] = {
     JobStatus.RUNNING: (JobStatus.QUEUED,),
@@ -44,18 +44,27 @@ _PREDICTION_COUNT = (
 )
 # One statement per target; the SET clause comes from the parameters each execution passes.
 _STATEMENTS = {
-    target: sa.update(GENERATIONS)
-    .where(
+    target: sa.update(GENERATIONS).where(
         GENERATIONS.c.id == sa.bindparam("generation_id"),
         one_of(GENERATIONS.c.status, [status.value for status in allowed]),
     )
-    .returning(*GENERATIONS.c, _PREDICTION_COUNT)
     for target, allowed in ALLOWED_FROM.items()
 }
-_UPDATES = {target: Fixed(stmt) for target, stmt in _STATEMENTS.items()}
-_FENCED_UPDATES = {
-    target: Fixed(stmt.where(GENERATIONS.c.lease_owner == sa.bindparam("holder")))
+_RETURNED = {
+    False: tuple(GENERATIONS.c),
+    True: tuple(column for column in GENERATIONS.c if column.key != "request"),
+}
+# Keyed by (target, fenced, request in hand): with the request in hand its column, a JSON
+# document, is not returned (nor decoded, nor the request rebuilt from it).
+_UPDATES = {
+    (target, fenced, known): Fixed(
+        (
+            stmt.where(GENERATIONS.c.lease_owner == sa.bindparam("holder")) if fenced else stmt
+        ).returning(*_RETURNED[known], _PREDICTION_COUNT)
+    )
     for target, stmt in _STATEMENTS.items()
+    for fenced in (False, True)
+    for known in (False, True)
 }
 _INSERT_IMAGES = Fixed(sa.insert(IMAGES))
 _INSERT_DELIVERIES = Fixed(sa.insert(DELIVERIES))
@@ -68,7 +77,10 @@ class Transition:
 
     Called with a connection inside a write transaction; returns the job as it left it.
     Without images or an outbox it writes with one statement (``one_statement``): then the
-    ``Database`` may run it without a transaction around it.
+    ``Database`` may run it without a transaction around it. ``request``: the job's, in hand
+    (a job's request never changes once written), so its column is not read back.
+    ``recorded``: predictions this transaction recorded, each new; when they are all the job
+    has, they are the job's predictions without reading them back.
     """
 
     generation_id: str
@@ -78,6 +90,8 @@ class Transition:
     images: Sequence[StoredImage] = ()
     outbox: Outbox | None = None
     holder: str | None = None
+    request: GenerationRequest | None = None
+    recorded: tuple[PredictionRecord, ...] = ()
 
     @property
     def one_statement(self) -> bool:
@@ -90,10 +104,10 @@ class Transition:
             "status": self.target.value,
             "updated_at": self.now,
         }
-        stmt = _UPDATES[self.target]
-        if self.holder is not None:
-            stmt, parameters["holder"] = _FENCED_UPDATES[self.target], self.holder
-        row = stmt.first(connection, parameters)
+        fenced, known = self.holder is not None, self.request is not None
+        if fenced:
+            parameters["holder"] = self.holder
+        row = _UPDATES[self.target, fenced, known].first(connection, parameters)
         if row is None:
             current = load_generation(connection, self.generation_id)
             if self.holder is not None and current.status in ALLOWED_FROM[self.target]:
@@ -102,9 +116,12 @@ class Transition:
         if self.images:
             _INSERT_IMAGES.executemany(connection, image_values(self.generation_id, self.images))
         predictions: Sequence[PredictionRecord] = ()
-        if row["prediction_count"]:
+        count = row["prediction_count"]
+        if count and count == len(self.recorded):  # its only ones: just recorded, in order
+            predictions = self.recorded
+        elif count:
             predictions = predictions_of(connection, [self.generation_id])[self.generation_id]
-        generation = to_generation(row, predictions, self.images)
+        generation = to_generation(row, predictions, self.images, request=self.request)
         if self.outbox is not None:
             messages = [delivery_values(new, self.now) for new in self.outbox(generation)]
             if messages:

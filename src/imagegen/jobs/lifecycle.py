@@ -18,7 +18,7 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.protocols import GenerationStore
 from imagegen.jobs.records import WebhookEvent
 from imagegen.jobs.webhooks.messages import WebhookMessages, asks_for, event_of
-from imagegen.models import Generation, PredictionRecord, StoredImage
+from imagegen.models import Generation, GenerationRequest, PredictionRecord, StoredImage
 
 log = logging.getLogger("imagegen.generations")
 
@@ -40,8 +40,14 @@ class Transitions:
         self._wake = wake_webhooks
 
     def created(self, generation: Generation) -> None:
-        """A job was written ``queued``: log it like every later state."""
+        """A job was written (``queued``, or ``running`` when it had a slot at once): log it
+        like every later state."""
         _log_state(generation)
+
+    def started(self, generation: Generation) -> None:
+        """A job written ``running`` (``created``) starts its work: its listeners hear it then,
+        as they hear a queued job's start; nothing is written (it was logged when written)."""
+        self._events.state(generation)
 
     async def running(self, generation: Generation) -> Generation:
         """``generation`` (queued) starts running. Only a job that asked for the start message
@@ -60,6 +66,7 @@ class Transitions:
         cost: float | None = None,
         predict_seconds: float | None = None,
         predictions: Sequence[PredictionRecord] = (),
+        request: GenerationRequest | None = None,
     ) -> Generation:
         marked = self._store.mark_succeeded(
             generation_id,
@@ -71,6 +78,7 @@ class Transitions:
             predict_seconds=predict_seconds,
             holder=self._holder,
             predictions=predictions,
+            request=request,
         )
         return self._told(await self._apply(marked))
 

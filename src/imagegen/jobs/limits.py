@@ -166,11 +166,29 @@ class ProviderLimiter:
         """Whether a job entering ``slot`` now takes one at once, without waiting."""
         return self._slots is None or not self._slots.locked()
 
+    async def take_free(self, ticket: QueueTicket) -> bool:
+        """Give ``ticket`` a slot now, if one is free: True then, and its job may be written
+        ``running`` at once (``slot`` uses this slot; ``ticket.leave`` frees it if ``slot``
+        never does). It never waits: a free slot is taken without yielding to the loop, so no
+        other job can take it in between."""
+        if self._slots is not None:
+            if self._slots.locked():
+                return False
+            await self._slots.acquire()  # free: returns without suspending
+        ticket._held = True
+        return True
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
     @asynccontextmanager
     async def slot(self, ticket: QueueTicket, deadline: float) -> AsyncIterator[None]:
-        """Leave the queue for a running slot, waiting until ``deadline`` at most."""
+        """Leave the queue for a running slot, waiting until ``deadline`` at most (none when
+        ``take_free`` gave the ticket one)."""
+        held, ticket._held = ticket._held, False  # the slot is this block's to free now
         try:
-            if self._slots is not None:
+            if self._slots is not None and not held:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise queue_deadline_exceeded()
@@ -189,8 +207,7 @@ class ProviderLimiter:
             yield
         finally:
             self._running -= 1
-            if self._slots is not None:
-                self._slots.release()
+            self._release()
 
     async def acquire_create(self, deadline: float) -> None:
         if self._rate is not None:
@@ -198,14 +215,23 @@ class ProviderLimiter:
 
 
 class QueueTicket:
-    """A job's place in a provider's queue; ``leave`` is idempotent."""
+    """A job's place in a provider's queue, and the slot ``take_free`` gave it, if any, until
+    ``slot`` takes that over; ``leave`` (idempotent) gives up both."""
 
     def __init__(self, limiter: ProviderLimiter) -> None:
         self._limiter: ProviderLimiter | None = limiter
+        self._held = False
+
+    @property
+    def holds_slot(self) -> bool:
+        return self._held
 
     def leave(self) -> None:
         if self._limiter is not None:
             self._limiter._leave()
+            if self._held:
+                self._held = False
+                self._limiter._release()
             self._limiter = None
 
 

@@ -81,8 +81,10 @@ class GenerationStore(Protocol):
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
+        started: bool = False,
     ) -> Generation:
-        """Persist a queued job; raises ``IdempotencyKeyInUse`` if the key names another job."""
+        """Persist a queued job (``started``: a running one, as ``mark_running`` leaves it);
+        raises ``IdempotencyKeyInUse`` if the key names another job."""
         ...
 
     async def release_idempotency_key(self, generation_id: str) -> None:
@@ -139,9 +141,11 @@ class GenerationStore(Protocol):
         predict_seconds: float | None = None,
         holder: str | None = None,
         predictions: Sequence[PredictionRecord] = (),
+        request: GenerationRequest | None = None,
     ) -> Generation:
         """running -> succeeded; ``predictions`` not recorded yet are recorded first, in the
-        same transaction (as ``add_prediction`` does)."""
+        same transaction (as ``add_prediction`` does). ``request``: the job's, in hand (it never
+        changes once written), so the store need not read it back."""
         ...
 
     async def mark_failed(

@@ -36,11 +36,11 @@ from imagegen.jobs.events import JobEvents
 from imagegen.jobs.fencing import LeaseFence
 from imagegen.jobs.idempotency import IdempotencyKeys, matching
 from imagegen.jobs.lifecycle import Transitions
-from imagegen.jobs.limits import ProviderLimits
+from imagegen.jobs.limits import ProviderLimits, QueueTicket
 from imagegen.jobs.observe import JobObserver
 from imagegen.jobs.outcome import result_of
 from imagegen.jobs.protocols import GenerationStore, Idempotency, Ingestor
-from imagegen.jobs.records import WebhookTarget
+from imagegen.jobs.records import WebhookEvent, WebhookTarget
 from imagegen.jobs.recovery import CLAIM_BATCH, Recovery
 from imagegen.jobs.webhooks.messages import WebhookMessages
 from imagegen.jobs.work import STORE_RETRY_DELAYS, JobWork, Plan
@@ -53,6 +53,10 @@ WATCH_INTERVAL = 1.0  # seconds between store reads while waiting on a job run e
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _asks_for_start(webhook: WebhookTarget | None) -> bool:
+    return webhook is not None and WebhookEvent.START in webhook.events
 
 
 class JobRunner:
@@ -194,8 +198,19 @@ class JobRunner:
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         deadline = asyncio.get_running_loop().time() + seconds
         try:
+            # A slot free now: the job is written running, one write less. One that asked for
+            # the start webhook is written queued, its start (and message) written on its own.
+            started = not _asks_for_start(webhook) and await limiter.take_free(ticket)
             generation = await self._insert(
-                request, route, seconds, metadata, idempotency, webhook, owner, leased=True
+                request,
+                route,
+                seconds,
+                metadata,
+                idempotency,
+                webhook,
+                owner,
+                leased=True,
+                started=started,
             )
         except IdempotencyKeyInUse as exc:  # another request with this key won the race
             ticket.leave()
@@ -205,7 +220,9 @@ class JobRunner:
             ticket.leave()
             raise
         self._transitions.created(generation)
-        self._spawn(generation.id, self._work.run(Plan(generation, route, deadline, ticket)))
+        self._spawn(
+            generation.id, self._work.run(Plan(generation, route, deadline, ticket)), ticket
+        )
         return generation
 
     async def _insert(
@@ -219,9 +236,10 @@ class JobRunner:
         owner: str | None,
         *,
         leased: bool,
+        started: bool = False,
     ) -> Generation:
         """The job's row: ``leased`` by this instance (it runs the job), or free for whichever
-        instance claims it."""
+        instance claims it; ``started``: running already (it holds a slot)."""
         lease: dict[str, Any] = (
             {"lease_owner": self._owner, "lease_expires_at": self._recovery.lease_expires_at}
             if leased
@@ -237,6 +255,7 @@ class JobRunner:
             webhook_url=webhook.url if webhook else None,
             webhook_events=[event.value for event in webhook.events] if webhook else None,
             owner=owner,
+            started=started,
             **lease,
         )
 
@@ -288,7 +307,7 @@ class JobRunner:
             self._limits(route.provider.name).admit(force=True),
             started=generation.status is JobStatus.RUNNING,
         )
-        self._spawn(generation.id, self._work.run(plan))
+        self._spawn(generation.id, self._work.run(plan), plan.ticket)
 
     async def wait(self, generation_id: str) -> Generation:
         """Wait for a job to end; raises the job's error if it failed or was canceled.
@@ -391,11 +410,18 @@ class JobRunner:
             else:
                 log.info("handed %d unfinished jobs back", released)
 
-    def _spawn(self, generation_id: str, work: Coroutine[Any, Any, Generation]) -> None:
+    def _spawn(
+        self,
+        generation_id: str,
+        work: Coroutine[Any, Any, Generation],
+        ticket: QueueTicket | None = None,
+    ) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"generation-{generation_id}")
         self._fence.lost.discard(generation_id)
         self._tasks[generation_id] = task
         task.add_done_callback(functools.partial(self._finished, generation_id))
+        if ticket is not None:  # a task cancelled before its first step never left its queue
+            task.add_done_callback(lambda _: ticket.leave())
 
     def _finished(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
         if self._tasks.get(generation_id) is task:

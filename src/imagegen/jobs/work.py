@@ -48,6 +48,7 @@ from imagegen.jobs.outputs import OutputStore
 from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
+    JobStatus,
     PredictionRecord,
     ProviderResult,
     StoredImage,
@@ -69,8 +70,9 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One run of a job: ``started`` jobs are already ``running`` (a recovered job): they resume
-    their stored predictions and the creates that were in flight, if they have any.
+    """One run of a job: ``started`` jobs are recovered ones already ``running``: they resume
+    their stored predictions and the creates that were in flight, if they have any. A new job
+    written ``running`` (it had a slot at once) is not ``started``: it has nothing to resume.
     ``deadline`` is on the event loop's clock."""
 
     generation: Generation
@@ -189,7 +191,7 @@ class JobWork:
         limiter = self._limits(provider)
         # Counted as queued only when it waits: a free slot is taken without yielding to the
         # loop, so no reading of the gauge made on the loop could see it there.
-        waiting = not limiter.free()
+        waiting = not plan.ticket.holds_slot and not limiter.free()
         if waiting:
             self._observer.queued(provider, 1)
         try:
@@ -212,8 +214,10 @@ class JobWork:
     ) -> ProviderResult:
         generation = plan.generation
         provider = plan.route.provider.name
-        if not plan.started:
+        if generation.status is JobStatus.QUEUED:
             await self._transitions.running(generation)
+        elif not plan.started:  # written running: it had a slot at once
+            self._transitions.started(generation)
 
         async def create_turn() -> None:
             await acquire_create(plan.deadline)
@@ -337,6 +341,7 @@ class JobWork:
             cost=plan.route.pricing.cost(len(result.images), result.predict_seconds),
             predict_seconds=result.predict_seconds,
             predictions=kept,
+            request=plan.generation.request,
         )
         try:
             done = await self._settle(generation_id, succeeded)
