@@ -91,7 +91,7 @@ async def test_three_processes_create_at_the_accounts_rate_with_no_upstream_429(
     # The double times each create when its own event loop reads it: on two busy cores (three
     # imagegen processes, PostgreSQL, Redis and the double) a stall of the double's loop hands it
     # creates that arrived over a second at once. A burst of 20 absorbs two seconds of that; a
-    # budget not shared (each process creating at 10/s) still overruns it by hundreds.
+    # budget not shared (each process creating at 10/s: 30/s in all) overruns it by dozens.
     control.configure(duration=0.0, queue_time=0.0, create_rate=per_minute, create_burst=20)
     async with postgres_database() as database_url:
         shared = {
