@@ -32,11 +32,12 @@ from bench.procs import running, start_ready, usage
 from bench.report import Result
 
 NAME = "floors"
-#: The durable write transactions of a generation on the seed endpoint: the job, running, the
-#: create about to be sent (what makes a retry after a crash safe), its prediction, succeeded.
-WRITES = 5
+#: The durable write transactions of a generation on the seed endpoint: the job (written running
+#: when a slot is free), the create about to be sent (what makes a retry after a crash safe), its
+#: prediction, succeeded.
+WRITES = 4
 #: Passed through, the prediction is recorded with the success, in one transaction.
-WRITES_THROUGH = 4
+WRITES_THROUGH = 3
 _ROW = json.dumps({**BODY, "seed": 42, "output_format": "webp", "go_fast": True})
 
 
