@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from tests.support.imagegen_process import free_port
 
-from bench.common import BODY, GENERATE, INSTANT
+from bench.common import INSTANT, Generate
 from bench.load import Client
 from bench.procs import IMAGEGEN_ENV, UNGUARDED_ENV, Double, double_args
 
@@ -35,10 +35,10 @@ from bench.procs import IMAGEGEN_ENV, UNGUARDED_ENV, Double, double_args
 async def generate(base_url: str, count: int) -> None:
     client = Client(base_url)
     try:
+        call = Generate(client)
         for _ in range(count):
-            reply = await client.post(GENERATE, json_body=BODY, timeout=120)
-            if reply.status != 200:
-                raise RuntimeError(f"generate answered {reply.status}")
+            if (status := await call()) != 200:
+                raise RuntimeError(f"generate answered {status}")
     finally:
         client.close()
 

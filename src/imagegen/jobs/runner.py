@@ -416,11 +416,14 @@ class JobRunner:
         work: Coroutine[Any, Any, Generation],
         ticket: QueueTicket | None = None,
     ) -> None:
+        """Run ``work`` as the job's task. Its ``ticket`` (its place in the queue, and a slot it
+        took but never used) is given up when the task ends, however it ends: a task cancelled
+        before its first step runs none of its own code."""
         task = asyncio.get_running_loop().create_task(work, name=f"generation-{generation_id}")
         self._fence.lost.discard(generation_id)
         self._tasks[generation_id] = task
         task.add_done_callback(functools.partial(self._finished, generation_id))
-        if ticket is not None:  # a task cancelled before its first step never left its queue
+        if ticket is not None:
             task.add_done_callback(lambda _: ticket.leave())
 
     def _finished(self, generation_id: str, task: asyncio.Task[Generation]) -> None:

@@ -164,8 +164,7 @@ class JobWork:
         except Exception as exc:
             log.exception("generation %s failed unexpectedly", generation_id)
             return await self._end(generation_id, exc)
-        finally:
-            plan.ticket.leave()
+        finally:  # the runner gives up the job's ticket when its task ends (``_spawn``)
             self.progress.pop(generation_id, None)
             self._recording.pop(generation_id, None)  # shutting down: they finish on their own
             self._kept.pop(generation_id, None)  # their pending creates lead recovery to them
