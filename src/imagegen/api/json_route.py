@@ -7,7 +7,8 @@ OpenAPI description is FastAPI's own. :class:`JsonBodyRoute` answers its request
 FastAPI's general machinery (a dependency graph solved per request, the body decoded to Python
 and validated as a second step, the returned model validated again before it is serialised):
 
-- the raw body goes to ``Model.model_validate_json``, one pass in pydantic's core;
+- the raw body goes to ``Model.model_validate_json``, one pass in pydantic's core (a body whose
+  bytes show every string storable, ``api/wire.py``, is not walked for that again);
 - the endpoint's dependencies run in the order FastAPI runs them (``open_caller``): the
   parameters' storability (the app's dependency), the API key, the Content-Type;
 - a returned model is serialised straight to JSON bytes (``response_model_exclude_none`` as
@@ -55,6 +56,7 @@ from imagegen.api.deps import (
     require_json,
     storable_parameters,
 )
+from imagegen.api.wire import STORABLE, storable_json
 from imagegen.errors import InvalidRequest
 
 Endpoint = Callable[[Any, Caller], Coroutine[Any, Any, Any]]
@@ -131,7 +133,8 @@ def json_answer(
         if raw and content_type == "application/json":
             # A body that fails here is told below, in FastAPI's words and order.
             with contextlib.suppress(ValidationError, InvalidRequest):
-                body = model.model_validate_json(raw)
+                context = STORABLE if storable_json(raw) else None  # else its strings are walked
+                body = model.model_validate_json(raw, context=context)
         if body is None:
             value = _decoded(raw, content_type)  # undecodable JSON: a 400 before anything else
             caller = await open_caller(request)

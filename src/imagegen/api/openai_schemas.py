@@ -75,7 +75,8 @@ class ImageGenerationRequest(WireModel):
             raise InvalidRequest(f"n: must be an integer from {limits}", field="n")
         route.check_images(n, field="n")
         width, height = self._size(settings, route)
-        return GenerateRequest(
+        # Its values are this body's, validated and checked already: not validated again.
+        return GenerateRequest.model_construct(
             model=self.requested_model(settings),
             prompt=self.prompt,
             num_images=n,
