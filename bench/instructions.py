@@ -1,11 +1,13 @@
 """Instructions per generation: the work imagegen's process does for one generation, counted by
 callgrind, which unlike a timing does not move with the machine's other load.
-``python -m bench.instructions [--mode passthrough|stored] [--generations N] [--src DIR]``.
+``python -m bench.instructions [--mode passthrough|stored] [--route seed|openai] [--generations N]
+[--src DIR]``.
 
 One ``imagegen serve`` runs under ``valgrind --tool=callgrind`` with counting off, in front of
 the Replicate double (answering at once). After ``--warm`` generations at one connection,
 counting is switched on (``callgrind_control``), ``--generations`` more are made one after the
-other on the seed endpoint, and the count is dumped: every instruction the process ran in user
+other on the seed endpoint (``--route openai``: on ``POST /v1/images/generations``, the same
+model and size), and the count is dumped: every instruction the process ran in user
 space, all its threads (the event loop, the database's writer), over the generations made. The
 kernel's work (sockets, the WAL's writes) is not counted. Two runs of the same code agree to
 about 0.2 %; compare two versions by running each (``--src`` serves another checkout's
@@ -27,15 +29,29 @@ from pathlib import Path
 import httpx
 from tests.support.imagegen_process import free_port
 
-from bench.common import INSTANT, Generate
+from bench.common import BODY, INSTANT, Generate
 from bench.load import Client
 from bench.procs import IMAGEGEN_ENV, UNGUARDED_ENV, Double, double_args
 
+#: The seed's body as the OpenAI-compatible endpoint takes it (``--route openai``).
+OPENAI_BODY = {"model": BODY["model"], "prompt": BODY["prompt"], "n": 1, "size": "512x512"}
 
-async def generate(base_url: str, count: int) -> None:
+
+class OpenAIGenerate:
+    """``POST /v1/images/generations`` through imagegen."""
+
+    def __init__(self, imagegen: Client) -> None:
+        self._client = imagegen
+
+    async def __call__(self) -> int:
+        path = "/v1/images/generations"
+        return (await self._client.post(path, json_body=OPENAI_BODY, timeout=600)).status
+
+
+async def generate(base_url: str, count: int, route: str = "seed") -> None:
     client = Client(base_url)
     try:
-        call = Generate(client)
+        call = OpenAIGenerate(client) if route == "openai" else Generate(client)
         for _ in range(count):
             if (status := await call()) != 200:
                 raise RuntimeError(f"generate answered {status}")
@@ -64,7 +80,7 @@ def totals(dump: Path) -> int:
     raise RuntimeError(f"no totals in {dump}")
 
 
-def count(mode: str, generations: int, warm: int, src: Path | None) -> float:
+def count(mode: str, generations: int, warm: int, src: Path | None, route: str = "seed") -> float:
     """Instructions per generation."""
     with (
         tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp,
@@ -97,10 +113,10 @@ def count(mode: str, generations: int, warm: int, src: Path | None) -> float:
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_ready(base_url, proc)
-            asyncio.run(generate(base_url, warm))
+            asyncio.run(generate(base_url, warm, route))
             control = ["callgrind_control", "-i", "on", str(proc.pid)]
             subprocess.run(control, check=True, capture_output=True)
-            asyncio.run(generate(base_url, generations))
+            asyncio.run(generate(base_url, generations, route))
             subprocess.run(
                 ["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True
             )
@@ -113,16 +129,17 @@ def count(mode: str, generations: int, warm: int, src: Path | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["passthrough", "stored"], default="passthrough")
+    parser.add_argument("--route", choices=["seed", "openai"], default="seed")
     parser.add_argument("--generations", type=int, default=300)
     parser.add_argument("--warm", type=int, default=20)
     parser.add_argument("--src", type=Path, default=None, help="serve this src (PYTHONPATH)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind (apt-get install valgrind)")
-    per = count(args.mode, args.generations, args.warm, args.src)
+    per = count(args.mode, args.generations, args.warm, args.src, args.route)
     where = args.src or "this checkout"
     print(
-        f"{args.mode}: {per / 1e6:.3f} M instructions per generation "
+        f"{args.mode}, {args.route} route: {per / 1e6:.3f} M instructions per generation "
         f"({args.generations} generations, one connection, {where})"
     )
 
