@@ -106,6 +106,11 @@ class LimitedProvider:
     def __post_init__(self) -> None:
         self.name = self.inner.name
 
+    def first_creates(self, request: GenerationRequest) -> Sequence[PendingCreate]:
+        if self.max_images is not None and request.num_images > self.max_images:
+            return ()  # refused by generate, once the job is written
+        return self.inner.first_creates(request)
+
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult:

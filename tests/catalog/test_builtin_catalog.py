@@ -18,7 +18,7 @@ from imagegen.catalog import REPLICATE_REF, Catalog
 from imagegen.catalog_file import builtin_models, load_catalog_file
 from imagegen.config import Settings
 from imagegen.errors import ModelNotFound
-from imagegen.models import GenerationRequest, ProviderResult
+from imagegen.models import GenerationRequest, PendingCreate, ProviderResult
 from imagegen.providers.base import GenerationContext, Provider
 
 
@@ -27,6 +27,9 @@ class NamedProvider:
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def first_creates(self, request: GenerationRequest) -> tuple[PendingCreate, ...]:
+        return ()  # announces no creates
 
     async def generate(
         self, request: GenerationRequest, context: GenerationContext

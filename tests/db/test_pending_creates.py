@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from imagegen.db import GenerationStore, open_store
-from imagegen.errors import InvalidTransition, NotFound
+from imagegen.errors import IdempotencyKeyInUse, InvalidTransition, NotFound
 from imagegen.models import GenerationRequest, JobStatus, PendingCreate, PredictionRecord
 
 from . import BACKENDS, FakeClock, database_url
@@ -210,3 +210,35 @@ async def test_a_success_with_predictions_of_an_unknown_job_is_not_found(store) 
             images_missing=0,
             predictions=[PredictionRecord("p-1", INPUTS, 1)],
         )
+
+
+async def test_a_job_written_with_its_creates_records_them_pending_in_the_same_write(
+    store,
+) -> None:
+    creates = [PendingCreate("o/m", INPUTS, 1), PendingCreate("o/m", {**INPUTS, "seed": 1}, 1)]
+    with Statements() as seen:
+        job = await store.create(REQUEST, provider="replicate", started=True, creates=creates)
+
+    assert seen == ["INSERT", "INSERT"]  # the job, then its creates (one executemany)
+    pending = await store.pending_creates(job.id)
+    assert [(p.model, p.inputs, p.images_requested) for p in pending] == [
+        (c.model, c.inputs, c.images_requested) for c in creates
+    ]
+    assert {p.sent_at for p in pending} == {job.created_at}  # sent, at the latest, from then
+    await store.add_prediction(job.id, PredictionRecord("p-1", INPUTS, 1))
+    assert [p.inputs for p in await store.pending_creates(job.id)] == [creates[1].inputs]
+
+
+async def test_a_job_refused_for_its_idempotency_key_writes_none_of_its_creates(store) -> None:
+    first = await store.create(REQUEST, provider="replicate", idempotency_key="k")
+    with pytest.raises(IdempotencyKeyInUse):
+        await store.create(
+            REQUEST,
+            provider="replicate",
+            idempotency_key="k",
+            started=True,
+            creates=[PendingCreate("o/m", INPUTS, 1)],
+        )
+    assert await store.pending_creates(first.id) == []
+    count = sa.text("SELECT count(*) FROM pending_creates")
+    assert await store._db.read(lambda connection: connection.execute(count).scalar()) == 0

@@ -28,6 +28,9 @@ class ScriptedProvider:
     canceled: list[str] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def first_creates(self, request: GenerationRequest) -> tuple[PendingCreate, ...]:
+        return ()  # announces no creates
+
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult:

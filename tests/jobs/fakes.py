@@ -34,6 +34,9 @@ class GatedProvider:
     pending: list[PendingCreate] = field(default_factory=list)  # handed to resume
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    def first_creates(self, request: GenerationRequest) -> tuple[PendingCreate, ...]:
+        return ()  # announces no creates
+
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult:
@@ -91,6 +94,9 @@ class GatedProvider:
 
 class CreatesOnly:
     """The rest of a provider whose test only creates: nothing to resume, cancel or close."""
+
+    def first_creates(self, request: GenerationRequest) -> tuple[PendingCreate, ...]:
+        return ()  # announces no creates
 
     async def resume(
         self,

@@ -23,7 +23,13 @@ from imagegen.errors import (
     UpstreamHTTPError,
     UpstreamUnavailable,
 )
-from imagegen.models import GenerationRequest, PredictionRecord, ProviderImage
+from imagegen.models import (
+    GenerationRequest,
+    PendingCreate,
+    PredictionRecord,
+    ProviderImage,
+    StoredImage,
+)
 from imagegen.providers.base import GenerationContext, Provider
 from imagegen.providers.replicate import ReplicateProvider, RetryPolicy, from_settings
 from imagegen.providers.replicate.run import deadline_scope
@@ -740,3 +746,47 @@ async def test_the_deadline_scope_passes_an_outer_cancel_on() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# --- first creates, known before the job is written -------------------------------------------
+
+
+async def test_first_creates_are_the_creates_generate_announces_once_the_schema_is_cached(
+    clock: FakeClock,
+) -> None:
+    fake = FakeReplicate(
+        FLUX_SCHNELL,
+        [{"status": "starting"}, done("p1", 4)],
+        [{"status": "starting"}, done("p2", 4)],
+        [{"status": "starting"}, done("p3", 2)],
+    )
+    provider = make_provider(fake, clock)
+    asked = request(num_images=10, seed=7)
+    assert provider.first_creates(asked) == ()  # the schema is not known yet: it takes I/O
+    announced: list[PendingCreate] = []
+
+    async def on_create(pending: PendingCreate) -> None:
+        announced.append(pending)
+
+    context = replace(Events(fake, clock.now + 300).context, on_create=on_create)
+    await provider.generate(asked, context)
+    assert len(announced) == 3
+    assert sorted(provider.first_creates(asked), key=repr) == sorted(announced, key=repr)
+    fake.log.clear()
+    provider.first_creates(asked)
+    assert fake.log == []  # no upstream call
+
+
+async def test_first_creates_are_none_when_generate_would_refuse_or_upload(
+    clock: FakeClock,
+) -> None:
+    fake = FakeReplicate(FLUX_SCHNELL, [{"status": "starting"}, done("p1")])
+    provider = make_provider(fake, clock)
+    await provider.generate(request(), Events(fake, clock.now + 300).context)
+    assert len(provider.first_creates(request())) == 1
+    assert provider.first_creates(request(output_format="tiff")) == ()  # an InvalidRequest
+    image = StoredImage("k" * 64, "image/png", 8, 8, 4)
+    assert provider.first_creates(request(images=(image,))) == ()  # an edit uploads first
+    assert make_provider(fake, clock, token=None).first_creates(request()) == ()
+    clock.now += 61  # past the schema cache's time to live: generate reads it again
+    assert provider.first_creates(request()) == ()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -140,14 +140,7 @@ class SqlCreates:
     ) -> None:
         """Record that a create with these inputs is about to be sent (``sent_at``: now);
         ``holder``: only while it holds the job's lease, extended to ``until``."""
-        values = {
-            "generation_id": generation_id,
-            "model": pending.model,
-            "inputs": dict(pending.inputs),
-            "inputs_digest": inputs_digest(pending.inputs),
-            "images_requested": pending.images_requested,
-            "sent_at": self._clock(),
-        }
+        values = pending_values(generation_id, pending, self._clock())
         if holder is not None and self._one_statement:
             parameters = {**_new(values), "generation_id": generation_id, "holder": holder}
             if until is not None:
@@ -236,6 +229,23 @@ class SqlCreates:
         digest = inputs_digest(record.inputs)
         _CLEAR_ONE.execute(connection, {"generation_id": generation_id, "digest": digest})
         return inserted == 1
+
+
+def pending_values(generation_id: str, pending: PendingCreate, now: datetime) -> dict[str, Any]:
+    """The row of a create about to be sent, sent at ``now``."""
+    return {
+        "generation_id": generation_id,
+        "model": pending.model,
+        "inputs": dict(pending.inputs),
+        "inputs_digest": inputs_digest(pending.inputs),
+        "images_requested": pending.images_requested,
+        "sent_at": now,
+    }
+
+
+def insert_pending(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Pending creates (``pending_values``), inside the caller's transaction."""
+    _INSERT.executemany(connection, rows)
 
 
 def inputs_digest(inputs: Mapping[str, Any]) -> str:

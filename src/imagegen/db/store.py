@@ -43,7 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
 from imagegen.db.compiled import Fixed
-from imagegen.db.creates import SqlCreates
+from imagegen.db.creates import SqlCreates, insert_pending, pending_values
 from imagegen.db.database import Database, open_database
 from imagegen.db.engine import PoolSettings
 from imagegen.db.leases import SqlLeases
@@ -247,11 +247,14 @@ class GenerationStore:
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
         started: bool = False,
+        creates: Sequence[PendingCreate] = (),
     ) -> Generation:
         """Persist a new ``queued`` job, leased to ``lease_owner`` when one is given; ``owner``
         is the id of the API key that created it. ``started``: the job is ``running`` already
         (its instance had a slot free for it), one write instead of a create and a
-        ``mark_running``.
+        ``mark_running``. ``creates``: the creates its provider is about to send, recorded
+        pending (as ``begin_create`` records them, sent at the job's creation) in the same
+        transaction.
 
         Raises ``IdempotencyKeyInUse`` when ``idempotency_key`` already names a job (also
         when another replica inserted it a moment earlier); compare ``request_hash`` with
@@ -290,9 +293,10 @@ class GenerationStore:
             "predict_seconds": None,
         }
         inputs = input_image_values(generation_id, request)
-        insert = partial(_insert_job, values, inputs)
+        pending = [pending_values(generation_id, create, now) for create in creates]
+        insert = partial(_insert_job, values, inputs, pending)
         try:
-            await self._db.write(insert, admission=True, one_statement=not inputs)
+            await self._db.write(insert, admission=True, one_statement=not (inputs or pending))
         except IntegrityError:
             existing = None
             if idempotency_key is not None:
@@ -565,11 +569,16 @@ def _execute(stmt: sa.Executable, parameters: Mapping[str, Any], connection: sa.
 
 
 def _insert_job(
-    values: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], connection: sa.Connection
+    values: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]],
+    pending: Sequence[Mapping[str, Any]],
+    connection: sa.Connection,
 ) -> None:
-    """The job and the keys of its input images, in one transaction (one statement without)."""
+    """The job, the keys of its input images and its pending creates, in one transaction (one
+    statement without the last two)."""
     _INSERT_GENERATION.execute(connection, values)
     _INSERT_INPUT_IMAGES.executemany(connection, inputs)
+    insert_pending(connection, pending)
 
 
 def _encode_cursor(last: Generation) -> str:

@@ -7,18 +7,19 @@ The job is then *lost*: its provider is told it is handing back (``handing_back`
 cancels nothing upstream, and the task stops; the adopter resumes the stored predictions.
 
 A create is sent only after its pending create was written under the lease, which also extends
-the lease (``begin_create``). The adopter cannot claim the job before that lease runs out, and
-then looks upstream for the create's prediction before creating it again. So a create must leave
-well before the lease it wrote runs out: if more than ``SEND_WITHIN`` of the lease has passed
-since the fenced write began (a stalled event loop, a long GC, a slow database), the lease is
-written again before sending, and a lease taken over meanwhile stops the create.
+the lease (``begin_create``), or with the job itself, which wrote the lease. The adopter cannot
+claim the job before that lease runs out, and then looks upstream for the create's prediction
+before creating it again. So a create must leave well before the lease it wrote runs out: if
+more than ``SEND_WITHIN`` of the lease has passed since the fenced write began (a stalled event
+loop, a long GC, a slow database), the lease is written again before sending, and a lease taken
+over meanwhile stops the create.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
@@ -70,15 +71,28 @@ class LeaseFence:
 
         return guarded
 
-    def begin_create(self, generation_id: str) -> Callable[[PendingCreate], Awaitable[None]]:
+    def begin_create(
+        self,
+        generation_id: str,
+        written: Sequence[PendingCreate] = (),
+        written_at: float | None = None,
+    ) -> Callable[[PendingCreate], Awaitable[None]]:
         """The ``on_create`` of a job: write the pending create under the lease, and return
-        only while that write is recent enough for the create to go out."""
+        only while that write is recent enough for the create to go out.
+
+        ``written``: creates recorded with the job itself, whose write (begun at
+        ``written_at``, on the loop's clock) also wrote its lease. Each is announced once
+        without another write, under the same rule: that write recent enough."""
+        unsent = list(written)
 
         async def begin(pending: PendingCreate) -> None:
             started = self._loop_time()
-            await self._store.begin_create(
-                generation_id, pending, holder=self.holder, until=self._clock() + self._lease
-            )
+            if written_at is not None and _take(unsent, pending):
+                started = written_at
+            else:
+                await self._store.begin_create(
+                    generation_id, pending, holder=self.holder, until=self._clock() + self._lease
+                )
             budget = self._lease.total_seconds() * SEND_WITHIN
             while self._loop_time() - started > budget:  # stalled: is the lease still ours?
                 started = self._loop_time()
@@ -89,3 +103,17 @@ class LeaseFence:
                     raise LeaseLost(generation_id)
 
         return self.guard(generation_id, begin)
+
+
+def _take(written: list[PendingCreate], pending: PendingCreate) -> bool:
+    """Remove the create written already that ``pending`` is (same model, inputs and images),
+    if there is one."""
+    for index, create in enumerate(written):
+        if (create.model, create.images_requested, create.inputs) == (
+            pending.model,
+            pending.images_requested,
+            pending.inputs,
+        ):
+            del written[index]
+            return True
+    return False

@@ -82,8 +82,10 @@ class GenerationStore(Protocol):
         lease_expires_at: datetime | None = None,
         owner: str | None = None,
         started: bool = False,
+        creates: Sequence[PendingCreate] = (),
     ) -> Generation:
-        """Persist a queued job (``started``: a running one, as ``mark_running`` leaves it);
+        """Persist a queued job (``started``: a running one, as ``mark_running`` leaves it),
+        with ``creates`` pending (as ``begin_create`` writes them) in the same transaction;
         raises ``IdempotencyKeyInUse`` if the key names another job."""
         ...
 

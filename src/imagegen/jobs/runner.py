@@ -19,6 +19,7 @@ import logging
 import socket
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -44,7 +45,7 @@ from imagegen.jobs.records import WebhookEvent, WebhookTarget
 from imagegen.jobs.recovery import CLAIM_BATCH, Recovery
 from imagegen.jobs.webhooks.messages import WebhookMessages
 from imagegen.jobs.work import STORE_RETRY_DELAYS, JobWork, Plan
-from imagegen.models import Generation, GenerationRequest, JobStatus
+from imagegen.models import Generation, GenerationRequest, JobStatus, PendingCreate
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,14 @@ def _utcnow() -> datetime:
 
 def _asks_for_start(webhook: WebhookTarget | None) -> bool:
     return webhook is not None and WebhookEvent.START in webhook.events
+
+
+def _first_creates(route: Route, request: GenerationRequest) -> tuple[PendingCreate, ...]:
+    """The creates the route's provider sends first for ``request``, as ``JobWork`` runs it
+    (under the upstream's name for the model), when it knows them now."""
+    if request.model != route.upstream_model:
+        request = replace(request, model=route.upstream_model)
+    return tuple(route.provider.first_creates(request))
 
 
 class JobRunner:
@@ -198,9 +207,12 @@ class JobRunner:
         seconds = deadline_seconds if deadline_seconds is not None else self._timeout
         deadline = asyncio.get_running_loop().time() + seconds
         try:
-            # A slot free now: the job is written running, one write less. One that asked for
-            # the start webhook is written queued, its start (and message) written on its own.
+            # A slot free now: the job is written running, one write less, with the creates
+            # its provider sends first, one more. One that asked for the start webhook is
+            # written queued, its start (and message) written on its own.
             started = not _asks_for_start(webhook) and await limiter.take_free(ticket)
+            creates = _first_creates(route, request) if started else ()
+            written_at = asyncio.get_running_loop().time()
             generation = await self._insert(
                 request,
                 route,
@@ -211,6 +223,7 @@ class JobRunner:
                 owner,
                 leased=True,
                 started=started,
+                creates=creates,
             )
         except IdempotencyKeyInUse as exc:  # another request with this key won the race
             ticket.leave()
@@ -220,9 +233,8 @@ class JobRunner:
             ticket.leave()
             raise
         self._transitions.created(generation)
-        self._spawn(
-            generation.id, self._work.run(Plan(generation, route, deadline, ticket)), ticket
-        )
+        plan = Plan(generation, route, deadline, ticket, creates=creates, written_at=written_at)
+        self._spawn(generation.id, self._work.run(plan), ticket)
         return generation
 
     async def _insert(
@@ -237,9 +249,11 @@ class JobRunner:
         *,
         leased: bool,
         started: bool = False,
+        creates: Sequence[PendingCreate] = (),
     ) -> Generation:
         """The job's row: ``leased`` by this instance (it runs the job), or free for whichever
-        instance claims it; ``started``: running already (it holds a slot)."""
+        instance claims it; ``started``: running already (it holds a slot), with ``creates``
+        pending."""
         lease: dict[str, Any] = (
             {"lease_owner": self._owner, "lease_expires_at": self._recovery.lease_expires_at}
             if leased
@@ -256,6 +270,7 @@ class JobRunner:
             webhook_events=[event.value for event in webhook.events] if webhook else None,
             owner=owner,
             started=started,
+            creates=creates,
             **lease,
         )
 

@@ -49,6 +49,7 @@ from imagegen.jobs.protocols import GenerationStore, Ingestor
 from imagegen.models import (
     Generation,
     JobStatus,
+    PendingCreate,
     PredictionRecord,
     ProviderResult,
     StoredImage,
@@ -72,7 +73,8 @@ def _utcnow() -> datetime:
 class Plan:
     """One run of a job: ``started`` jobs are recovered ones already ``running``: they resume
     their stored predictions and the creates that were in flight, if they have any. A new job
-    written ``running`` (it had a slot at once) is not ``started``: it has nothing to resume.
+    written ``running`` (it had a slot at once) is not ``started``: it has nothing to resume;
+    it may have been written with the creates its provider sends first (``creates``).
     ``deadline`` is on the event loop's clock."""
 
     generation: Generation
@@ -80,6 +82,9 @@ class Plan:
     deadline: float
     ticket: QueueTicket
     started: bool = False
+    #: The creates written pending with the job, and when that write began (loop time).
+    creates: tuple[PendingCreate, ...] = ()
+    written_at: float | None = None
 
 
 class JobWork:
@@ -229,7 +234,7 @@ class JobWork:
             on_progress=partial(self._on_progress, job),
             acquire_create=create_turn,
             metered=plan.route.pricing.per_second is not None,
-            on_create=fence.begin_create(job),
+            on_create=fence.begin_create(job, plan.creates, plan.written_at),
             adopt=fence.guard(job, partial(self._store.adopt_prediction, job, holder=holder)),
             claim=fence.guard(
                 job, partial(self._store.adopt_prediction, job, sole=True, holder=holder)

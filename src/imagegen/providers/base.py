@@ -100,6 +100,14 @@ class Provider(Protocol):
 
     name: str
 
+    def first_creates(self, request: GenerationRequest) -> Sequence[PendingCreate]:
+        """The creates ``generate`` will send first for ``request`` (each as its
+        ``context.on_create`` will name it), when that is known now: without I/O and without
+        an error. Empty otherwise, and for a provider that announces no creates. The caller
+        may record them with the job, in its first write; ``on_create`` then writes nothing
+        for them. Never raises."""
+        ...
+
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult: ...

@@ -110,6 +110,10 @@ class OpenAICompatProvider:
         self._max_retries = max_retries
         self._backoff = backoff
 
+    def first_creates(self, request: GenerationRequest) -> Sequence[PendingCreate]:
+        """None: an OpenAI-compatible API has no predictions to look up after a crash."""
+        return ()
+
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
     ) -> ProviderResult:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from imagegen.config import Settings
-from imagegen.errors import ModelNotFound, PredictionFailed, UpstreamHTTPError
+from imagegen.errors import ImagegenError, ModelNotFound, PredictionFailed, UpstreamHTTPError
 from imagegen.models import (
     GenerationRequest,
     PendingCreate,
@@ -104,6 +104,29 @@ class ReplicateProvider:
                 clock=clock,
                 limits=limits,
             )
+
+    def first_creates(self, request: GenerationRequest) -> Sequence[PendingCreate]:
+        """Its creates, as ``generate`` maps them, while the model's schema is cached and the
+        request has no input image to upload (``Provider.first_creates``)."""
+        if self._client is None or request.images or request.mask is not None:
+            return ()
+        try:
+            ref = ModelRef.parse(request.model)
+            cached = self._cached(ref)
+            if cached is None:
+                return ()
+            schema, sizes = cached
+            ensure_image_output(schema, request.model)
+            fields = image_fields(schema, request, sizes.images if sizes is not None else None)
+            if fields.image is not None or fields.mask is not None:
+                return ()
+            plans = plan_predictions(schema.inputs, request, {}, sizes=sizes)
+        except ImagegenError:  # generate raises it, once the job is written
+            return ()
+        if schema.community_version is not None:
+            ref = ModelRef(ref.owner, ref.name, schema.community_version)
+        model = str(ref)
+        return tuple(PendingCreate(model, dict(plan.inputs), plan.images) for plan in plans)
 
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
