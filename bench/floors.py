@@ -26,18 +26,18 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import BODY, GENERATE, INSTANT, Options
-from bench.load import Client, closed_loop
-from bench.procs import running, start_ready, usage
-from bench.report import Result
+from bench.common import BODY, GENERATE, INSTANT, Direct, Options
+from bench.load import Client, Samples, closed_loop, percentile, timed
+from bench.procs import TOKEN, running, start_ready, usage
+from bench.report import Result, ms
 
 NAME = "floors"
 #: The durable write transactions of a generation on the seed endpoint: the job (written running
-#: when a slot is free), the create about to be sent (what makes a retry after a crash safe), its
-#: prediction, succeeded.
-WRITES = 4
+#: when a slot is free) with the create about to be sent (what makes a retry after a crash safe),
+#: its prediction (recorded while its output is stored), succeeded.
+WRITES = 3
 #: Passed through, the prediction is recorded with the success, in one transaction.
-WRITES_THROUGH = 3
+WRITES_THROUGH = 2
 _ROW = json.dumps({**BODY, "seed": 42, "output_format": "webp", "go_fast": True})
 
 
@@ -226,6 +226,76 @@ async def _imagegen_cpu(seconds: float, env: dict[str, str]) -> float:
     return (after.cpu_seconds - before.cpu_seconds) / len(samples.ok())
 
 
+class _FetchedBack:
+    """``POST path`` on a server whose reply names the double's image, then that image."""
+
+    def __init__(self, server: str, path: str, double: Client, double_url: str) -> None:
+        self._server, self._path = Client(server), path
+        self._double, self._double_url = double, double_url
+
+    async def __call__(self) -> int:
+        reply = await self._server.post(self._path, json_body=BODY, timeout=60)
+        if reply.status != 200:
+            return reply.status
+        url = reply.json()["image_urls"][0]
+        return (await self._double.get(url.removeprefix(self._double_url))).status
+
+    def close(self) -> None:
+        self._server.close()
+
+
+async def _design_at_one_connection(seconds: float) -> dict[str, tuple[float, float, int]]:
+    """Passed through, one connection: imagegen, the design floor (``bench.floor_server --kind
+    design``) and the double directly, alternated one request at a time in one loop. For each:
+    (p50 latency, server CPU per generation, generations)."""
+    passthrough = {"IMAGEGEN_RETURN_PROVIDER_URLS": "true"}
+    with (
+        running(INSTANT, passthrough) as (double, server),
+        tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp,
+    ):
+        floor, floor_url = start_ready(
+            "bench.floor_server",
+            *("--kind", "design", "--upstream", double.base_url, "--token", TOKEN),
+            *("--database", f"{tmp}/design.db"),
+        )
+        try:
+            fetch = Client(double.base_url)
+            first = await Client(server.base_url).post(GENERATE, json_body=BODY)
+            calls = {
+                "imagegen": _FetchedBack(server.base_url, GENERATE, fetch, double.base_url),
+                "design floor": _FetchedBack(floor_url, "/generate", fetch, double.base_url),
+                "direct": await Direct.like(Client(server.base_url), double.base_url, first.json()),
+            }
+            pids = {"imagegen": server.pid, "design floor": floor.pid}
+            for _ in range(50):
+                for call in calls.values():
+                    await call()
+            samples = Samples()
+            cpu = {label: 0.0 for label in pids}
+            loop = asyncio.get_running_loop()
+            stop = loop.time() + seconds
+            while loop.time() < stop:
+                for label, call in calls.items():
+                    before = usage(pids[label]).cpu_seconds if label in pids else 0.0
+                    await timed(call, 0.0, label, samples)
+                    if label in pids:
+                        cpu[label] += usage(pids[label]).cpu_seconds - before
+            for call in calls.values():
+                call.close()
+            fetch.close()
+        finally:
+            floor.terminate()
+            floor.wait()
+    if samples.errors():
+        raise RuntimeError(f"design floor: {len(samples.errors())} errors")
+    measured = {}
+    for label in calls:
+        latencies = [s.seconds for s in samples.ok(label)]
+        spent = cpu.get(label, 0.0) / len(latencies)
+        measured[label] = (percentile(latencies, 50), spent, len(latencies))
+    return measured
+
+
 async def run(options: Options) -> Result:
     result = Result(NAME, __doc__.split("\n\n")[1].replace("\n", " "))
     seconds = options.pick(6.0, 2.0)
@@ -244,6 +314,7 @@ async def run(options: Options) -> Result:
     through = await _imagegen_cpu(
         options.pick(10.0, 3.0), {"IMAGEGEN_RETURN_PROVIDER_URLS": "true"}
     )
+    one = await _design_at_one_connection(options.pick(20.0, 3.0))
 
     # (what, CPU, times in a stored generation, times in one passed through)
     pieces = [
@@ -277,6 +348,19 @@ async def run(options: Options) -> Result:
         result.add(f"floor of a generation, {mode} (the sum, as counted)", us(floor))
         result.add(f"imagegen CPU per generation, {mode} (same run)", us(imagegen))
         result.add(f"imagegen over the floor, {mode}", f"{imagegen / floor:.1f}x")
+    direct = one["direct"][0]
+    for label in ("design floor", "imagegen"):
+        latency, spent, _ = one[label]
+        what = "the design floor" if label == "design floor" else "imagegen"
+        result.add(f"added p50, 1 connection, passed through: {what}", ms(latency - direct))
+        result.add(f"CPU per generation, 1 connection, passed through: {what}", us(spent))
+    result.note(
+        f"one connection, passed through, alternated in one loop: p50 {ms(one['imagegen'][0])} "
+        f"through imagegen, {ms(one['design floor'][0])} through the design floor "
+        f"(`bench.floor_server --kind design`), {ms(direct)} direct; "
+        f"{one['imagegen'][2]} generations each; the CPU is each server's (user and system) "
+        "over its own requests, the image fetched back from the double not included"
+    )
     result.note(
         "a stored generation counted as 1 inbound request, 2 outbound (create, download), "
         f"{WRITES} write transactions (on the event loop when the writer is idle: no trip to "

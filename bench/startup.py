@@ -78,6 +78,29 @@ async def serve_once(data: Path, **extra: str) -> tuple[float, str, int]:
         proc.wait(timeout=10)
 
 
+async def floor_answers() -> float:
+    """Seconds from start to the first answer of the least app in imagegen's framework: one
+    FastAPI route with a pydantic body and reply, on uvicorn with httptools and uvloop
+    (``bench.floor_server --kind fastapi``), nothing of imagegen's imported."""
+    port = free_port()
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "bench.floor_server", "--kind", "fastapi", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    client = Client(f"http://127.0.0.1:{port}")
+    try:
+        while time.perf_counter() - started < 30 and proc.poll() is None:
+            try:
+                await client.get("/", timeout=1)  # any answer: a 404 is the app answering
+                return time.perf_counter() - started
+            except (HttpError, OSError, TimeoutError):
+                await asyncio.sleep(0.005)
+        raise RuntimeError("bench.floor_server --kind fastapi did not answer")
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def time_import(code: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)

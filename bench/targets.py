@@ -22,7 +22,7 @@ from bench.common import BODY, GENERATE, INSTANT, Direct, Options
 from bench.load import Client, Samples, closed_loop, percentile, timed
 from bench.procs import REPO_ROOT, running, usage
 from bench.report import Result, ms
-from bench.startup import serve_once
+from bench.startup import floor_answers, serve_once
 
 NAME = "targets"
 PEER = REPO_ROOT / "bench" / "results" / "peer-latest.json"
@@ -155,8 +155,12 @@ async def run(options: Options) -> Result:
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         data = Path(tmp) / "data"
         _, _, fresh_rss = await serve_once(data)  # a fresh data dir: the database is created
-        starts = [await serve_once(data) for _ in range(3)]  # the data exists: the usual start
+        starts, floors = [], []
+        for _ in range(3):  # the data exists: the usual start, alternated with the floor's
+            starts.append(await serve_once(data))
+            floors.append(await floor_answers())
     serve = statistics.median(seconds for seconds, _, _ in starts)
+    floor = statistics.median(floors)
     rss = statistics.median(rss for _, _, rss in starts)
     result.add(
         "memory idle (RSS, after start-up, existing data)",
@@ -171,6 +175,9 @@ async def run(options: Options) -> Result:
     )
     result.add(
         "`imagegen serve` answers (existing data)", ms(serve), f"< {ms(SERVE)}", serve < SERVE
+    )
+    result.add(
+        "(floor) a FastAPI app of one route on uvicorn answers (same run)", ms(floor), "(context)"
     )
     _peer_rows(result)
     return result
