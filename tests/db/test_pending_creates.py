@@ -242,3 +242,42 @@ async def test_a_job_refused_for_its_idempotency_key_writes_none_of_its_creates(
     assert await store.pending_creates(first.id) == []
     count = sa.text("SELECT count(*) FROM pending_creates")
     assert await store._db.read(lambda connection: connection.execute(count).scalar()) == 0
+
+
+async def test_recording_a_prediction_says_whether_it_was_new(store) -> None:
+    job = await running(store)
+    record = PredictionRecord("p-1", INPUTS, 1)
+    assert await store.add_prediction(job, record) is True
+    assert await store.add_prediction(job, record) is False  # recorded already: a no-op
+
+
+async def test_a_success_told_what_was_recorded_earlier_does_not_read_it_back(store) -> None:
+    job = await running(store)
+    first = PredictionRecord("p-1", INPUTS, 1)
+    assert await store.add_prediction(job, first)
+    with Statements() as seen:
+        done = await store.mark_succeeded(
+            job,
+            images=[],
+            provider_urls=["https://x/p-1.png"],
+            images_missing=0,
+            recorded=[first],
+            request=REQUEST,
+        )
+    assert "SELECT" not in seen
+    assert done.predictions == (first,)
+    assert await store.get(job) == done
+
+
+async def test_a_success_told_of_some_predictions_only_reads_them_all_back(store) -> None:
+    job = await running(store)
+    first, second = PredictionRecord("p-1", INPUTS, 1), PredictionRecord("p-2", INPUTS, 1)
+    await store.add_prediction(job, first)
+    await store.add_prediction(job, second)  # by another path: the caller does not say
+    with Statements() as seen:
+        done = await store.mark_succeeded(
+            job, images=[], provider_urls=[], images_missing=0, recorded=[second]
+        )
+    assert "SELECT" in seen
+    assert done.predictions == (first, second)
+    assert await store.get(job) == done

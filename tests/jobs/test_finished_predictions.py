@@ -63,8 +63,9 @@ class Log:
     async def add_prediction(self, *args, **kwargs):
         self.log.append("recording")
         await self.hold.wait()
-        await self._store.add_prediction(*args, **kwargs)
+        new = await self._store.add_prediction(*args, **kwargs)
         self.log.append("recorded")
+        return new
 
     async def mark_canceled(self, *args, **kwargs):
         self.log.append("canceling")
@@ -73,6 +74,7 @@ class Log:
     async def mark_succeeded(self, *args, **kwargs):
         recording = [p.prediction_id for p in kwargs.get("predictions", ())]
         self.log.append(f"succeeding {recording}" if recording else "succeeding")
+        self.told = [p.prediction_id for p in kwargs.get("recorded", ())]
         return await self._store.mark_succeeded(*args, **kwargs)
 
 
@@ -113,6 +115,8 @@ async def test_the_record_is_written_while_outputs_are_stored_and_before_the_end
     assert logged.log[2:] == ["recorded", "succeeding"]
     assert [p.prediction_id for p in done.predictions] == ["p1"]
     assert provider.handed == ["p1"]
+    assert logged.told == ["p1"]  # recorded new meanwhile: the success need not read it back
+    assert await store.get(job.id) == done
 
 
 async def test_a_cancel_while_the_record_is_written_waits_for_it(store):

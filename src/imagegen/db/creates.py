@@ -168,9 +168,10 @@ class SqlCreates:
 
     async def add_prediction(
         self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
-    ) -> None:
+    ) -> bool:
         """Record ``record`` and clear the pending create it answers, in one transaction
-        (``holder``: only while it holds the job's lease)."""
+        (``holder``: only while it holds the job's lease). True when this recorded it new;
+        False when it was recorded already, or when the one-statement write cannot tell."""
         if holder is not None and self._one_statement:
             parameters = {
                 **_new(prediction_values(generation_id, record, self._clock())),
@@ -182,14 +183,14 @@ class SqlCreates:
                 partial(_fenced, _pg_add_prediction(), parameters, generation_id),
                 one_statement=True,
             )
-            return
+            return False
 
-        def add(connection: sa.Connection) -> None:
+        def add(connection: sa.Connection) -> bool:
             if holder is not None:
                 fence(connection, generation_id, holder)
-            self.record(generation_id, record, connection)
+            return self.record(generation_id, record, connection)
 
-        await self._db.write(add)
+        return await self._db.write(add)
 
     async def adopt_prediction(
         self,

@@ -345,12 +345,16 @@ class GenerationStore:
         holder: str | None = None,
         predictions: Sequence[PredictionRecord] = (),
         request: GenerationRequest | None = None,
+        recorded: Sequence[PredictionRecord] = (),
     ) -> Generation:
         """running -> succeeded, storing the images in order, in the same transaction, with
         what it cost (USD) and the seconds the upstream billed, None where unknown.
         ``predictions`` not recorded yet are recorded first, in the same transaction, as
         ``add_prediction`` records them (under the same fence). ``request``: the job's, in
-        hand (a job's request never changes once written): not read back."""
+        hand (a job's request never changes once written): not read back. ``recorded``: the
+        job's predictions the caller recorded earlier, each new (``add_prediction`` answered
+        True), in the order it recorded them: when they and ``predictions`` are all the job
+        has, they are not read back."""
         if images_missing < 0:
             raise ValueError("images_missing must not be negative")
         now = self._clock()
@@ -370,6 +374,7 @@ class GenerationStore:
             outbox=outbox,
             holder=holder,
             request=request,
+            recorded=tuple(recorded),
         )
         if not predictions:
             return await self._transition(transition)
@@ -416,15 +421,16 @@ class GenerationStore:
 
     async def add_prediction(
         self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
-    ) -> None:
+    ) -> bool:
         """Record an upstream prediction (status ``starting``) before waiting on it, clearing
         the pending create it answers (``SqlCreates.add_prediction``).
 
         Allowed in any state, so a prediction started just before a cancel can still be found
-        and canceled upstream. Recording the same ``prediction_id`` again is a no-op.
+        and canceled upstream. Recording the same ``prediction_id`` again is a no-op. True when
+        this call recorded it new (False: recorded already, or the write cannot tell).
         """
         try:
-            await self._creates.add_prediction(generation_id, record, holder=holder)
+            return await self._creates.add_prediction(generation_id, record, holder=holder)
         except IntegrityError as exc:  # the foreign key: no such generation
             raise not_found(generation_id) from exc
 
@@ -618,6 +624,5 @@ def _recorded_then(
     raises (a lost race, a lost lease) takes the records back with it. When each of them was
     new, the transition is told which they are (``Transition.recorded``)."""
     new = [record(generation_id, prediction, connection) for prediction in predictions]
-    if all(new):
-        transition = replace(transition, recorded=tuple(predictions))
-    return transition(connection)
+    known = (*transition.recorded, *predictions) if all(new) else ()
+    return replace(transition, recorded=known)(connection)

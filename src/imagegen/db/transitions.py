@@ -79,8 +79,9 @@ class Transition:
     Without images or an outbox it writes with one statement (``one_statement``): then the
     ``Database`` may run it without a transaction around it. ``request``: the job's, in hand
     (a job's request never changes once written), so its column is not read back.
-    ``recorded``: predictions this transaction recorded, each new; when they are all the job
-    has, they are the job's predictions without reading them back.
+    ``recorded``: predictions of the job recorded new (earlier or in this transaction), in
+    the order they were recorded; when they are all the job has, they are the job's
+    predictions without reading them back.
     """
 
     generation_id: str

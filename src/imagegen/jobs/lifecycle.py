@@ -67,6 +67,7 @@ class Transitions:
         predict_seconds: float | None = None,
         predictions: Sequence[PredictionRecord] = (),
         request: GenerationRequest | None = None,
+        recorded: Sequence[PredictionRecord] = (),
     ) -> Generation:
         marked = self._store.mark_succeeded(
             generation_id,
@@ -79,6 +80,7 @@ class Transitions:
             holder=self._holder,
             predictions=predictions,
             request=request,
+            recorded=recorded,
         )
         return self._told(await self._apply(marked))
 

@@ -99,8 +99,9 @@ class GenerationStore(Protocol):
 
     async def add_prediction(
         self, generation_id: str, record: PredictionRecord, *, holder: str | None = None
-    ) -> None:
-        """Record a prediction the provider created, clearing the pending create it answers."""
+    ) -> bool:
+        """Record a prediction the provider created, clearing the pending create it answers;
+        True when this call recorded it new."""
         ...
 
     async def begin_create(
@@ -144,10 +145,13 @@ class GenerationStore(Protocol):
         holder: str | None = None,
         predictions: Sequence[PredictionRecord] = (),
         request: GenerationRequest | None = None,
+        recorded: Sequence[PredictionRecord] = (),
     ) -> Generation:
         """running -> succeeded; ``predictions`` not recorded yet are recorded first, in the
         same transaction (as ``add_prediction`` does). ``request``: the job's, in hand (it never
-        changes once written), so the store need not read it back."""
+        changes once written), so the store need not read it back; nor the predictions, when
+        ``recorded`` (recorded new earlier, in that order) and ``predictions`` are all of
+        them."""
         ...
 
     async def mark_failed(

@@ -116,7 +116,7 @@ class JobWork:
         self.progress: dict[str, float] = {}
         # Predictions handed over by ``record_finished``, by job: being recorded while the
         # outputs are stored, or (nothing to store) kept for the job's success to record.
-        self._recording: dict[str, list[asyncio.Task[None]]] = {}
+        self._recording: dict[str, list[tuple[PredictionRecord, asyncio.Task[bool]]]] = {}
         self._kept: dict[str, list[PredictionRecord]] = {}
 
     async def run(self, plan: Plan) -> Generation:
@@ -264,14 +264,14 @@ class JobWork:
 
     async def _record_prediction(
         self, generation_id: str, holder: str, record: PredictionRecord
-    ) -> None:
+    ) -> bool:
         """Record a prediction just created, paid for: again while the database is at
-        capacity, as a final state is written."""
+        capacity, as a final state is written. True when this recorded it new."""
         write = partial(self._store.add_prediction, generation_id, record, holder=holder)
         what = f"recording prediction {record.prediction_id}"
-        await self._again_while_busy(generation_id, what, write)
+        return await self._again_while_busy(generation_id, what, write)
 
-    def _recorder(self, generation_id: str) -> Callable[[PredictionRecord], Awaitable[None]]:
+    def _recorder(self, generation_id: str) -> Callable[[PredictionRecord], Awaitable[bool]]:
         """``_record_prediction`` for the job, under its lease (``LeaseLost`` marks it lost)."""
         return self.fence.guard(
             generation_id, partial(self._record_prediction, generation_id, self.fence.holder)
@@ -289,25 +289,33 @@ class JobWork:
             return
         task = asyncio.ensure_future(self._recorder(generation_id)(record))
         task.add_done_callback(_retrieve)  # a job handed back on shutdown never looks
-        self._recording.setdefault(generation_id, []).append(task)
+        self._recording.setdefault(generation_id, []).append((record, task))
 
-    async def _recorded(self, generation_id: str, *, kept_too: bool = True) -> None:
+    async def _recorded(
+        self, generation_id: str, *, kept_too: bool = True
+    ) -> tuple[PredictionRecord, ...]:
         """Wait until the predictions handed over by ``record_finished`` are recorded
         (``kept_too``: write the kept ones now); raises the first write's error
         (``LeaseLost``, or ``StoreBusy`` once retries ran out). Each is forgotten only once
-        recorded: a wait cancelled midway (a user's cancel) leaves the rest for the next."""
+        recorded: a wait cancelled midway (a user's cancel) leaves the rest for the next.
+
+        Returns the prediction a handed-over write recorded new, when there was one such
+        write (several run at once, in an order nothing here vouches for): the job's success
+        need not read it back."""
         kept = self._kept.get(generation_id) if kept_too else None
         while kept:
             await self._recorder(generation_id)(kept[0])
             kept.pop(0)
-        tasks = self._recording.get(generation_id)
-        if not tasks:
-            return
+        recording = self._recording.get(generation_id)
+        if not recording:
+            return ()
+        tasks = [task for _, task in recording]
         outcomes = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
         self._recording.pop(generation_id, None)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        return (recording[0][0],) if outcomes == [True] else ()
 
     async def _recorded_if_possible(self, generation_id: str) -> None:
         """``_recorded`` before a failure or a cancel is written: the job ends either way."""
@@ -334,7 +342,8 @@ class JobWork:
                 raise errors[0]
             lost = len(errors)
         kept = tuple(self._kept.get(generation_id, ()))  # recorded with the success, in one write
-        await self._recorded(generation_id, kept_too=False)  # the others, before the job's end
+        # The others, before the job's end.
+        recorded = await self._recorded(generation_id, kept_too=False)
         succeeded = partial(
             self._transitions.succeeded,
             generation_id,
@@ -346,6 +355,7 @@ class JobWork:
             predict_seconds=result.predict_seconds,
             predictions=kept,
             request=plan.generation.request,
+            recorded=recorded,
         )
         try:
             done = await self._settle(generation_id, succeeded)
@@ -425,7 +435,7 @@ class JobWork:
         return await write()
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
+def _retrieve(task: asyncio.Task[bool]) -> None:
     if not task.cancelled():
         task.exception()
 

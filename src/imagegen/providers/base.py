@@ -71,7 +71,9 @@ class GenerationContext:
     """
 
     deadline: float
-    on_prediction: Callable[[PredictionRecord], Awaitable[None]] = field(default=_ignore_prediction)
+    on_prediction: Callable[[PredictionRecord], Awaitable[object]] = field(
+        default=_ignore_prediction
+    )
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
     acquire_create: Callable[[], Awaitable[None]] = field(default=_no_limit)
     metered: bool = False
