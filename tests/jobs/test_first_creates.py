@@ -1,7 +1,8 @@
-"""A job that finds a slot free is written with the creates its provider sends first
-(``Provider.first_creates``), pending, in the job's own write: none of them is written again
-before it is sent. A job that waits for a slot, and any create the provider did not announce,
-is written pending on its own before it is sent, as before."""
+"""A job that finds a slot and its create tokens free is written with the creates its provider
+sends first (``Provider.first_creates``), pending, in the job's own write: none of them is
+written again before it is sent, and none waits for a token. A job that waits for a slot or a
+token, and any create the provider did not announce, is written pending on its own when it is
+about to be sent, as before."""
 
 from __future__ import annotations
 
@@ -137,4 +138,22 @@ async def test_a_job_cancelled_before_its_create_is_sent_leaves_it_pending(store
     canceled = await runner.cancel(job.id)
     assert canceled.status is JobStatus.CANCELED
     assert provider.sent == []
+    await runner.aclose()
+
+
+async def test_a_job_whose_create_would_wait_for_its_token_writes_it_when_its_turn_comes(
+    store,
+) -> None:
+    """Written with the job, a create waiting for the rate limit would sit pending: a process
+    that stopped meanwhile would leave its adopter searching upstream for it."""
+    writes, provider = Writes(store), Announcing()
+    limits = ProviderLimits({"announcing": Limits(per_minute=1200, burst=1)})  # one per 50 ms
+    runner = runner_for(writes, provider, ingestor=None, limits=limits)
+    first = await runner.submit(REQUEST)
+    second = await runner.submit(REQUEST)  # the bucket is empty: its create waits its turn
+    assert writes.created_with == [(create_for(REQUEST),), ()]
+    assert (await runner.wait(first.id)).status is JobStatus.SUCCEEDED
+    assert (await runner.wait(second.id)).status is JobStatus.SUCCEEDED
+    assert writes.begun == [create_for(REQUEST)]  # the second job's, once its token came
+    assert provider.sent == [create_for(REQUEST)] * 2
     await runner.aclose()

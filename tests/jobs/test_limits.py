@@ -36,6 +36,18 @@ async def test_gcra_lets_a_burst_through_then_spaces_tokens_at_the_rate():
     assert granted == [0, 0, 0, 1, 2, 3]
 
 
+async def test_gcra_gives_tokens_now_only_all_at_once_and_only_without_a_wait():
+    time = FakeTime()
+    limiter = RateLimiter(60, 2, clock=time.clock, sleep=time.sleep)  # 1/s, burst 2
+    assert not limiter.take_now(3)  # more than the burst: none taken
+    assert limiter.take_now(2)
+    assert not limiter.take_now(1)
+    time.now += 1.0
+    assert limiter.take_now(1)
+    await limiter.acquire(deadline=time.now + 100)  # the bucket is empty: its turn is in 1 s
+    assert time.sleeps == [1.0]
+
+
 async def test_gcra_never_exceeds_burst_plus_rate_in_any_window():
     time = FakeTime()
     limiter = RateLimiter(600, 10, clock=time.clock, sleep=time.sleep)  # 10/s, burst 10

@@ -97,6 +97,16 @@ class RateLimiter:
                 self._tat = tat
             raise
 
+    def take_now(self, count: int) -> bool:
+        """Take ``count`` tokens if the bucket gives them all without waiting (True); take
+        none otherwise."""
+        now = self._clock()
+        tat = now if self._tat is None else max(self._tat, now)
+        if tat + (count - 1) * self._interval - self._tolerance > now:
+            return False
+        self._tat = tat + count * self._interval
+        return True
+
 
 class ProviderLimiter:
     """The concurrency slots, queue bound and create rate of one provider."""
@@ -212,6 +222,16 @@ class ProviderLimiter:
     async def acquire_create(self, deadline: float) -> None:
         if self._rate is not None:
             await self._rate.acquire(deadline)
+
+    def take_creates(self, count: int) -> bool:
+        """Take ``count`` create tokens now, if the create rate gives them without waiting:
+        True then (always, without a rate), and the creates they pay for need no other turn.
+        A shared rate cannot tell without asking its store: False."""
+        if self._rate is None:
+            return True
+        if isinstance(self._rate, RateLimiter):
+            return self._rate.take_now(count)
+        return False
 
 
 class QueueTicket:

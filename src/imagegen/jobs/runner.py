@@ -208,10 +208,13 @@ class JobRunner:
         deadline = asyncio.get_running_loop().time() + seconds
         try:
             # A slot free now: the job is written running, one write less, with the creates
-            # its provider sends first, one more. One that asked for the start webhook is
-            # written queued, its start (and message) written on its own.
+            # its provider sends first (their create tokens free now, and taken), one more.
+            # One that asked for the start webhook is written queued, its start (and message)
+            # written on its own.
             started = not _asks_for_start(webhook) and await limiter.take_free(ticket)
             creates = _first_creates(route, request) if started else ()
+            if creates and not limiter.take_creates(len(creates)):
+                creates = ()  # they would wait for their turn: each is written when it comes
             written_at = asyncio.get_running_loop().time()
             generation = await self._insert(
                 request,

@@ -82,7 +82,8 @@ class Plan:
     deadline: float
     ticket: QueueTicket
     started: bool = False
-    #: The creates written pending with the job, and when that write began (loop time).
+    #: The creates written pending with the job (their create tokens taken already), and when
+    #: that write began (loop time).
     creates: tuple[PendingCreate, ...] = ()
     written_at: float | None = None
 
@@ -223,8 +224,14 @@ class JobWork:
         elif not plan.started:  # written running: it had a slot at once
             self._transitions.started(generation)
 
+        prepaid = len(plan.creates)  # the tokens of the creates written with the job: taken
+
         async def create_turn() -> None:
-            await acquire_create(plan.deadline)
+            nonlocal prepaid
+            if prepaid:
+                prepaid -= 1
+            else:
+                await acquire_create(plan.deadline)
             self._observer.upstream_create(provider)
 
         fence, holder, job = self.fence, self.fence.holder, generation.id
