@@ -95,6 +95,21 @@ def test_sqlite_timestamps_bind_and_read_as_sqlalchemy_converts_them() -> None:
         bind(datetime(2026, 1, 1))
 
 
+def test_a_time_bound_again_is_the_same_text_and_another_time_its_own() -> None:
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    now = datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=UTC)
+    assert bind(now) == bind(now) == "2026-11-30 01:02:03.456789"  # the second, remembered
+    equal_elsewhere = now.astimezone(timezone(timedelta(hours=2)))  # equal, not the same object
+    assert bind(equal_elsewhere) == "2026-11-30 01:02:03.456789"
+    later = now + timedelta(microseconds=1)
+    assert bind(later) == "2026-11-30 01:02:03.456790"
+    assert bind(now) == "2026-11-30 01:02:03.456789"
+    with pytest.raises(ValueError, match="naive"):
+        bind(datetime(2026, 1, 1))  # after a remembered one: still checked
+
+
 def test_other_dialects_keep_sqlalchemy_conversions() -> None:
     dialect = postgresql.dialect()
     bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from imagegen.db.json_text import json_text
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -128,6 +130,7 @@ def sqlite_engine(
         pool_size=connections,
         max_overflow=0,
         pool_timeout=timeout,
+        json_serializer=json_text,
     )
 
     def connected(dbapi_connection: Any, record: Any) -> None:
