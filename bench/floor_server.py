@@ -53,14 +53,21 @@ async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": IMAGE})
         return
+    request = json.loads(await read_body(receive))
+    await send_json(send, dict(REPLY, prompt=request["prompt"], model=request["model"]))
+
+
+async def read_body(receive: Any) -> bytes:
     body = b""
     more = True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    request = json.loads(body)
-    reply = dict(REPLY, prompt=request["prompt"], model=request["model"])
+    return body
+
+
+async def send_json(send: Any, reply: dict[str, Any]) -> None:
     payload = json.dumps(reply).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -92,14 +99,6 @@ def framework() -> Any:
         return Reply(**dict(REPLY, prompt=body.prompt, model=body.model))
 
     return app
-
-
-class Seed(BaseModel):
-    model: str
-    prompt: str = Field(min_length=1)
-    num_images: int = Field(1, ge=1, le=10)
-    width: int = Field(1024, ge=64, le=4096)
-    height: int = Field(1024, ge=64, le=4096)
 
 
 SCHEMA = (
@@ -136,7 +135,7 @@ def design(upstream: str, token: str, database: str) -> Any:
     headers["Content-Type"] = "application/json"
     url = f"{upstream}/v1/models/black-forest-labs/flux-schnell/predictions"
 
-    async def generate(body: Seed) -> dict[str, Any]:
+    async def generate(body: Body) -> dict[str, Any]:
         if not sessions:
             sessions.append(aiohttp.ClientSession())
         job, now = f"gen_{uuid.uuid4().hex}", datetime.now(UTC).isoformat()
@@ -174,17 +173,8 @@ def design(upstream: str, token: str, database: str) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        payload = json.dumps(await generate(Seed.model_validate_json(body))).encode()
-        length = b"%d" % len(payload)
-        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        body = Body.model_validate_json(await read_body(receive))
+        await send_json(send, await generate(body))
 
     return app
 
