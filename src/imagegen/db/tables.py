@@ -92,6 +92,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 def _sqlite_bind(value: datetime | None) -> str | None:
     """What SQLite's DATETIME stores (``YYYY-MM-DD HH:MM:SS.ffffff``) of the UTC time ``value``.
     A write binds one ``now`` to several columns: the last time converted is converted once."""
+    global _last_bound
     if value is None:
         return None
     last = _last_bound
@@ -101,16 +102,11 @@ def _sqlite_bind(value: datetime | None) -> str | None:
         raise ValueError(f"naive datetime {value!r}; imagegen stores timezone-aware times")
     # Python's years have four digits: the text before the offset is always 26 characters.
     text = value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-    _remember(value, text)
+    _last_bound = (value, text)  # one assignment: a reader on another thread sees a pair
     return text
 
 
 _last_bound: tuple[datetime | None, str] = (None, "")
-
-
-def _remember(value: datetime, text: str) -> None:
-    global _last_bound
-    _last_bound = (value, text)  # one assignment: a reader on another thread sees a pair
 
 
 def _sqlite_result(value: str | None) -> datetime | None:

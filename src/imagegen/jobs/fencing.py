@@ -87,7 +87,8 @@ class LeaseFence:
 
         async def begin(pending: PendingCreate) -> None:
             started = self._loop_time()
-            if written_at is not None and _take(unsent, pending):
+            if written_at is not None and pending in unsent:  # equal model, inputs, images
+                unsent.remove(pending)
                 started = written_at
             else:
                 await self._store.begin_create(
@@ -103,17 +104,3 @@ class LeaseFence:
                     raise LeaseLost(generation_id)
 
         return self.guard(generation_id, begin)
-
-
-def _take(written: list[PendingCreate], pending: PendingCreate) -> bool:
-    """Remove the create written already that ``pending`` is (same model, inputs and images),
-    if there is one."""
-    for index, create in enumerate(written):
-        if (create.model, create.images_requested, create.inputs) == (
-            pending.model,
-            pending.images_requested,
-            pending.inputs,
-        ):
-            del written[index]
-            return True
-    return False

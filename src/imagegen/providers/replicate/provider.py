@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -26,13 +26,14 @@ from imagegen.providers.masks import to_white_repaint
 from imagegen.providers.replicate.client import ReplicateClient
 from imagegen.providers.replicate.errors import PROVIDER, no_token_error, retry_after_of
 from imagegen.providers.replicate.image_inputs import ImageFields, image_fields
-from imagegen.providers.replicate.mapping import SizeMemo, plan_predictions
+from imagegen.providers.replicate.mapping import PlannedPrediction, SizeMemo, plan_predictions
 from imagegen.providers.replicate.refs import ModelRef
 from imagegen.providers.replicate.retry import Clock, Retrier, RetryPolicy, Sleep
 from imagegen.providers.replicate.run import (
     PredictionRun,
     cancel_all,
     deadline_scope,
+    pending_create,
 )
 from imagegen.providers.replicate.schema import ModelSchema, ensure_image_output, read_model_schema
 from imagegen.providers.replicate.uploads import input_url
@@ -115,18 +116,13 @@ class ReplicateProvider:
             cached = self._cached(ref)
             if cached is None:
                 return ()
-            schema, sizes = cached
-            ensure_image_output(schema, request.model)
-            fields = image_fields(schema, request, sizes.images if sizes is not None else None)
+            fields = _image_fields(request, *cached)
             if fields.image is not None or fields.mask is not None:
                 return ()
-            plans = plan_predictions(schema.inputs, request, {}, sizes=sizes)
+            ref, plans = _planned(ref, request, {}, *cached)
         except ImagegenError:  # generate raises it, once the job is written
             return ()
-        if schema.community_version is not None:
-            ref = ModelRef(ref.owner, ref.name, schema.community_version)
-        model = str(ref)
-        return tuple(PendingCreate(model, dict(plan.inputs), plan.images) for plan in plans)
+        return tuple(pending_create(ref, plan) for plan in plans)
 
     async def generate(
         self, request: GenerationRequest, context: GenerationContext
@@ -142,17 +138,12 @@ class ReplicateProvider:
         if cached is None:
             async with deadline_scope(context.deadline, self._clock):
                 cached = await self._schema(client, ref, context.deadline)
-        schema, sizes = cached
-        ensure_image_output(schema, request.model)
-        # 422 for a model that cannot take them
-        fields = image_fields(schema, request, sizes.images if sizes is not None else None)
+        fields = _image_fields(request, *cached)
         values: dict[str, Any] = {}
         if fields.image is not None or fields.mask is not None:
             async with deadline_scope(context.deadline, self._clock):
                 values = await self._image_values(client, fields, request, context.deadline)
-        plans = plan_predictions(schema.inputs, request, values, sizes=sizes)
-        if schema.community_version is not None:  # owner/name of a community model
-            ref = ModelRef(ref.owner, ref.name, schema.community_version)
+        ref, plans = _planned(ref, request, values, *cached)
         run = self._run(client, context)
         images = await run.create_all(ref, plans)
         return _result(images, request, run.predict_seconds)
@@ -258,6 +249,30 @@ class ReplicateProvider:
         if self._schema_cache_ttl > 0:
             self._schemas[ref] = (now + self._schema_cache_ttl, schema, sizes)
         return schema, sizes
+
+
+def _image_fields(
+    request: GenerationRequest, schema: ModelSchema, sizes: SizeMemo | None
+) -> ImageFields:
+    """The model's inputs for the request's images: ``UnsupportedModel`` (422) for a model that
+    makes no images, or cannot take the images the request has."""
+    ensure_image_output(schema, request.model)
+    return image_fields(schema, request, sizes.images if sizes is not None else None)
+
+
+def _planned(
+    ref: ModelRef,
+    request: GenerationRequest,
+    values: Mapping[str, Any],
+    schema: ModelSchema,
+    sizes: SizeMemo | None,
+) -> tuple[ModelRef, list[PlannedPrediction]]:
+    """The predictions to create for the request (``values``: its images' inputs), and the ref
+    to create them on (a community model's owner/name pinned to its version)."""
+    plans = plan_predictions(schema.inputs, request, values, sizes=sizes)
+    if schema.community_version is not None:
+        ref = ModelRef(ref.owner, ref.name, schema.community_version)
+    return ref, plans
 
 
 def model_not_found(model: str, exc: UpstreamHTTPError) -> ModelNotFound:

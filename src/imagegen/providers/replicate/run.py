@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -102,6 +103,12 @@ async def cancel_all(
             await asyncio.gather(*(cancel_one(pid) for pid in ids))
     except TimeoutError:
         log.warning("replicate: canceling %s timed out", ", ".join(ids))
+
+
+def pending_create(ref: ModelRef, plan: PlannedPrediction) -> PendingCreate:
+    """The create of ``plan`` on ``ref`` as ``on_create`` announces it before it is sent (and
+    ``ReplicateProvider.first_creates`` foretells it)."""
+    return PendingCreate(str(ref), dict(plan.inputs), plan.images)
 
 
 async def _outcomes(
@@ -219,9 +226,9 @@ class PredictionRun:
         """Create one prediction; ``announce``: record it as pending first (not when it is
         pending already, a create from before a restart that never reached Replicate)."""
         await self._context.acquire_create()  # imagegen's create rate limit: one token each
-        model, inputs = str(ref), dict(plan.inputs)
+        announced = pending_create(ref, plan)
         if announce:  # before it is sent: a crash from here on leaves a trail to search
-            await self._context.on_create(PendingCreate(model, inputs, plan.images))
+            await self._context.on_create(announced)
         sent_at = datetime.now(UTC)  # the create as it went out: built only when it is looked for
         create = asyncio.get_running_loop().create_task(
             self._client.create(
@@ -236,7 +243,7 @@ class PredictionRun:
             prediction = await asyncio.shield(create)
         except asyncio.CancelledError:
             if not self._context.handing_back():
-                pending = PendingCreate(model, inputs, plan.images, sent_at=sent_at)
+                pending = replace(announced, sent_at=sent_at)
                 self._cancel_when_created(create, pending)
             raise
         except UpstreamError as exc:
@@ -244,7 +251,7 @@ class PredictionRun:
                 raise
             lost = await find_lost(
                 self._client,
-                PendingCreate(model, inputs, plan.images, sent_at=sent_at),
+                replace(announced, sent_at=sent_at),
                 claim=self._context.claim,
                 deadline=self._context.deadline,
                 sleep=self._sleep,
